@@ -1,0 +1,1 @@
+"""importd client: the Python library for the importd bulk-import service."""

@@ -1,0 +1,1 @@
+"""importd: bulk-import jobs as a gRPC service."""

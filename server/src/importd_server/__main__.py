@@ -1,0 +1,3 @@
+from importd_server.cli import main
+
+main()

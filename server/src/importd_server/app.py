@@ -1,0 +1,71 @@
+"""The application: built once at start-up from Settings, then started and stopped as a whole.
+
+Nothing here is global, so two servers can run side by side in one process (tests do).
+"""
+
+from __future__ import annotations
+
+import asyncpg
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from importd.v1 import import_service_pb2 as pb
+from importd.v1 import import_service_pb2_grpc as pb_grpc
+from importd_server.api.servicer import ImportServicer
+from importd_server.config import Settings
+from importd_server.store.jobs import JobStore
+from importd_server.store.migrate import migrate
+from importd_server.store.pool import create_pool
+
+log = structlog.get_logger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ImportService"].full_name
+
+
+class Application:
+    """One importd server: its database pool, its stores and its gRPC server."""
+
+    def __init__(self, settings: Settings, database_url: str) -> None:
+        self.settings = settings
+        self.database_url = database_url
+        self.port: int | None = None
+        self._pool: asyncpg.Pool | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+
+    async def start(self) -> int:
+        """Connects, migrates, and starts serving; returns the bound port."""
+        self._pool = await create_pool(self.database_url, self.settings.db_pool_size)
+        await migrate(self._pool)
+        jobs = JobStore(self._pool)
+
+        server = grpc.aio.server()
+        pb_grpc.add_ImportServiceServicer_to_server(ImportServicer(jobs), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        address = f"{self.settings.host}:{self.settings.port}"
+        self.port = server.add_insecure_port(address)
+        if not self.port:
+            raise OSError(f"cannot bind {address}")
+        await server.start()
+        self._grpc = server
+        for service in ("", SERVICE_NAME):
+            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        log.info("importd serving", host=self.settings.host, port=self.port)
+        return self.port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stops taking calls, lets running calls finish within the grace period, disconnects."""
+        grace = self.settings.grace_seconds if grace is None else grace
+        await self._health.enter_graceful_shutdown()
+        if self._grpc is not None:
+            await self._grpc.stop(grace)
+            self._grpc = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+        log.info("importd stopped")

@@ -1,0 +1,92 @@
+"""Settings: one frozen object built at start-up from `IMPORTD_*` variables and flags."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+LOG_FORMATS = ("auto", "json", "console")
+
+
+def default_data_dir() -> Path:
+    """Where the embedded PostgreSQL keeps its data when no folder is configured."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "importd"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service can be told at start-up.
+
+    Each field is read from `IMPORTD_<FIELD>` and overridden by `--<field>`; the database
+    URL is also read from the conventional `DATABASE_URL`.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    database_url: str | None = None
+    data_dir: Path = Path()
+    log_format: str = "auto"
+    log_level: str = "info"
+    grace_seconds: float = 10.0
+    db_pool_size: int = 10
+
+    def __post_init__(self) -> None:
+        if self.data_dir == Path():
+            object.__setattr__(self, "data_dir", default_data_dir())
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError("port must be between 0 and 65535")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Settings from environment variables; unset ones keep their defaults."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        if env.get("DATABASE_URL"):
+            values["database_url"] = env["DATABASE_URL"]
+        for f in fields(cls):
+            raw = env.get(f"IMPORTD_{f.name.upper()}")
+            if raw:
+                values[f.name] = _parse(f.name, raw)
+        return cls(**values)
+
+    def with_flags(self, args: argparse.Namespace) -> Settings:
+        """These settings with every flag that was given on the command line applied."""
+        given = {
+            f.name: _parse(f.name, str(getattr(args, f.name)))
+            for f in fields(self)
+            if getattr(args, f.name, None) is not None
+        }
+        return replace(self, **given)
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """Adds one `--<field>` flag per setting, each defaulting to 'not given'."""
+    for f in fields(Settings):
+        env_name = f"IMPORTD_{f.name.upper()}"
+        parser.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            dest=f.name,
+            default=None,
+            help=f"(env {env_name}; default {f.default!s})",
+        )
+
+
+def _parse(name: str, raw: str) -> Any:
+    kind = {f.name: f.type for f in fields(Settings)}[name]
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "Path":
+            return Path(raw).expanduser()
+    except ValueError as error:
+        raise ValueError(f"setting {name}: {raw!r} is not a valid {kind}") from error
+    return raw

@@ -1,0 +1,85 @@
+"""The one error hierarchy of importd's domain; `api.status` maps it to gRPC status codes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad field of a request: which field, and what is wrong with it."""
+
+    field: str
+    description: str
+
+
+class ImportdError(Exception):
+    """Base of every error a caller can be told about.
+
+    `reason` is a stable UPPER_SNAKE_CASE word for machines (AIP-193 ErrorInfo.reason);
+    the message is for people.
+    """
+
+    default_reason = "ERROR"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        field_violations: tuple[FieldViolation, ...] = (),
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or self.default_reason
+        self.field_violations = field_violations
+        self.metadata = dict(metadata or {})
+
+
+class InvalidArgument(ImportdError):
+    """The request is malformed: a bad id, page token, spec field or file."""
+
+    default_reason = "INVALID_ARGUMENT"
+
+    @classmethod
+    def for_field(
+        cls, field: str, description: str, *, reason: str | None = None
+    ) -> InvalidArgument:
+        """An error about one request field."""
+        return cls(
+            f"{field}: {description}",
+            reason=reason,
+            field_violations=(FieldViolation(field, description),),
+        )
+
+
+class NotFound(ImportdError):
+    """The named resource does not exist (or belongs to someone else)."""
+
+    default_reason = "NOT_FOUND"
+
+
+class AlreadyExists(ImportdError):
+    """A resource with that identity exists, e.g. a request_id reused with another spec."""
+
+    default_reason = "ALREADY_EXISTS"
+
+
+class FailedPrecondition(ImportdError):
+    """The request is valid but the resource is in the wrong state for it."""
+
+    default_reason = "FAILED_PRECONDITION"
+
+
+class ResourceExhausted(ImportdError):
+    """A configured limit was reached."""
+
+    default_reason = "RESOURCE_EXHAUSTED"
+
+
+class Unimplemented(ImportdError):
+    """The operation exists in the API but not yet in this server."""
+
+    default_reason = "UNIMPLEMENTED"

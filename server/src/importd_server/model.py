@@ -1,0 +1,150 @@
+"""Domain types of importd: plain frozen dataclasses and enums, free of protobuf."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class JobStatus(StrEnum):
+    """A job's place in its life."""
+
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    PARTIALLY_SUCCEEDED = "PARTIALLY_SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the job has ended and will never change again."""
+        return self not in (JobStatus.QUEUED, JobStatus.RUNNING)
+
+
+class JobStage(StrEnum):
+    """Where a running job is inside its run."""
+
+    RECEIVING = "RECEIVING"
+    STAGING = "STAGING"
+    PROCESSING = "PROCESSING"
+    FINALIZING = "FINALIZING"
+
+
+class ImportMode(StrEnum):
+    """How rows are applied to the target table."""
+
+    INSERT = "INSERT"
+    UPSERT = "UPSERT"
+    UPDATE = "UPDATE"
+    DELETE = "DELETE"
+
+
+class FileFormat(StrEnum):
+    """The format of an imported file."""
+
+    CSV = "CSV"
+    JSONL = "JSONL"
+
+
+class EntryStatus(StrEnum):
+    """What happened to one row."""
+
+    PENDING = "PENDING"
+    CREATED = "CREATED"
+    UPDATED = "UPDATED"
+    UNCHANGED = "UNCHANGED"
+    SKIPPED = "SKIPPED"
+    FAILED = "FAILED"
+    DELETED = "DELETED"
+
+
+@dataclass(frozen=True)
+class JobError:
+    """A job-level failure, such as an unreadable file.
+
+    `code` is a google.rpc.Code name (e.g. INVALID_ARGUMENT); `reason` a stable word
+    for machines (e.g. UNBALANCED_QUOTE); `message` is for people.
+    """
+
+    code: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Counts:
+    """How many rows ended in each outcome."""
+
+    processed: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    failed: int = 0
+    deleted: int = 0
+
+
+@dataclass(frozen=True)
+class Job:
+    """An import job as stored."""
+
+    id: uuid.UUID
+    tenant: str
+    import_type: str
+    mode: ImportMode
+    format: FileFormat
+    status: JobStatus
+    stage: JobStage | None
+    file_name: str
+    file_size_bytes: int
+    sha256: str
+    total_rows: int | None
+    counts: Counts
+    rows_per_second: float
+    error: JobError | None
+    dry_run: bool
+    all_or_nothing: bool
+    max_errors: int | None
+    labels: Mapping[str, str]
+    request_id: str | None
+    create_time: datetime
+    start_time: datetime | None
+    end_time: datetime | None
+
+    @property
+    def progress_percent(self) -> float:
+        """Processed rows as a share of all rows, 0 to 100; 100 once the job has ended."""
+        if self.status.is_terminal:
+            return 100.0
+        if not self.total_rows:
+            return 0.0
+        return min(100.0, 100.0 * self.counts.processed / self.total_rows)
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Which jobs ListJobs returns."""
+
+    tenant: str
+    statuses: tuple[JobStatus, ...] = ()
+    import_type: str | None = None
+
+
+@dataclass(frozen=True)
+class JobCursor:
+    """A position in the newest-first job list: after this job."""
+
+    create_time: datetime
+    job_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of jobs, and where the next page starts (None on the last)."""
+
+    jobs: tuple[Job, ...]
+    next_cursor: JobCursor | None = field(default=None)

@@ -1,0 +1,1 @@
+"""The store: every query importd runs against PostgreSQL, its migrations and its pool."""

@@ -1,0 +1,93 @@
+"""JobStore: the one place that reads and writes import_jobs."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from importd_server.model import (
+    Counts,
+    FileFormat,
+    ImportMode,
+    Job,
+    JobCursor,
+    JobError,
+    JobFilter,
+    JobPage,
+    JobStage,
+    JobStatus,
+)
+from importd_server.store.sql import load_queries
+
+QUERIES = load_queries("jobs.sql")
+
+
+class JobStore:
+    """Reads and writes jobs through a pool it is given."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def get_job(self, job_id: uuid.UUID, tenant: str) -> Job | None:
+        """The tenant's job with this id, or None."""
+        row = await self._pool.fetchrow(QUERIES["get_job"], job_id, tenant)
+        return job_from_row(row) if row else None
+
+    async def list_jobs(
+        self, job_filter: JobFilter, page_size: int, after: JobCursor | None = None
+    ) -> JobPage:
+        """One page of the filter's jobs, newest first, starting after `after`."""
+        rows = await self._pool.fetch(
+            QUERIES["list_jobs"],
+            job_filter.tenant,
+            [s.value for s in job_filter.statuses],
+            after.create_time if after else None,
+            after.job_id if after else None,
+            job_filter.import_type,
+            page_size + 1,  # one more tells whether a next page exists
+        )
+        jobs = tuple(job_from_row(r) for r in rows[:page_size])
+        has_more = len(rows) > page_size
+        next_cursor = JobCursor(jobs[-1].create_time, jobs[-1].id) if has_more else None
+        return JobPage(jobs, next_cursor)
+
+
+def job_from_row(row: asyncpg.Record) -> Job:
+    """A Job from an import_jobs row."""
+    return Job(
+        id=row["id"],
+        tenant=row["tenant"],
+        import_type=row["import_type"],
+        mode=ImportMode(row["mode"]),
+        format=FileFormat(row["format"]),
+        status=JobStatus(row["status"]),
+        stage=JobStage(row["stage"]) if row["stage"] else None,
+        file_name=row["file_name"],
+        file_size_bytes=row["file_size_bytes"],
+        sha256=row["sha256"],
+        total_rows=row["total_rows"],
+        counts=Counts(
+            processed=row["processed_rows"],
+            created=row["created_count"],
+            updated=row["updated_count"],
+            unchanged=row["unchanged_count"],
+            skipped=row["skipped_count"],
+            failed=row["failed_count"],
+            deleted=row["deleted_count"],
+        ),
+        rows_per_second=row["rows_per_second"],
+        error=(
+            JobError(row["error_code"], row["error_reason"], row["error_message"])
+            if row["error_code"]
+            else None
+        ),
+        dry_run=row["dry_run"],
+        all_or_nothing=row["all_or_nothing"],
+        max_errors=row["max_errors"],
+        labels=dict(row["labels"]),
+        request_id=row["request_id"],
+        create_time=row["create_time"],
+        start_time=row["start_time"],
+        end_time=row["end_time"],
+    )

