@@ -50,8 +50,6 @@ def test_flags_override_the_environment() -> None:
         ({"IMPORTD_LOG_FORMAT": "xml"}, "log_format must be one of auto, json, console"),
     ],
 )
-def test_bad_settings_are_refused_with_a_precise_message(
-    env: dict[str, str], message: str
-) -> None:
+def test_bad_settings_are_refused_with_a_precise_message(env: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Settings.from_env(env)
