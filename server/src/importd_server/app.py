@@ -15,9 +15,15 @@ from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
 from importd_server.api.servicer import ImportServicer
 from importd_server.config import Settings
+from importd_server.engine.import_types import default_types_dir, load_import_types
+from importd_server.engine.processing import ChunkProcessor
+from importd_server.engine.staging import Stager, StagingLimits
+from importd_server.engine.workers import WorkerPool
+from importd_server.store.entries import EntryStore
 from importd_server.store.jobs import JobStore
 from importd_server.store.migrate import migrate
 from importd_server.store.pool import create_pool
+from importd_server.store.targets import ensure_target_table
 
 log = structlog.get_logger(__name__)
 
@@ -34,15 +40,36 @@ class Application:
         self._pool: asyncpg.Pool | None = None
         self._grpc: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
+        self.workers: WorkerPool | None = None
 
     async def start(self) -> int:
         """Connects, migrates, and starts serving; returns the bound port."""
-        self._pool = await create_pool(self.database_url, self.settings.db_pool_size)
+        settings = self.settings
+        import_types = load_import_types(settings.types_dir or default_types_dir())
+        self._pool = await create_pool(self.database_url, settings.db_pool_size)
         await migrate(self._pool)
+        async with self._pool.acquire() as connection:
+            for import_type in import_types.values():
+                await ensure_target_table(connection, import_type)
         jobs = JobStore(self._pool)
+        processor = ChunkProcessor(import_types, settings.lease_seconds, settings.chunk_size)
+        self.workers = WorkerPool(
+            self._pool,
+            processor,
+            size=settings.workers,
+            lease_seconds=settings.lease_seconds,
+            poll_seconds=settings.poll_seconds,
+            max_attempts=settings.max_attempts,
+        )
+        stager = Stager(
+            self._pool, jobs, StagingLimits(settings.max_file_bytes, settings.chunk_size)
+        )
+        servicer = ImportServicer(
+            settings, import_types, jobs, EntryStore(self._pool), stager, self.workers.wake
+        )
 
         server = grpc.aio.server()
-        pb_grpc.add_ImportServiceServicer_to_server(ImportServicer(jobs), server)
+        pb_grpc.add_ImportServiceServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -53,6 +80,7 @@ class Application:
             raise OSError(f"cannot bind {address}")
         await server.start()
         self._grpc = server
+        self.workers.start()
         for service in ("", SERVICE_NAME):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         log.info("importd serving", host=self.settings.host, port=self.port)
@@ -62,6 +90,8 @@ class Application:
         """Stops taking calls, lets running calls finish within the grace period, disconnects."""
         grace = self.settings.grace_seconds if grace is None else grace
         await self._health.enter_graceful_shutdown()
+        if self.workers is not None:
+            await self.workers.stop(grace)
         if self._grpc is not None:
             await self._grpc.stop(grace)
             self._grpc = None

@@ -34,6 +34,15 @@ class Settings:
     log_level: str = "info"
     grace_seconds: float = 10.0
     db_pool_size: int = 10
+    types_dir: Path | None = None
+    source_dir: Path | None = None
+    workers: int = 2
+    chunk_size: int = 5000
+    lease_seconds: float = 30.0
+    poll_seconds: float = 0.5
+    max_attempts: int = 5
+    max_file_bytes: int = 10 * 1024**3
+    max_rows: int = 20_000_000
 
     def __post_init__(self) -> None:
         if self.data_dir == Path():
@@ -42,6 +51,11 @@ class Settings:
             raise ValueError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
         if not 0 <= self.port <= 65535:
             raise ValueError("port must be between 0 and 65535")
+        if self.workers < 0:
+            raise ValueError("workers must not be negative (0: this replica only serves the API)")
+        for name in ("chunk_size", "max_attempts", "max_file_bytes", "max_rows"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -79,7 +93,7 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _parse(name: str, raw: str) -> Any:
-    kind = {f.name: f.type for f in fields(Settings)}[name]
+    kind = str({f.name: f.type for f in fields(Settings)}[name]).removesuffix(" | None")
     try:
         if kind == "int":
             return int(raw)

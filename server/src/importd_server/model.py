@@ -148,3 +148,36 @@ class JobPage:
 
     jobs: tuple[Job, ...]
     next_cursor: JobCursor | None = field(default=None)
+
+
+@dataclass(frozen=True)
+class RowError:
+    """One error of one row: a stable code, the column, the offending value and a message."""
+
+    code: str
+    field: str
+    value: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Entry:
+    """The outcome of one row of a job."""
+
+    row_number: int
+    line_number: int
+    status: EntryStatus
+    key: str | None
+    raw: Mapping[str, object]
+    errors: tuple[RowError, ...]
+    note: str | None
+    process_time: datetime | None
+
+
+@dataclass(frozen=True)
+class EntryPage:
+    """One page of entries, the row the next page starts after (None on the last), the total."""
+
+    entries: tuple[Entry, ...]
+    next_after_row: int | None
+    total_count: int

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -13,8 +14,12 @@ from google.rpc import code_pb2
 
 from importd.v1 import import_service_pb2 as pb
 from importd_server.api.status import build_rpc_status
-from importd_server.errors import InvalidArgument
-from importd_server.model import Job, JobStatus
+from importd_server.engine.import_types import ImportType
+from importd_server.engine.parsing import ENCODINGS, ParseOptions
+from importd_server.engine.staging import NewJob
+from importd_server.engine.validation import as_text
+from importd_server.errors import FieldViolation, InvalidArgument
+from importd_server.model import Entry, EntryStatus, FileFormat, ImportMode, Job, JobStatus
 
 E = TypeVar("E", bound=StrEnum)
 
@@ -23,6 +28,7 @@ JOB_STATUS = (pb.JobStatus, "JOB_STATUS")
 JOB_STAGE = (pb.JobStage, "JOB_STAGE")
 IMPORT_MODE = (pb.ImportMode, "IMPORT_MODE")
 FILE_FORMAT = (pb.FileFormat, "FILE_FORMAT")
+ENTRY_STATUS = (pb.EntryStatus, "ENTRY_STATUS")
 
 
 def parse_id(value: str, field: str = "id") -> uuid.UUID:
@@ -104,3 +110,136 @@ def job_to_proto(job: Job) -> pb.Job:
         number = code.number if code is not None else code_pb2.UNKNOWN
         message.error.CopyFrom(build_rpc_status(number, job.error.message, job.error.reason))
     return message
+
+
+def entry_to_proto(entry: Entry) -> pb.Entry:
+    """The Entry message for a domain entry (raw values rendered as text)."""
+    return pb.Entry(
+        row_number=entry.row_number,
+        line_number=entry.line_number,
+        status=enum_to_proto(entry.status, ENTRY_STATUS),
+        key=entry.key or "",
+        raw={name: as_text(value) for name, value in entry.raw.items()},
+        errors=[
+            pb.RowError(code=e.code, field=e.field, value=e.value, message=e.message)
+            for e in entry.errors
+        ],
+        process_time=timestamp(entry.process_time),
+        note=entry.note or "",
+    )
+
+
+def entry_statuses_from_proto(numbers: Iterable[int], field: str) -> tuple[EntryStatus, ...]:
+    """The EntryStatus filter of a request."""
+    return tuple(enum_from_proto(n, ENTRY_STATUS, EntryStatus, field) for n in numbers)
+
+
+def import_type_to_proto(import_type: ImportType) -> pb.ImportType:
+    """The ImportType message, with every column's rules."""
+    return pb.ImportType(
+        name=import_type.name,
+        description=import_type.description,
+        table=import_type.table,
+        key_columns=list(import_type.key),
+        modes=[enum_to_proto(m, IMPORT_MODE) for m in import_type.modes],
+        columns=[
+            pb.ColumnSpec(
+                name=c.name,
+                type=c.type,
+                required=c.required,
+                default=c.default,
+                aliases=list(c.aliases),
+                max_length=c.max_length,
+                pattern=c.pattern.pattern if c.pattern else None,
+                min=None if c.min is None else str(c.min),
+                max=None if c.max is None else str(c.max),
+                exclusive_bounds=c.exclusive_bounds,
+                values=list(c.values),
+            )
+            for c in import_type.columns
+        ],
+    )
+
+
+MAX_LABELS = 64
+
+
+def new_job_from_spec(
+    spec: pb.ImportSpec, import_types: Mapping[str, ImportType], tenant: str, max_rows: int
+) -> NewJob:
+    """The checked NewJob a spec asks for; INVALID_ARGUMENT naming every bad field."""
+    violations: list[FieldViolation] = []
+
+    def bad(field: str, description: str) -> None:
+        violations.append(FieldViolation(f"spec.{field}", description))
+
+    import_type = import_types.get(spec.import_type)
+    if import_type is None:
+        known = ", ".join(sorted(import_types)) or "none"
+        bad("import_type", f"unknown import type {spec.import_type!r} (known: {known})")
+    mode = ImportMode.INSERT
+    if spec.mode:
+        try:
+            mode = enum_from_proto(spec.mode, IMPORT_MODE, ImportMode, "spec.mode")
+        except InvalidArgument:
+            bad("mode", f"{spec.mode} is not a valid mode")
+    if import_type is not None and mode not in import_type.modes:
+        allowed = ", ".join(m.value for m in import_type.modes)
+        bad("mode", f"{import_type.name} allows {allowed}, not {mode.value}")
+    file_format = _file_format(spec)
+    delimiter = spec.csv.delimiter or ","
+    quote_char = spec.csv.quote or '"'
+    encoding = (spec.csv.encoding or "utf-8").lower()
+    if len(delimiter) != 1:
+        bad("csv.delimiter", "must be one character")
+    if len(quote_char) != 1:
+        bad("csv.quote", "must be one character")
+    if encoding not in ENCODINGS:
+        bad("csv.encoding", "must be utf-8 or latin-1")
+    if spec.HasField("max_errors") and spec.max_errors < 0:
+        bad("max_errors", "must not be negative")
+    if len(spec.labels) > MAX_LABELS:
+        bad("labels", f"at most {MAX_LABELS} labels")
+    if violations:
+        raise InvalidArgument(
+            "; ".join(f"{v.field}: {v.description}" for v in violations),
+            field_violations=tuple(violations),
+        )
+    assert import_type is not None
+    header = spec.csv.header if spec.csv.HasField("header") else True
+    identity = pb.ImportSpec()
+    identity.CopyFrom(spec)
+    identity.ClearField("request_id")
+    return NewJob(
+        tenant=tenant,
+        import_type=import_type,
+        mode=mode,
+        parse=ParseOptions(
+            format=file_format,
+            delimiter=delimiter,
+            quote=quote_char,
+            header=header,
+            encoding=encoding,
+            max_rows=max_rows,
+        ),
+        file_name=spec.file_name or spec.source_uri.rsplit("/", 1)[-1],
+        dry_run=spec.dry_run,
+        all_or_nothing=spec.all_or_nothing,
+        max_errors=spec.max_errors if spec.HasField("max_errors") else None,
+        labels=dict(spec.labels),
+        request_id=spec.request_id or None,
+        spec_digest=hashlib.sha256(identity.SerializeToString(deterministic=True)).hexdigest(),
+        options={
+            "delimiter": delimiter,
+            "quote": quote_char,
+            "header": header,
+            "encoding": encoding,
+        },
+    )
+
+
+def _file_format(spec: pb.ImportSpec) -> FileFormat:
+    if spec.format:
+        return enum_from_proto(spec.format, FILE_FORMAT, FileFormat, "spec.format")
+    name = (spec.file_name or spec.source_uri).lower().removesuffix(".gz")
+    return FileFormat.JSONL if name.endswith((".jsonl", ".ndjson")) else FileFormat.CSV

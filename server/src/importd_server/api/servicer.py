@@ -3,34 +3,88 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
 
 from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
 from importd_server.api import paging
-from importd_server.api.convert import job_statuses_from_proto, job_to_proto, parse_id
+from importd_server.api.convert import (
+    entry_statuses_from_proto,
+    entry_to_proto,
+    import_type_to_proto,
+    job_statuses_from_proto,
+    job_to_proto,
+    new_job_from_spec,
+    parse_id,
+)
 from importd_server.api.status import Context, maps_errors
-from importd_server.errors import InvalidArgument, NotFound, Unimplemented
-from importd_server.model import JobCursor, JobFilter
+from importd_server.config import Settings
+from importd_server.engine.export import export_csv
+from importd_server.engine.import_types import ImportType
+from importd_server.engine.sources import resolve_source_uri
+from importd_server.engine.staging import Stager, file_chunks
+from importd_server.errors import FailedPrecondition, InvalidArgument, NotFound, Unimplemented
+from importd_server.model import EntryStatus, Job, JobCursor, JobFilter
+from importd_server.store.entries import EntryStore
 from importd_server.store.jobs import JobStore
 
 # Until authentication lands every caller is this one tenant.
 DEFAULT_TENANT = "default"
+NOT_IMPORTED = (EntryStatus.FAILED, EntryStatus.SKIPPED)
 
 
 class ImportServicer(pb_grpc.ImportServiceServicer):
-    """Serves the ImportService; RPCs not implemented yet answer UNIMPLEMENTED."""
+    """Serves the ImportService."""
 
-    def __init__(self, jobs: JobStore) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        import_types: Mapping[str, ImportType],
+        jobs: JobStore,
+        entries: EntryStore,
+        stager: Stager,
+        on_job_queued: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._settings = settings
+        self._import_types = import_types
         self._jobs = jobs
+        self._entries = entries
+        self._stager = stager
+        self._on_job_queued = on_job_queued
 
-    @maps_errors
-    async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
-        job_id = parse_id(request.id)
+    async def _job(self, job_id: uuid.UUID) -> Job:
         job = await self._jobs.get_job(job_id, DEFAULT_TENANT)
         if job is None:
             raise NotFound(f"job {job_id} not found", metadata={"id": str(job_id)})
+        return job
+
+    @maps_errors
+    async def StartImport(
+        self, request_iterator: AsyncIterator[pb.StartImportRequest], context: Context
+    ) -> pb.Job:
+        first = await anext(aiter(request_iterator), None)
+        if first is None or not first.HasField("spec"):
+            raise InvalidArgument.for_field("spec", "the first message must carry the spec")
+        spec = first.spec
+        new_job = new_job_from_spec(
+            spec, self._import_types, DEFAULT_TENANT, self._settings.max_rows
+        )
+        if spec.source_uri:
+            path = resolve_source_uri(spec.source_uri, self._settings.source_dir)
+            if await anext(aiter(request_iterator), None) is not None:
+                raise InvalidArgument.for_field(
+                    "chunk", "no file chunks may follow a spec with a source_uri"
+                )
+            job = await self._stager.start(new_job, file_chunks(str(path)))
+        else:
+            job = await self._stager.start(new_job, _file_bytes(request_iterator))
+        self._on_job_queued()
         return job_to_proto(job)
+
+    @maps_errors
+    async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
+        return job_to_proto(await self._job(parse_id(request.id)))
 
     @maps_errors
     async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
@@ -62,35 +116,82 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         )
 
     @maps_errors
-    async def StartImport(self, request_iterator: object, context: Context) -> pb.Job:
-        raise Unimplemented("StartImport is not implemented yet")
-
-    @maps_errors
     async def ListEntries(
         self, request: pb.ListEntriesRequest, context: Context
     ) -> pb.ListEntriesResponse:
-        raise Unimplemented("ListEntries is not implemented yet")
+        job = await self._job(parse_id(request.id))
+        statuses = entry_statuses_from_proto(request.statuses, "statuses")
+        size = paging.page_size(request.page_size)
+        if request.offset < 0:
+            raise InvalidArgument.for_field("offset", "must not be negative")
+        if request.offset and request.page_token:
+            raise InvalidArgument.for_field("offset", "cannot be combined with page_token")
+        filters = paging.fingerprint("ListEntries", str(job.id), sorted(statuses))
+        after_row = 0
+        if request.page_token:
+            position = paging.decode_page_token(request.page_token, filters)
+            row = position.get("r")
+            if not isinstance(row, int) or row < 0:
+                raise InvalidArgument.for_field("page_token", "is not a valid page token")
+            after_row = row
+        page = await self._entries.list_entries(
+            job.id, statuses, size, after_row=after_row, offset=request.offset
+        )
+        next_token = ""
+        if page.next_after_row is not None:
+            next_token = paging.encode_page_token({"r": page.next_after_row}, filters)
+        return pb.ListEntriesResponse(
+            entries=[entry_to_proto(e) for e in page.entries],
+            next_page_token=next_token,
+            total_count=page.total_count,
+        )
 
     @maps_errors
     async def CancelJob(self, request: pb.CancelJobRequest, context: Context) -> pb.Job:
-        raise Unimplemented("CancelJob is not implemented yet")
+        job_id = parse_id(request.id)
+        cancelled = await self._jobs.cancel_job(job_id, DEFAULT_TENANT)
+        if cancelled is not None:
+            return job_to_proto(cancelled)
+        job = await self._job(job_id)
+        raise FailedPrecondition(
+            f"job {job_id} has already ended ({job.status.value}); only a queued or running"
+            " job can be cancelled",
+            reason="JOB_ALREADY_ENDED",
+            metadata={"id": str(job_id), "status": job.status.value},
+        )
+
+    @maps_errors
+    async def ExportEntries(
+        self, request: pb.ExportEntriesRequest, context: Context
+    ) -> AsyncIterator[pb.ExportEntriesResponse]:
+        job = await self._job(parse_id(request.id))
+        statuses = entry_statuses_from_proto(request.statuses, "statuses") or NOT_IMPORTED
+        columns = await self._jobs.file_columns(job.id)
+        entries = self._entries.iter_entries(job.id, statuses)
+        async for piece in export_csv(columns, entries):
+            yield pb.ExportEntriesResponse(chunk=piece)
 
     @maps_errors
     async def ListImportTypes(
         self, request: pb.ListImportTypesRequest, context: Context
     ) -> pb.ListImportTypesResponse:
-        raise Unimplemented("ListImportTypes is not implemented yet")
+        return pb.ListImportTypesResponse(
+            import_types=[import_type_to_proto(t) for _, t in sorted(self._import_types.items())]
+        )
 
-    # Server-streaming RPCs written as coroutines (not generators) until their issues land:
-    # grpc.aio accepts a coroutine handler, and maps_errors turns the raise into a status.
+    # Server-streaming RPC written as a coroutine until its issue lands: grpc.aio accepts a
+    # coroutine handler, and maps_errors turns the raise into a status.
     @maps_errors
     async def StreamProgress(  # type: ignore[override]
         self, request: pb.StreamProgressRequest, context: Context
     ) -> None:
         raise Unimplemented("StreamProgress is not implemented yet")
 
-    @maps_errors
-    async def ExportEntries(  # type: ignore[override]
-        self, request: pb.ExportEntriesRequest, context: Context
-    ) -> None:
-        raise Unimplemented("ExportEntries is not implemented yet")
+
+async def _file_bytes(
+    request_iterator: AsyncIterator[pb.StartImportRequest],
+) -> AsyncIterator[bytes]:
+    async for message in request_iterator:
+        if message.HasField("spec"):
+            raise InvalidArgument.for_field("spec", "only the first message may carry a spec")
+        yield message.chunk

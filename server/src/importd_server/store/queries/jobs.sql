@@ -15,3 +15,68 @@ WHERE tenant = $1
   AND ($3::timestamptz IS NULL OR (create_time, id) < ($3, $4::uuid))
 ORDER BY create_time DESC, id DESC
 LIMIT $6;
+
+-- name: find_job_by_request_id
+SELECT * FROM import_jobs WHERE tenant = $1 AND request_id = $2;
+
+-- name: insert_job
+INSERT INTO import_jobs (
+    id, tenant, import_type, mode, format, options, status, file_name, dry_run,
+    all_or_nothing, max_errors, labels, request_id, spec_digest
+) VALUES ($1, $2, $3, $4, $5, $6, 'QUEUED', $7, $8, $9, $10, $11, $12, $13);
+
+-- name: finish_staging
+-- The file is received: record what it was and queue the job. $8 = rows that already
+-- have an outcome (failed to parse, or superseded by a later row with the same key).
+UPDATE import_jobs
+SET file_size_bytes = $2, sha256 = $3, total_rows = $4, columns = $5,
+    failed_count = $6, skipped_count = $7, processed_rows = $6::bigint + $7::bigint,
+    update_time = now()
+WHERE id = $1;
+
+-- name: fail_job
+-- A job-level failure: the job ends FAILED with the error; its remaining chunks never run.
+UPDATE import_jobs
+SET status = 'FAILED', stage = NULL, error_code = $2, error_reason = $3, error_message = $4,
+    end_time = now(), update_time = now()
+WHERE id = $1 AND status IN ('QUEUED', 'RUNNING')
+RETURNING *;
+
+-- name: finish_job_if_done
+-- Gives the job its terminal status once no chunk is left; a no-op otherwise.
+UPDATE import_jobs
+SET status = CASE
+        WHEN all_or_nothing AND failed_count > 0 THEN 'FAILED'
+        WHEN failed_count > 0 OR skipped_count > 0 THEN 'PARTIALLY_SUCCEEDED'
+        ELSE 'SUCCEEDED' END,
+    error_code = CASE WHEN all_or_nothing AND failed_count > 0 THEN 'FAILED_PRECONDITION' END,
+    error_reason = CASE WHEN all_or_nothing AND failed_count > 0 THEN 'ALL_OR_NOTHING' END,
+    error_message = CASE WHEN all_or_nothing AND failed_count > 0 THEN
+        failed_count || ' row(s) failed, so nothing was imported (all_or_nothing)' END,
+    stage = NULL, start_time = coalesce(start_time, now()), end_time = now(), update_time = now()
+WHERE id = $1 AND status IN ('QUEUED', 'RUNNING')
+  AND NOT EXISTS (SELECT 1 FROM import_chunks WHERE job_id = $1 AND status = 'PENDING')
+RETURNING *;
+
+-- name: add_counts
+-- One chunk's outcome added to its running job. Returns nothing when the job is no longer
+-- running (cancelled or failed meanwhile): the chunk's transaction is then rolled back.
+UPDATE import_jobs
+SET processed_rows = processed_rows + $2,
+    created_count = created_count + $3,
+    updated_count = updated_count + $4,
+    unchanged_count = unchanged_count + $5,
+    skipped_count = skipped_count + $6,
+    failed_count = failed_count + $7,
+    deleted_count = deleted_count + $8,
+    rows_per_second = (processed_rows + $2)
+        / greatest(extract(epoch FROM now() - start_time), 0.001),
+    update_time = now()
+WHERE id = $1 AND status = 'RUNNING'
+RETURNING *;
+
+-- name: cancel_job
+UPDATE import_jobs
+SET status = 'CANCELLED', stage = NULL, end_time = now(), update_time = now()
+WHERE id = $1 AND tenant = $2 AND status IN ('QUEUED', 'RUNNING')
+RETURNING *;

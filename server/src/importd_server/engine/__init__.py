@@ -1,0 +1,1 @@
+"""The import engine: import types, parsing, validation and chunk processing."""

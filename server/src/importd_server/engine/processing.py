@@ -1,0 +1,250 @@
+"""Processing a chunk: validate its rows, apply the valid ones to the target set-wise, record
+every row's outcome and the job's counts, and finish the job after its last chunk, all in ONE
+transaction. A crash anywhere rolls the whole chunk back, so it runs again, exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import structlog
+
+from importd_server.engine.import_types import ImportType
+from importd_server.engine.parsing import FileColumns
+from importd_server.engine.validation import RowChecker
+from importd_server.model import EntryStatus, ImportMode
+from importd_server.store.entries import errors_to_json
+from importd_server.store.jobs import QUERIES as JOB_QUERIES
+from importd_server.store.pool import Connection
+from importd_server.store.sql import load_queries
+from importd_server.store.targets import ApplyPlan, apply_plan, quote
+
+log = structlog.get_logger(__name__)
+
+CHUNK_QUERIES = load_queries("chunks.sql")
+ENTRY_QUERIES = load_queries("entries.sql")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A chunk a worker has leased."""
+
+    job_id: uuid.UUID
+    chunk_number: int
+    first_row: int
+    last_row: int
+    attempts: int
+
+
+@dataclass
+class _Outcomes:
+    """Row outcomes gathered for one batch, written with one statement."""
+
+    row_numbers: list[int]
+    statuses: list[str]
+    notes: list[str | None]
+    errors: list[str | None]
+
+    @classmethod
+    def empty(cls) -> _Outcomes:
+        return cls([], [], [], [])
+
+    def add(
+        self, row_number: int, status: str, note: str | None, errors: str | None = None
+    ) -> None:
+        self.row_numbers.append(row_number)
+        self.statuses.append(status)
+        self.notes.append(note)
+        self.errors.append(errors)
+
+
+class _JobNotRunning(Exception):
+    """The job was cancelled or failed while the chunk ran: roll the chunk back."""
+
+
+class ChunkProcessor:
+    """Processes claimed chunks against the import types it knows."""
+
+    def __init__(
+        self,
+        import_types: dict[str, ImportType],
+        lease_seconds: float,
+        batch_rows: int = 5000,
+    ) -> None:
+        self._import_types = import_types
+        self._lease_seconds = lease_seconds
+        self._batch_rows = batch_rows
+
+    async def process(self, connection: Connection, claim: Claim, owner: str) -> bool:
+        """Processes the chunk if `owner` still holds it; returns whether it did."""
+        try:
+            async with connection.transaction():
+                return await self._process(connection, claim, owner)
+        except _JobNotRunning:
+            return False
+
+    async def _process(self, connection: Connection, claim: Claim, owner: str) -> bool:
+        locked = await connection.fetchrow(
+            CHUNK_QUERIES["lock_claimed_chunk"], claim.job_id, claim.chunk_number, owner
+        )
+        if locked is None:
+            return False  # done meanwhile, or taken over after our lease expired
+        job = await connection.fetchrow("SELECT * FROM import_jobs WHERE id = $1", claim.job_id)
+        if job is None or job["status"] not in ("QUEUED", "RUNNING"):
+            return False
+        import_type = self._import_types[job["import_type"]]
+        mode = ImportMode(job["mode"])
+        columns = FileColumns()
+        for name in job["columns"]:
+            columns.add(name, import_type)
+        checker = RowChecker(import_type, columns.mapping, mode)
+        plan = apply_plan(import_type, checker.columns, mode, frozenset(columns.mapping))
+        await connection.execute(plan.create_stage)
+
+        counts: Counter[str] = Counter()
+        if job["all_or_nothing"]:
+            await self._all_or_nothing(connection, claim, job, checker, plan, counts)
+        else:
+            await self._batch(
+                connection,
+                claim,
+                claim.first_row,
+                claim.last_row,
+                checker,
+                plan,
+                counts,
+                apply=True,
+                dry_run=job["dry_run"],
+            )
+
+        await connection.execute(CHUNK_QUERIES["complete_chunk"], claim.job_id, claim.chunk_number)
+        updated = await connection.fetchrow(
+            JOB_QUERIES["add_counts"],
+            claim.job_id,
+            sum(counts.values()),
+            counts[EntryStatus.CREATED],
+            counts[EntryStatus.UPDATED],
+            counts[EntryStatus.UNCHANGED],
+            counts[EntryStatus.SKIPPED],
+            counts[EntryStatus.FAILED],
+            counts[EntryStatus.DELETED],
+        )
+        if updated is None:
+            raise _JobNotRunning
+        max_errors = updated["max_errors"]
+        if max_errors is not None and updated["failed_count"] > max_errors:
+            await connection.execute(
+                JOB_QUERIES["fail_job"],
+                claim.job_id,
+                "FAILED_PRECONDITION",
+                "MAX_ERRORS_EXCEEDED",
+                f"{updated['failed_count']} rows failed, more than max_errors ({max_errors})",
+            )
+        else:
+            await connection.execute(JOB_QUERIES["finish_job_if_done"], claim.job_id)
+        await connection.execute("SELECT pg_notify('importd_progress', $1)", str(claim.job_id))
+        return True
+
+    async def _all_or_nothing(
+        self,
+        connection: Connection,
+        claim: Claim,
+        job: asyncpg.Record,
+        checker: RowChecker,
+        plan: ApplyPlan,
+        counts: Counter[str],
+    ) -> None:
+        # Pass 1 validates every row and records the failures; pass 2 applies only if there
+        # were none. Memory stays at one batch; the whole job is one chunk, one transaction.
+        for first, last in self._batches(claim):
+            await self._batch(connection, claim, first, last, checker, plan, counts, apply=False)
+        if counts[EntryStatus.FAILED] or job["failed_count"]:
+            skipped = await connection.fetchval(
+                ENTRY_QUERIES["skip_pending_rows"], claim.job_id, claim.first_row, claim.last_row
+            )
+            counts[EntryStatus.SKIPPED] += skipped
+            return
+        for first, last in self._batches(claim):
+            await self._batch(
+                connection,
+                claim,
+                first,
+                last,
+                checker,
+                plan,
+                counts,
+                apply=True,
+                dry_run=job["dry_run"],
+            )
+
+    def _batches(self, claim: Claim) -> list[tuple[int, int]]:
+        return [
+            (first, min(first + self._batch_rows - 1, claim.last_row))
+            for first in range(claim.first_row, claim.last_row + 1, self._batch_rows)
+        ]
+
+    async def _batch(
+        self,
+        connection: Connection,
+        claim: Claim,
+        first: int,
+        last: int,
+        checker: RowChecker,
+        plan: ApplyPlan,
+        counts: Counter[str],
+        *,
+        apply: bool,
+        dry_run: bool = False,
+    ) -> None:
+        """Validates rows first..last; records failures; applies the valid rows if `apply`."""
+        await connection.execute(
+            CHUNK_QUERIES["extend_lease"], claim.job_id, claim.chunk_number, self._lease_seconds
+        )
+        rows = await connection.fetch(ENTRY_QUERIES["pending_entries"], claim.job_id, first, last)
+        if not rows:
+            return
+        checked = await asyncio.to_thread(_check_rows, checker, rows)
+        outcomes = _Outcomes.empty()
+        valid: list[tuple[Any, ...]] = []
+        for row_number, result in checked:
+            if result.values is None:
+                problems = json.dumps(errors_to_json(result.errors))
+                outcomes.add(row_number, EntryStatus.FAILED, None, problems)
+            else:
+                valid.append((row_number, *result.values))
+        if apply and valid:
+            await connection.execute(f"TRUNCATE {quote(plan.stage_table)}")
+            await connection.copy_records_to_table(
+                plan.stage_table, records=valid, columns=plan.columns
+            )
+            if dry_run:
+                # Run the real statement, keep its verdicts, undo its writes.
+                savepoint = connection.transaction()
+                await savepoint.start()
+                applied = await connection.fetch(plan.apply)
+                await savepoint.rollback()
+            else:
+                applied = await connection.fetch(plan.apply)
+            for row in applied:
+                outcomes.add(row["row_number"], row["status"], row["note"])
+        if not outcomes.row_numbers:
+            return
+        await connection.execute(
+            ENTRY_QUERIES["record_outcomes"],
+            claim.job_id,
+            outcomes.row_numbers,
+            outcomes.statuses,
+            outcomes.notes,
+            outcomes.errors,
+        )
+        counts.update(outcomes.statuses)
+
+
+def _check_rows(checker: RowChecker, rows: Sequence[asyncpg.Record]) -> list[tuple[int, Any]]:
+    return [(row["row_number"], checker.check(row["raw"])) for row in rows]

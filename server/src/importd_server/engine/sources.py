@@ -1,0 +1,33 @@
+"""Files the server reads itself (`source_uri`), confined to one allow-listed folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from importd_server.errors import FailedPrecondition, InvalidArgument
+
+FIELD = "spec.source_uri"
+
+
+def resolve_source_uri(uri: str, allowed_dir: Path | None) -> Path:
+    """The file a `file://` URI names, if it lies inside `allowed_dir` (symlinks resolved)."""
+    if allowed_dir is None:
+        raise FailedPrecondition(
+            "source_uri imports are disabled on this server (IMPORTD_SOURCE_DIR is not set)",
+            reason="SOURCE_URI_DISABLED",
+        )
+    parts = urlsplit(uri)
+    if parts.scheme != "file":
+        raise InvalidArgument.for_field(
+            FIELD, f"scheme {parts.scheme!r} is not supported; use file://"
+        )
+    if parts.netloc not in ("", "localhost"):
+        raise InvalidArgument.for_field(FIELD, "a file:// URI must name a local path")
+    root = allowed_dir.resolve()
+    path = Path(unquote(parts.path)).resolve()
+    if not path.is_relative_to(root):
+        raise InvalidArgument.for_field(FIELD, f"the path is outside the allowed folder {root}")
+    if not path.is_file():
+        raise InvalidArgument.for_field(FIELD, f"no file at {path}")
+    return path

@@ -1,0 +1,219 @@
+"""Row validation: every column of a row checked against its type and rules, every error kept."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from importd_server.engine.import_types import ColumnSpec, ImportType
+from importd_server.model import ImportMode, RowError
+
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
+E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
+PHONE_PUNCTUATION = re.compile(r"[\s\-().]")
+TRUE_WORDS = frozenset({"true", "t", "yes", "y", "1"})
+FALSE_WORDS = frozenset({"false", "f", "no", "n", "0"})
+
+
+class _Invalid(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class CheckedRow:
+    """A row after validation: typed values in `RowChecker.columns` order, or its errors."""
+
+    values: tuple[Any, ...] | None
+    errors: tuple[RowError, ...]
+    key: str | None
+
+
+class RowChecker:
+    """Validates the rows of one job: its import type, the file's columns, and its mode."""
+
+    def __init__(
+        self,
+        import_type: ImportType,
+        file_columns: Mapping[str, Sequence[str]],
+        mode: ImportMode,
+    ) -> None:
+        """`file_columns` maps each column present in the file to the names the file uses for
+        it: one header name in a CSV file; in JSON Lines, possibly several aliases."""
+        self.import_type = import_type
+        self.file_columns = {name: tuple(headers) for name, headers in file_columns.items()}
+        if mode is ImportMode.DELETE:
+            staged = [import_type.column(k) for k in import_type.key]
+        elif mode is ImportMode.UPDATE:
+            staged = [
+                c
+                for c in import_type.columns
+                if c.name in import_type.key or c.name in self.file_columns
+            ]
+        else:
+            staged = list(import_type.columns)
+        self.columns: tuple[ColumnSpec, ...] = tuple(staged)
+        self._key_positions = [i for i, c in enumerate(self.columns) if c.name in import_type.key]
+        # A column absent from the file takes its default only where a row may be inserted.
+        self._use_defaults = mode in (ImportMode.INSERT, ImportMode.UPSERT)
+
+    def check(self, raw: Mapping[str, Any]) -> CheckedRow:
+        """The row's typed values, or all of its errors (never only the first)."""
+        values: list[Any] = []
+        errors: list[RowError] = []
+        for column in self.columns:
+            headers = self.file_columns.get(column.name, ())
+            text = next((t for h in headers if (t := as_text(raw.get(h)))), "")
+            if text == "" and column.default is not None and (headers or self._use_defaults):
+                text = column.default
+            if text == "":
+                if column.required:
+                    errors.append(RowError("REQUIRED", column.name, "", "a value is required"))
+                values.append(None)
+                continue
+            try:
+                values.append(convert(column, text))
+            except _Invalid as invalid:
+                errors.append(RowError(invalid.code, column.name, text, invalid.message))
+                values.append(None)
+        if not errors and self.import_type.row_validator is not None:
+            named = {c.name: v for c, v in zip(self.columns, values, strict=True)}
+            errors.extend(self.import_type.row_validator(named))
+        key = self._key(values)
+        if errors:
+            return CheckedRow(None, tuple(errors), key)
+        return CheckedRow(tuple(values), (), key)
+
+    def _key(self, values: list[Any]) -> str | None:
+        parts = [values[i] for i in self._key_positions]
+        if any(p is None for p in parts):
+            return None
+        return "|".join(str(p) for p in parts)
+
+
+def as_text(value: Any) -> str:
+    """A raw value as text: CSV fields are text already; JSON values are rendered."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value).strip()
+
+
+def convert(column: ColumnSpec, text: str) -> Any:
+    """The typed value of a non-empty field, or _Invalid with a code and a message."""
+    value = _CONVERTERS[column.type](column, text)
+    if column.type in ("int", "decimal"):
+        _check_bounds(column, Decimal(value))
+    return value
+
+
+def _string(column: ColumnSpec, text: str) -> str:
+    if column.max_length is not None and len(text) > column.max_length:
+        raise _Invalid("TOO_LONG", f"longer than {column.max_length} characters")
+    if column.pattern is not None and not column.pattern.fullmatch(text):
+        raise _Invalid("PATTERN_MISMATCH", f"does not match {column.pattern.pattern}")
+    return text
+
+
+def _int(column: ColumnSpec, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise _Invalid("INVALID_INT", "not a whole number") from None
+
+
+def _decimal(column: ColumnSpec, text: str) -> Decimal:
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise _Invalid("INVALID_DECIMAL", "not a decimal number") from None
+    if not value.is_finite():
+        raise _Invalid("INVALID_DECIMAL", "not a finite number")
+    return value
+
+
+def _check_bounds(column: ColumnSpec, value: Decimal) -> None:
+    low, high = column.min, column.max
+    if low is not None and (value < low or (column.exclusive_bounds and value == low)):
+        relation = "greater than" if column.exclusive_bounds else "at least"
+        raise _Invalid("TOO_SMALL", f"must be {relation} {low}")
+    if high is not None and (value > high or (column.exclusive_bounds and value == high)):
+        relation = "less than" if column.exclusive_bounds else "at most"
+        raise _Invalid("TOO_LARGE", f"must be {relation} {high}")
+
+
+def _bool(column: ColumnSpec, text: str) -> bool:
+    word = text.lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise _Invalid("INVALID_BOOL", "not a boolean (true/false, yes/no, 1/0)")
+
+
+def _date(column: ColumnSpec, text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise _Invalid("INVALID_DATE", "not a date (YYYY-MM-DD)") from None
+
+
+def _timestamp(column: ColumnSpec, text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise _Invalid("INVALID_TIMESTAMP", "not an ISO 8601 timestamp") from None
+    # A timestamp without an offset is read as UTC rather than as the server's local time.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _email(column: ColumnSpec, text: str) -> str:
+    if not EMAIL.match(text) or len(text) > 254:
+        raise _Invalid("INVALID_EMAIL", "not a valid e-mail address")
+    local, _, domain = text.rpartition("@")
+    # Domains are case-insensitive; local parts are case-sensitive by the RFC.
+    return f"{local}@{domain.lower()}"
+
+
+def _phone(column: ColumnSpec, text: str) -> str:
+    number = PHONE_PUNCTUATION.sub("", text)
+    if number.startswith("00"):
+        number = "+" + number[2:]
+    if not E164.match(number):
+        raise _Invalid("INVALID_PHONE", "not an E.164 phone number (+ and up to 15 digits)")
+    return number
+
+
+def _uuid(column: ColumnSpec, text: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        raise _Invalid("INVALID_UUID", "not a UUID") from None
+
+
+def _enum(column: ColumnSpec, text: str) -> str:
+    if text not in column.values:
+        raise _Invalid("INVALID_ENUM", f"not one of {', '.join(column.values)}")
+    return text
+
+
+_CONVERTERS: dict[str, Callable[[ColumnSpec, str], Any]] = {
+    "string": _string,
+    "int": _int,
+    "decimal": _decimal,
+    "bool": _bool,
+    "date": _date,
+    "timestamp": _timestamp,
+    "email": _email,
+    "phone": _phone,
+    "uuid": _uuid,
+    "enum": _enum,
+}

@@ -1,0 +1,110 @@
+"""The worker pool of one replica: asyncio tasks that claim chunks with leases and process them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+
+import asyncpg
+import structlog
+
+from importd_server.engine.processing import ChunkProcessor, Claim
+from importd_server.store.jobs import QUERIES as JOB_QUERIES
+from importd_server.store.sql import load_queries
+
+log = structlog.get_logger(__name__)
+
+CHUNK_QUERIES = load_queries("chunks.sql")
+
+
+class WorkerPool:
+    """`size` workers claiming chunks of any job, on any replica's behalf, until stopped."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        processor: ChunkProcessor,
+        *,
+        size: int,
+        lease_seconds: float,
+        poll_seconds: float,
+        max_attempts: int,
+    ) -> None:
+        self._pool = pool
+        self._processor = processor
+        self._size = size
+        self._lease_seconds = lease_seconds
+        self._poll_seconds = poll_seconds
+        self._max_attempts = max_attempts
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.replica_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+    def start(self) -> None:
+        """Starts the workers."""
+        self._tasks = [
+            asyncio.create_task(self._work(f"{self.replica_id}/{n}"), name=f"importd-worker-{n}")
+            for n in range(self._size)
+        ]
+
+    def wake(self) -> None:
+        """Tells idle workers that new work may be there (e.g. a job was just queued)."""
+        self._wake.set()
+
+    async def stop(self, grace: float) -> None:
+        """Lets chunks in hand finish within `grace` seconds, then cancels (rolling them back)."""
+        self._stopping.set()
+        self._wake.set()
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(self._tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        self._tasks = []
+
+    async def _work(self, owner: str) -> None:
+        bound = log.bind(worker=owner)
+        while not self._stopping.is_set():
+            try:
+                did_work = await self._claim_and_process(owner)
+            except Exception:
+                # The chunk's transaction rolled back; its lease expires and it runs again,
+                # up to max_attempts times.
+                bound.exception("chunk failed; it will be retried")
+                did_work = False
+            if not did_work:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
+
+    async def _claim_and_process(self, owner: str) -> bool:
+        async with self._pool.acquire() as connection:
+            async with connection.transaction():
+                row = await connection.fetchrow(
+                    CHUNK_QUERIES["claim_chunk"], owner, self._lease_seconds
+                )
+                if row is None:
+                    return False
+                claim = Claim(**dict(row))
+                await connection.execute(CHUNK_QUERIES["start_job"], claim.job_id)
+            if claim.attempts > self._max_attempts:
+                await connection.execute(
+                    JOB_QUERIES["fail_job"],
+                    claim.job_id,
+                    "INTERNAL",
+                    "CHUNK_FAILED_REPEATEDLY",
+                    f"chunk {claim.chunk_number} (rows {claim.first_row}-{claim.last_row})"
+                    f" failed {claim.attempts - 1} times; see the server log",
+                )
+                return True
+            processed = await self._processor.process(connection, claim, owner)
+            if processed:
+                log.debug(
+                    "chunk done", worker=owner, job_id=str(claim.job_id), chunk=claim.chunk_number
+                )
+            return True
