@@ -23,7 +23,7 @@ from importd_server.app import Application
 from importd_server.config import Settings
 from importd_server.store.embedded import start_embedded
 
-JOB_TABLES = ("import_entries", "import_chunks", "import_jobs")
+JOB_TABLES = ("import_entries", "import_chunks", "import_jobs", "contacts", "transactions")
 
 
 def with_database(url: str, database: str) -> str:
@@ -64,9 +64,25 @@ def database_url(server_url: str, worker_id: str) -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    """Settings for a test server: a free port on 127.0.0.1, short grace."""
-    return Settings(host="127.0.0.1", port=0, data_dir=tmp_path, grace_seconds=1.0)
+def source_dir(tmp_path: Path) -> Path:
+    """The folder source_uri imports may read from."""
+    folder = tmp_path / "sources"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def settings(tmp_path: Path, source_dir: Path) -> Settings:
+    """Settings for a test server: a free port on 127.0.0.1, small chunks, quick polling."""
+    return Settings(
+        host="127.0.0.1",
+        port=0,
+        data_dir=tmp_path,
+        grace_seconds=1.0,
+        chunk_size=4,
+        poll_seconds=0.05,
+        source_dir=source_dir,
+    )
 
 
 @pytest.fixture
@@ -74,13 +90,18 @@ async def app(settings: Settings, database_url: str) -> AsyncIterator[Applicatio
     """A started importd server on a free port, with empty job tables."""
     application = Application(settings, database_url)
     await application.start()
+    await truncate(database_url)
+    yield application
+    await application.stop(grace=1.0)
+
+
+async def truncate(database_url: str) -> None:
+    """Empties the job and target tables."""
     connection = await asyncpg.connect(database_url)
     try:
         await connection.execute(f"TRUNCATE {', '.join(JOB_TABLES)} CASCADE")
     finally:
         await connection.close()
-    yield application
-    await application.stop(grace=1.0)
 
 
 @pytest.fixture

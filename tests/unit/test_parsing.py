@@ -1,0 +1,147 @@
+"""Parsing files: formats, encodings, and precise errors for files that cannot be read."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+
+import pytest
+
+from importd_server.engine.import_types import default_types_dir, load_import_types
+from importd_server.engine.parsing import FileColumns, FileError, ParseOptions, parse_rows
+from importd_server.model import FileFormat, ImportMode
+
+CONTACTS = load_import_types(default_types_dir())["contacts"]
+
+
+def parse(
+    data: bytes, mode: ImportMode = ImportMode.UPSERT, **options: object
+) -> tuple[list[tuple[int, int, dict[str, object], str | None]], FileColumns]:
+    columns = FileColumns()
+    rows = parse_rows(
+        io.BytesIO(data), ParseOptions(**options), CONTACTS, mode, columns  # type: ignore[arg-type]
+    )
+    return [(r.row_number, r.line_number, r.raw, r.error.code if r.error else None) for r in rows], columns
+
+
+def file_error(data: bytes, **options: object) -> FileError:
+    with pytest.raises(FileError) as caught:
+        parse(data, **options)
+    return caught.value
+
+
+def test_csv_rows_carry_row_and_line_numbers_with_quoted_newlines_and_crlf() -> None:
+    data = b'email,first_name\r\na@x.com,"Ann\r\nMarie"\r\n\r\nb@x.com,Bob\r\n'
+    rows, columns = parse(data)
+    assert rows == [
+        (1, 2, {"email": "a@x.com", "first_name": "Ann\r\nMarie"}, None),
+        (2, 5, {"email": "b@x.com", "first_name": "Bob"}, None),
+    ]
+    assert columns.names == ["email", "first_name"]
+    assert columns.mapping == {"email": ["email"], "first_name": ["first_name"]}
+
+
+def test_header_aliases_map_to_columns_in_any_case() -> None:
+    _, columns = parse(b"E-Mail,Surname,notes\nx@y.z,Doe,hello\n")
+    assert columns.mapping == {"email": ["E-Mail"], "last_name": ["Surname"]}
+    assert columns.names == ["E-Mail", "Surname", "notes"]
+
+
+def test_delimiter_quote_and_utf8_bom() -> None:
+    data = "\ufeffemail;first_name\n'a@x.com';'O;Brien'\n".encode()
+    rows, _ = parse(data, delimiter=";", quote="'")
+    assert rows == [(1, 2, {"email": "a@x.com", "first_name": "O;Brien"}, None)]
+
+
+def test_latin1_file() -> None:
+    rows, _ = parse("email,first_name\nz@x.com,Jürgen\n".encode("latin-1"), encoding="latin-1")
+    assert rows[0][2]["first_name"] == "Jürgen"
+
+
+def test_gzip_is_detected_by_its_magic_bytes() -> None:
+    rows, _ = parse(gzip.compress(b"email\na@x.com\nb@x.com\n"))
+    assert [r[2]["email"] for r in rows] == ["a@x.com", "b@x.com"]
+
+
+def test_file_without_header_takes_the_import_types_column_order() -> None:
+    rows, _ = parse(b"a@x.com,Ann\n", header=False)
+    assert rows[0][2] == {"email": "a@x.com", "first_name": "Ann"}
+
+
+def test_a_row_with_the_wrong_number_of_fields_is_a_row_error() -> None:
+    rows, _ = parse(b"email,first_name\na@x.com\nb@x.com,Bob,extra\n")
+    assert rows[0] == (1, 2, {"email": "a@x.com"}, "WRONG_FIELD_COUNT")
+    assert rows[1] == (2, 3, {"email": "b@x.com", "first_name": "Bob", "#3": "extra"}, "WRONG_FIELD_COUNT")
+
+
+def test_jsonl_rows_and_bad_lines() -> None:
+    data = b'{"email": "a@x.com", "score": 5}\n\nnot json\n[1, 2]\n{"e-mail": "b@x.com"}\n'
+    rows, columns = parse(data, format=FileFormat.JSONL)
+    assert rows == [
+        (1, 1, {"email": "a@x.com", "score": 5}, None),
+        (2, 3, {"_line": "not json"}, "INVALID_JSON"),
+        (3, 4, {"_line": "[1, 2]"}, "NOT_AN_OBJECT"),
+        (4, 5, {"e-mail": "b@x.com"}, None),
+    ]
+    assert columns.mapping == {"email": ["email", "e-mail"], "score": ["score"]}
+
+
+@pytest.mark.parametrize(
+    ("data", "options", "reason", "message"),
+    [
+        (b"", {}, "EMPTY_FILE", "the file is empty: no header row"),
+        (b"", {"format": FileFormat.JSONL}, "EMPTY_FILE", "the file is empty: no JSON lines"),
+        (
+            b"email,first_name\na@x.com,Ann\nb@x.com,\"Bob\nc@x.com,Cy\n",
+            {},
+            "MALFORMED_CSV",
+            "unbalanced quote in the row starting at line 3",
+        ),
+        (
+            b"first_name\nAnn\n",
+            {},
+            "MISSING_COLUMN",
+            "the header is missing required column(s): email",
+        ),
+        (
+            b"email,first_name,E-mail\n",
+            {},
+            "DUPLICATE_HEADER",
+            "column 'email' appears twice in the header (columns 1 and 3)",
+        ),
+        (
+            b"email\na@x.com\n\xff\xfe\n",
+            {},
+            "INVALID_ENCODING",
+            "the file is not valid utf-8: byte 0xff cannot be decoded (invalid start byte)",
+        ),
+        (
+            b"email\na@x.com\nb@x.com\nc@x.com\n",
+            {"max_rows": 2},
+            "TOO_MANY_ROWS",
+            "the file has more than 2 rows",
+        ),
+        (gzip.compress(b"email\na@x.com\n")[:-6], {}, "INVALID_GZIP", None),
+        (b"email\n", {"encoding": "utf-16"}, "UNSUPPORTED_ENCODING", None),
+    ],
+)
+def test_unreadable_files_get_one_precise_job_level_error(
+    data: bytes, options: dict[str, object], reason: str, message: str | None
+) -> None:
+    error = file_error(data, **options)
+    assert error.reason == reason
+    if message is not None:
+        assert error.message == message
+
+
+def test_header_only_file_has_no_rows() -> None:
+    rows, columns = parse(b"email,first_name\n")
+    assert rows == []
+    assert columns.names == ["email", "first_name"]
+
+
+def test_update_and_delete_need_only_the_key_column() -> None:
+    rows, _ = parse(b"email\na@x.com\n", mode=ImportMode.DELETE)
+    assert len(rows) == 1
+    assert json.dumps(rows[0][2]) == '{"email": "a@x.com"}'

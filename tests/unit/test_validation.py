@@ -1,0 +1,182 @@
+"""Row validation: every rule of every column type, every error of a row kept."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+
+from importd_server.engine.import_types import (
+    ImportTypeError,
+    default_types_dir,
+    load_import_types,
+    parse_import_type,
+)
+from importd_server.engine.validation import RowChecker
+from importd_server.model import ImportMode, RowError
+
+TYPES = load_import_types(default_types_dir())
+
+
+def checker(type_name: str, mode: ImportMode = ImportMode.UPSERT) -> RowChecker:
+    import_type = TYPES[type_name]
+    return RowChecker(import_type, {c.name: [c.name] for c in import_type.columns}, mode)
+
+
+def test_a_valid_contact_is_typed_and_normalized() -> None:
+    row = checker("contacts").check(
+        {
+            "email": "Ann@Example.COM",
+            "first_name": " Ann ",
+            "phone": "+49 (151) 123-456",
+            "birth_date": "1990-01-02",
+            "status": "",
+            "score": "100",
+        }
+    )
+    assert row.errors == ()
+    assert row.values == ("Ann@example.com", "Ann", None, "+49151123456", date(1990, 1, 2), "active", 100)
+    assert row.key == "Ann@example.com"
+
+
+def test_every_error_of_a_row_is_reported_with_code_field_value_and_message() -> None:
+    row = checker("contacts").check(
+        {
+            "email": "bob@",
+            "first_name": "x" * 101,
+            "phone": "12345",
+            "birth_date": "1990-02-30",
+            "status": "gone",
+            "score": "-1",
+        }
+    )
+    assert row.values is None
+    assert row.errors == (
+        RowError("INVALID_EMAIL", "email", "bob@", "not a valid e-mail address"),
+        RowError("TOO_LONG", "first_name", "x" * 101, "longer than 100 characters"),
+        RowError("INVALID_PHONE", "phone", "12345", "not an E.164 phone number (+ and up to 15 digits)"),
+        RowError("INVALID_DATE", "birth_date", "1990-02-30", "not a date (YYYY-MM-DD)"),
+        RowError("INVALID_ENUM", "status", "gone", "not one of active, inactive, lead"),
+        RowError("TOO_SMALL", "score", "-1", "must be at least 0"),
+    )
+
+
+def test_transactions_types_and_rules() -> None:
+    transaction_id = uuid.uuid4()
+    good = checker("transactions").check(
+        {
+            "transaction_id": str(transaction_id),
+            "account": "DE89370400440532013000",
+            "amount": "-12.50",
+            "currency": "EUR",
+            "booked_at": "2026-11-01T10:00:00",
+            "settled": "yes",
+        }
+    )
+    assert good.values == (
+        transaction_id,
+        "DE89370400440532013000",
+        Decimal("-12.50"),
+        "EUR",
+        datetime(2026, 11, 1, 10, tzinfo=UTC),
+        True,
+        None,
+    )
+    bad = checker("transactions").check(
+        {
+            "transaction_id": "nope",
+            "account": "de89",
+            "amount": "NaN",
+            "currency": "eur",
+            "booked_at": "yesterday",
+            "settled": "maybe",
+        }
+    )
+    assert [(e.code, e.field) for e in bad.errors] == [
+        ("INVALID_UUID", "transaction_id"),
+        ("PATTERN_MISMATCH", "account"),
+        ("INVALID_DECIMAL", "amount"),
+        ("INVALID_ENUM", "currency"),
+        ("INVALID_TIMESTAMP", "booked_at"),
+        ("INVALID_BOOL", "settled"),
+    ]
+
+
+def test_missing_required_values_are_each_reported() -> None:
+    row = checker("transactions").check({})
+    assert [(e.code, e.field) for e in row.errors] == [
+        ("REQUIRED", "transaction_id"),
+        ("REQUIRED", "account"),
+        ("REQUIRED", "amount"),
+        ("REQUIRED", "currency"),
+        ("REQUIRED", "booked_at"),
+    ]
+    assert row.key is None
+
+
+def test_exclusive_bounds_exclude_the_bound_itself() -> None:
+    import_type = parse_import_type(
+        {
+            "name": "t",
+            "table": "t",
+            "key": ["n"],
+            "columns": [{"name": "n", "type": "int", "min": 0, "max": 10, "exclusive_bounds": True}],
+        }
+    )
+    check = RowChecker(import_type, {"n": ["n"]}, ImportMode.INSERT).check
+    assert check({"n": "0"}).errors[0].message == "must be greater than 0"
+    assert check({"n": "10"}).errors[0].code == "TOO_LARGE"
+    assert check({"n": "5"}).values == (5,)
+
+
+def test_update_mode_checks_only_the_key_and_the_columns_in_the_file() -> None:
+    import_type = TYPES["contacts"]
+    update = RowChecker(import_type, {"email": ["email"], "score": ["score"]}, ImportMode.UPDATE)
+    assert [c.name for c in update.columns] == ["email", "score"]
+    assert update.check({"email": "a@x.com", "score": "7"}).values == ("a@x.com", 7)
+
+
+def test_json_values_are_validated_like_text() -> None:
+    row = checker("transactions").check(
+        {
+            "transaction_id": str(uuid.UUID(int=1)),
+            "account": "GB29NWBK60161331926819",
+            "amount": 12.5,
+            "currency": "GBP",
+            "booked_at": "2026-01-01T00:00:00+01:00",
+            "settled": False,
+        }
+    )
+    assert row.errors == ()
+    assert row.values is not None and row.values[2] == Decimal("12.5") and row.values[5] is False
+
+
+def test_a_row_validator_hook_adds_its_errors() -> None:
+    import_type = parse_import_type(
+        {
+            "name": "t",
+            "table": "t",
+            "key": ["n"],
+            "validator": "tests.unit.hooks:even_only",
+            "columns": [{"name": "n", "type": "int"}],
+        }
+    )
+    check = RowChecker(import_type, {"n": ["n"]}, ImportMode.INSERT).check
+    assert check({"n": "2"}).errors == ()
+    assert check({"n": "3"}).errors == (RowError("ODD", "n", "3", "must be even"),)
+
+
+@pytest.mark.parametrize(
+    ("document", "problem"),
+    [
+        ({"name": "t", "table": "t; drop", "key": ["n"], "columns": [{"name": "n", "type": "int"}]}, "table"),
+        ({"name": "t", "table": "t", "key": ["m"], "columns": [{"name": "n", "type": "int"}]}, "key"),
+        ({"name": "t", "table": "t", "key": ["n"], "columns": [{"name": "n", "type": "blob"}]}, "type"),
+        ({"name": "t", "table": "t", "key": ["n"], "columns": [{"name": "n", "type": "enum"}]}, "values"),
+    ],
+)
+def test_bad_import_type_declarations_are_refused(document: dict[str, object], problem: str) -> None:
+    with pytest.raises(ImportTypeError, match=problem):
+        parse_import_type(document)
