@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -85,14 +87,31 @@ def settings(tmp_path: Path, source_dir: Path) -> Settings:
     )
 
 
+AppFactory = Callable[..., Awaitable[Application]]
+
+
 @pytest.fixture
-async def app(settings: Settings, database_url: str) -> AsyncIterator[Application]:
-    """A started importd server on a free port, with empty job tables."""
-    application = Application(settings, database_url)
-    await application.start()
+async def make_app(settings: Settings, database_url: str) -> AsyncIterator[AppFactory]:
+    """Starts more servers (replicas) on the test database, with settings overridden."""
+    started: list[Application] = []
+
+    async def make(**overrides: Any) -> Application:
+        application = Application(replace(settings, **overrides), database_url)
+        await application.start()
+        started.append(application)
+        return application
+
+    yield make
+    for application in reversed(started):
+        await application.stop(grace=1.0)
+
+
+@pytest.fixture
+async def app(make_app: AppFactory, database_url: str) -> Application:
+    """A started importd server on a free port, with empty job and target tables."""
+    application = await make_app()
     await truncate(database_url)
-    yield application
-    await application.stop(grace=1.0)
+    return application
 
 
 async def truncate(database_url: str) -> None:

@@ -14,6 +14,7 @@ import asyncpg
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+
 from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
 
@@ -93,9 +94,9 @@ TERMINAL = {
 }
 
 
-async def wait_for_job(stub: pb_grpc.ImportServiceStub, job_id: str, timeout: float = 30) -> pb.Job:
-    """The job once it has reached a terminal status."""
-    async with asyncio.timeout(timeout):
+async def wait_for_job(stub: pb_grpc.ImportServiceStub, job_id: str, within: float = 30) -> pb.Job:
+    """The job once it has reached a terminal status (at most `within` seconds from now)."""
+    async with asyncio.timeout(within):
         while True:
             job: pb.Job = await stub.GetJob(pb.GetJobRequest(id=job_id))
             if job.status in TERMINAL:

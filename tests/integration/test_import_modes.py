@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
+
 from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
-
 from tests.rpc import counts, entries_of, import_and_wait
 
 SEED = b"""email,first_name,last_name,score
@@ -135,13 +135,18 @@ async def test_every_kind_of_bad_row_gets_its_exact_entry(
     assert job.status == pb.JOB_STATUS_PARTIALLY_SUCCEEDED
     assert counts(job) == {"created": 1, "failed": 8}
     failed = await entries_of(stub, job.id, pb.ENTRY_STATUS_FAILED)
-    got = {
-        e.row_number: [(x.code, x.field, x.value, x.message) for x in e.errors] for e in failed
-    }
+    got = {e.row_number: [(x.code, x.field, x.value, x.message) for x in e.errors] for e in failed}
     assert got == {
         2: [("INVALID_EMAIL", "email", "bob@", "not a valid e-mail address")],
         3: [("REQUIRED", "email", "", "a value is required")],
-        4: [("INVALID_PHONE", "phone", "555-CALL", "not an E.164 phone number (+ and up to 15 digits)")],
+        4: [
+            (
+                "INVALID_PHONE",
+                "phone",
+                "555-CALL",
+                "not an E.164 phone number (+ and up to 15 digits)",
+            )
+        ],
         5: [("INVALID_DATE", "birth_date", "31/12/1990", "not a date (YYYY-MM-DD)")],
         6: [("INVALID_ENUM", "status", "retired", "not one of active, inactive, lead")],
         7: [("TOO_LARGE", "score", "1000", "must be at most 100")],
@@ -155,7 +160,11 @@ async def test_every_kind_of_bad_row_gets_its_exact_entry(
     }
     assert [e.line_number for e in failed] == [3, 4, 5, 6, 7, 8, 9, 10]
     assert dict(failed[0].raw) == {
-        "email": "bob@", "first_name": "Bob", "phone": "", "birth_date": "", "status": "",
+        "email": "bob@",
+        "first_name": "Bob",
+        "phone": "",
+        "birth_date": "",
+        "status": "",
         "score": "",
     }
     assert set(await contacts(db)) == {"good@x.com"}

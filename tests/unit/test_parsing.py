@@ -20,9 +20,15 @@ def parse(
 ) -> tuple[list[tuple[int, int, dict[str, object], str | None]], FileColumns]:
     columns = FileColumns()
     rows = parse_rows(
-        io.BytesIO(data), ParseOptions(**options), CONTACTS, mode, columns  # type: ignore[arg-type]
+        io.BytesIO(data),
+        ParseOptions(**options),
+        CONTACTS,
+        mode,
+        columns,  # type: ignore[arg-type]
     )
-    return [(r.row_number, r.line_number, r.raw, r.error.code if r.error else None) for r in rows], columns
+    return [
+        (r.row_number, r.line_number, r.raw, r.error.code if r.error else None) for r in rows
+    ], columns
 
 
 def file_error(data: bytes, **options: object) -> FileError:
@@ -72,7 +78,12 @@ def test_file_without_header_takes_the_import_types_column_order() -> None:
 def test_a_row_with_the_wrong_number_of_fields_is_a_row_error() -> None:
     rows, _ = parse(b"email,first_name\na@x.com\nb@x.com,Bob,extra\n")
     assert rows[0] == (1, 2, {"email": "a@x.com"}, "WRONG_FIELD_COUNT")
-    assert rows[1] == (2, 3, {"email": "b@x.com", "first_name": "Bob", "#3": "extra"}, "WRONG_FIELD_COUNT")
+    assert rows[1] == (
+        2,
+        3,
+        {"email": "b@x.com", "first_name": "Bob", "#3": "extra"},
+        "WRONG_FIELD_COUNT",
+    )
 
 
 def test_jsonl_rows_and_bad_lines() -> None:
@@ -93,7 +104,7 @@ def test_jsonl_rows_and_bad_lines() -> None:
         (b"", {}, "EMPTY_FILE", "the file is empty: no header row"),
         (b"", {"format": FileFormat.JSONL}, "EMPTY_FILE", "the file is empty: no JSON lines"),
         (
-            b"email,first_name\na@x.com,Ann\nb@x.com,\"Bob\nc@x.com,Cy\n",
+            b'email,first_name\na@x.com,Ann\nb@x.com,"Bob\nc@x.com,Cy\n',
             {},
             "MALFORMED_CSV",
             "unbalanced quote in the row starting at line 3",

@@ -37,7 +37,15 @@ def test_a_valid_contact_is_typed_and_normalized() -> None:
         }
     )
     assert row.errors == ()
-    assert row.values == ("Ann@example.com", "Ann", None, "+49151123456", date(1990, 1, 2), "active", 100)
+    assert row.values == (
+        "Ann@example.com",
+        "Ann",
+        None,
+        "+49151123456",
+        date(1990, 1, 2),
+        "active",
+        100,
+    )
     assert row.key == "Ann@example.com"
 
 
@@ -56,7 +64,9 @@ def test_every_error_of_a_row_is_reported_with_code_field_value_and_message() ->
     assert row.errors == (
         RowError("INVALID_EMAIL", "email", "bob@", "not a valid e-mail address"),
         RowError("TOO_LONG", "first_name", "x" * 101, "longer than 100 characters"),
-        RowError("INVALID_PHONE", "phone", "12345", "not an E.164 phone number (+ and up to 15 digits)"),
+        RowError(
+            "INVALID_PHONE", "phone", "12345", "not an E.164 phone number (+ and up to 15 digits)"
+        ),
         RowError("INVALID_DATE", "birth_date", "1990-02-30", "not a date (YYYY-MM-DD)"),
         RowError("INVALID_ENUM", "status", "gone", "not one of active, inactive, lead"),
         RowError("TOO_SMALL", "score", "-1", "must be at least 0"),
@@ -122,7 +132,9 @@ def test_exclusive_bounds_exclude_the_bound_itself() -> None:
             "name": "t",
             "table": "t",
             "key": ["n"],
-            "columns": [{"name": "n", "type": "int", "min": 0, "max": 10, "exclusive_bounds": True}],
+            "columns": [
+                {"name": "n", "type": "int", "min": 0, "max": 10, "exclusive_bounds": True}
+            ],
         }
     )
     check = RowChecker(import_type, {"n": ["n"]}, ImportMode.INSERT).check
@@ -171,12 +183,31 @@ def test_a_row_validator_hook_adds_its_errors() -> None:
 @pytest.mark.parametrize(
     ("document", "problem"),
     [
-        ({"name": "t", "table": "t; drop", "key": ["n"], "columns": [{"name": "n", "type": "int"}]}, "table"),
-        ({"name": "t", "table": "t", "key": ["m"], "columns": [{"name": "n", "type": "int"}]}, "key"),
-        ({"name": "t", "table": "t", "key": ["n"], "columns": [{"name": "n", "type": "blob"}]}, "type"),
-        ({"name": "t", "table": "t", "key": ["n"], "columns": [{"name": "n", "type": "enum"}]}, "values"),
+        (
+            {
+                "name": "t",
+                "table": "t; drop",
+                "key": ["n"],
+                "columns": [{"name": "n", "type": "int"}],
+            },
+            "table",
+        ),
+        (
+            {"name": "t", "table": "t", "key": ["m"], "columns": [{"name": "n", "type": "int"}]},
+            "key",
+        ),
+        (
+            {"name": "t", "table": "t", "key": ["n"], "columns": [{"name": "n", "type": "blob"}]},
+            "type",
+        ),
+        (
+            {"name": "t", "table": "t", "key": ["n"], "columns": [{"name": "n", "type": "enum"}]},
+            "values",
+        ),
     ],
 )
-def test_bad_import_type_declarations_are_refused(document: dict[str, object], problem: str) -> None:
+def test_bad_import_type_declarations_are_refused(
+    document: dict[str, object], problem: str
+) -> None:
     with pytest.raises(ImportTypeError, match=problem):
         parse_import_type(document)
