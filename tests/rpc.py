@@ -104,6 +104,18 @@ async def wait_for_job(stub: pb_grpc.ImportServiceStub, job_id: str, within: flo
             await asyncio.sleep(0.02)
 
 
+async def wait_for_progress(
+    stub: pb_grpc.ImportServiceStub, job_id: str, rows: int, within: float = 30
+) -> pb.Job:
+    """The job once at least `rows` rows are processed."""
+    async with asyncio.timeout(within):
+        while True:
+            job: pb.Job = await stub.GetJob(pb.GetJobRequest(id=job_id))
+            if job.processed_rows >= rows:
+                return job
+            await asyncio.sleep(0.01)
+
+
 async def import_and_wait(stub: pb_grpc.ImportServiceStub, data: bytes, **spec: Any) -> pb.Job:
     """Starts an import and waits for its end."""
     job = await start_import(stub, data, **spec)

@@ -1,0 +1,158 @@
+"""ListEntries paging, CancelJob, and ExportEntries."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import asyncpg
+import grpc
+import pytest
+
+from importd.v1 import import_service_pb2 as pb
+from importd.v1 import import_service_pb2_grpc as pb_grpc
+from tests.conftest import AppFactory
+from tests.rpc import counts, entries_of, import_and_wait, rich_error, start_import
+
+MIXED = (
+    b"email,first_name,score\n"
+    + b"".join(f"ok{i}@x.com,Ok{i},{i}\n".encode() for i in range(1, 8))
+    + b"bad@,Bad,1\n"
+    + b"ok9@x.com,Nine,999\n"
+    + b"ok1@x.com,Again,1\n"
+)
+
+
+async def test_list_entries_filters_pages_and_counts(stub: pb_grpc.ImportServiceStub) -> None:
+    job = await import_and_wait(stub, MIXED)
+    assert counts(job) == {"created": 7, "failed": 2, "skipped": 1}
+
+    page = await stub.ListEntries(pb.ListEntriesRequest(id=job.id, page_size=4))
+    assert [e.row_number for e in page.entries] == [1, 2, 3, 4]
+    assert page.total_count == 10
+    page = await stub.ListEntries(
+        pb.ListEntriesRequest(id=job.id, page_size=4, page_token=page.next_page_token)
+    )
+    assert [e.row_number for e in page.entries] == [5, 6, 7, 8]
+    page = await stub.ListEntries(
+        pb.ListEntriesRequest(id=job.id, page_size=4, page_token=page.next_page_token)
+    )
+    assert [e.row_number for e in page.entries] == [9, 10]
+    assert page.next_page_token == ""
+
+    failed = await stub.ListEntries(
+        pb.ListEntriesRequest(id=job.id, statuses=[pb.ENTRY_STATUS_FAILED, pb.ENTRY_STATUS_SKIPPED])
+    )
+    assert [(e.row_number, e.status) for e in failed.entries] == [
+        (1, pb.ENTRY_STATUS_SKIPPED),
+        (8, pb.ENTRY_STATUS_FAILED),
+        (9, pb.ENTRY_STATUS_FAILED),
+    ]
+    assert failed.total_count == 3
+    assert failed.entries[0].key == "ok1@x.com"
+    assert failed.entries[1].line_number == 9
+
+    by_offset = await stub.ListEntries(pb.ListEntriesRequest(id=job.id, offset=8, page_size=5))
+    assert [e.row_number for e in by_offset.entries] == [9, 10]
+    assert by_offset.total_count == 10
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "field"),
+    [
+        ({"offset": -1}, "offset"),
+        ({"offset": 2, "page_token": "x"}, "offset"),
+        ({"page_token": "nonsense"}, "page_token"),
+        ({"statuses": [99]}, "statuses"),
+    ],
+)
+async def test_list_entries_rejects_bad_arguments(
+    stub: pb_grpc.ImportServiceStub, request_fields: dict[str, object], field: str
+) -> None:
+    job = await import_and_wait(stub, b"email\na@x.com\n")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ListEntries(pb.ListEntriesRequest(id=job.id, **request_fields))  # type: ignore[arg-type]
+    assert list(rich_error(caught.value).field_violations) == [field]
+
+
+async def test_export_gives_the_rows_not_imported_in_their_original_columns(
+    stub: pb_grpc.ImportServiceStub,
+) -> None:
+    job = await import_and_wait(stub, MIXED)
+    data = b"".join([r.chunk async for r in stub.ExportEntries(pb.ExportEntriesRequest(id=job.id))])
+    rows = list(csv.reader(io.StringIO(data.decode())))
+    assert rows == [
+        ["email", "first_name", "score", "importd_row", "importd_status", "importd_errors"],
+        [
+            "ok1@x.com",
+            "Ok1",
+            "1",
+            "1",
+            "SKIPPED",
+            "key ok1@x.com is repeated later in the file, at row 10",
+        ],
+        ["bad@", "Bad", "1", "8", "FAILED", "email: not a valid e-mail address [INVALID_EMAIL]"],
+        ["ok9@x.com", "Nine", "999", "9", "FAILED", "score: must be at most 100 [TOO_LARGE]"],
+    ]
+
+
+async def test_export_of_chosen_statuses_can_be_imported_again(
+    stub: pb_grpc.ImportServiceStub, db: asyncpg.Connection
+) -> None:
+    job = await import_and_wait(stub, MIXED)
+    created = b"".join(
+        [
+            r.chunk
+            async for r in stub.ExportEntries(
+                pb.ExportEntriesRequest(id=job.id, statuses=[pb.ENTRY_STATUS_CREATED])
+            )
+        ]
+    )
+    assert created.count(b"\r\n") == 1 + 7
+    await db.execute("TRUNCATE contacts")
+    again = await import_and_wait(stub, created)
+    assert counts(again) == {"created": 7}
+
+
+async def test_cancelling_a_queued_job_leaves_every_entry_pending(
+    make_app: AppFactory, database_url: str
+) -> None:
+    from tests.conftest import truncate
+
+    api_only = await make_app(workers=0)
+    await truncate(database_url)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{api_only.port}") as channel:
+        stub = pb_grpc.ImportServiceStub(channel)
+        job = await start_import(stub, b"email\na@x.com\nb@x.com\n")
+        cancelled = await stub.CancelJob(pb.CancelJobRequest(id=job.id))
+        assert cancelled.status == pb.JOB_STATUS_CANCELLED
+        assert cancelled.HasField("end_time")
+        pending = await entries_of(stub, job.id, pb.ENTRY_STATUS_PENDING)
+        assert len(pending) == 2
+
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.CancelJob(pb.CancelJobRequest(id=job.id))
+        error = rich_error(caught.value)
+        assert error.code == grpc.StatusCode.FAILED_PRECONDITION
+        assert error.metadata == {"id": job.id, "status": "CANCELLED"}
+
+
+async def test_cancelling_an_unknown_job_is_not_found(stub: pb_grpc.ImportServiceStub) -> None:
+    import uuid
+
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.CancelJob(pb.CancelJobRequest(id=str(uuid.uuid4())))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_rpcs_on_an_unknown_job_are_not_found(stub: pb_grpc.ImportServiceStub) -> None:
+    import uuid
+
+    unknown = str(uuid.uuid4())
+    with pytest.raises(grpc.aio.AioRpcError) as listed:
+        await stub.ListEntries(pb.ListEntriesRequest(id=unknown))
+    assert listed.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as exported:
+        async for _ in stub.ExportEntries(pb.ExportEntriesRequest(id=unknown)):
+            pass
+    assert exported.value.code() == grpc.StatusCode.NOT_FOUND

@@ -1,0 +1,115 @@
+"""Chunk workers: leases, crashes mid-chunk, cancellation mid-run. Made deterministic by
+holding row locks and killing backends the way a crash would."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import grpc
+
+from importd.v1 import import_service_pb2 as pb
+from importd.v1 import import_service_pb2_grpc as pb_grpc
+from importd_server.store.sql import load_queries
+from tests.conftest import AppFactory, truncate
+from tests.rpc import counts, entries_of, start_import, wait_for_job, wait_for_progress
+
+CHUNKS = load_queries("chunks.sql")
+
+
+def contacts_file(rows: int) -> bytes:
+    return ("email,first_name\n" + "".join(f"p{i}@x.com,P{i}\n" for i in range(rows))).encode()
+
+
+async def staged_job(make_app: AppFactory, database_url: str, rows: int) -> str:
+    """A queued job, staged by a replica with no workers (chunks of 4 rows)."""
+    api_only = await make_app(workers=0)
+    await truncate(database_url)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{api_only.port}") as channel:
+        job = await start_import(pb_grpc.ImportServiceStub(channel), contacts_file(rows))
+    assert job.status == pb.JOB_STATUS_QUEUED
+    return job.id
+
+
+async def test_a_worker_killed_mid_chunk_loses_its_lease_and_another_finishes_exactly(
+    make_app: AppFactory, database_url: str, db: asyncpg.Connection
+) -> None:
+    job_id = await staged_job(make_app, database_url, rows=12)
+
+    # A worker claims chunk 1 with a 1-second lease, writes part of it, and dies.
+    doomed = await asyncpg.connect(database_url)
+    claim = await doomed.fetchrow(CHUNKS["claim_chunk"], "doomed-worker", 1.0)
+    assert claim is not None and claim["chunk_number"] == 1
+    transaction = doomed.transaction()
+    await transaction.start()
+    await doomed.fetchrow(CHUNKS["lock_claimed_chunk"], claim["job_id"], 1, "doomed-worker")
+    await doomed.execute("INSERT INTO contacts (email, first_name) VALUES ('p0@x.com', 'half')")
+    await db.execute("SELECT pg_terminate_backend($1)", doomed.get_server_pid())
+
+    worker = await make_app(workers=2)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{worker.port}") as channel:
+        stub = pb_grpc.ImportServiceStub(channel)
+        job = await wait_for_job(stub, job_id, within=20)
+        assert job.status == pb.JOB_STATUS_SUCCEEDED
+        assert counts(job) == {"created": 12}
+        assert job.processed_rows == 12
+        statuses = {e.status for e in await entries_of(stub, job_id)}
+    assert statuses == {pb.ENTRY_STATUS_CREATED}
+    assert await db.fetchval("SELECT count(*) FROM contacts") == 12
+    assert await db.fetchval("SELECT first_name FROM contacts WHERE email = 'p0@x.com'") == "P0"
+    chunk = await db.fetchrow(
+        "SELECT attempts, lease_owner, status FROM import_chunks WHERE chunk_number = 1"
+    )
+    assert chunk["status"] == "DONE"
+    assert chunk["attempts"] == 2
+    assert worker.workers is not None
+    assert chunk["lease_owner"].startswith(worker.workers.replica_id)
+    await doomed.close()
+
+
+async def test_cancel_mid_run_keeps_committed_chunks_and_never_runs_the_rest(
+    make_app: AppFactory, database_url: str, db: asyncpg.Connection
+) -> None:
+    job_id = await staged_job(make_app, database_url, rows=20)  # chunks 1..5
+
+    # Hold chunks 3..5 so that workers (SKIP LOCKED) can only take chunks 1 and 2.
+    holder = await asyncpg.connect(database_url)
+    hold = holder.transaction()
+    await hold.start()
+    await holder.execute("SELECT 1 FROM import_chunks WHERE chunk_number >= 3 FOR UPDATE")
+    worker = await make_app(workers=2)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{worker.port}") as channel:
+        stub = pb_grpc.ImportServiceStub(channel)
+        await wait_for_progress(stub, job_id, rows=8, within=10)
+        cancelled = await stub.CancelJob(pb.CancelJobRequest(id=job_id))
+        assert cancelled.status == pb.JOB_STATUS_CANCELLED
+        await hold.rollback()
+        await asyncio.sleep(0.5)  # ten poll intervals: time enough to wrongly take chunk 3
+
+        job = await stub.GetJob(pb.GetJobRequest(id=job_id))
+        assert job.status == pb.JOB_STATUS_CANCELLED
+        assert (job.processed_rows, counts(job)) == (8, {"created": 8})
+        assert len(await entries_of(stub, job_id, pb.ENTRY_STATUS_PENDING)) == 12
+    assert await db.fetchval("SELECT count(*) FROM contacts") == 8
+    untouched = await db.fetch(
+        "SELECT lease_owner FROM import_chunks WHERE status = 'PENDING' ORDER BY chunk_number"
+    )
+    assert [r["lease_owner"] for r in untouched] == [None, None, None]
+    await holder.close()
+
+
+async def test_a_chunk_that_keeps_failing_fails_its_job_after_max_attempts(
+    make_app: AppFactory, database_url: str, db: asyncpg.Connection
+) -> None:
+    job_id = await staged_job(make_app, database_url, rows=4)
+    # Something outside importd breaks the target: every attempt at the chunk errors.
+    await db.execute("ALTER TABLE contacts ADD CONSTRAINT no_p CHECK (email NOT LIKE 'p%')")
+    try:
+        worker = await make_app(workers=1, max_attempts=2, lease_seconds=0.2)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{worker.port}") as channel:
+            job = await wait_for_job(pb_grpc.ImportServiceStub(channel), job_id, within=20)
+    finally:
+        await db.execute("ALTER TABLE contacts DROP CONSTRAINT no_p")
+    assert job.status == pb.JOB_STATUS_FAILED
+    assert job.error.message == "chunk 1 (rows 1-4) failed 2 times; see the server log"
+    assert await db.fetchval("SELECT count(*) FROM contacts") == 0
