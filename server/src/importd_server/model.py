@@ -168,7 +168,7 @@ class Entry:
     line_number: int
     status: EntryStatus
     key: str | None
-    raw: Mapping[str, object]
+    raw: Mapping[str, str]
     errors: tuple[RowError, ...]
     note: str | None
     process_time: datetime | None

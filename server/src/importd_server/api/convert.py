@@ -17,7 +17,6 @@ from importd_server.api.status import build_rpc_status
 from importd_server.engine.import_types import ImportType
 from importd_server.engine.parsing import ENCODINGS, ParseOptions
 from importd_server.engine.staging import NewJob
-from importd_server.engine.validation import as_text
 from importd_server.errors import FieldViolation, InvalidArgument
 from importd_server.model import Entry, EntryStatus, FileFormat, ImportMode, Job, JobStatus
 
@@ -119,7 +118,7 @@ def entry_to_proto(entry: Entry) -> pb.Entry:
         line_number=entry.line_number,
         status=enum_to_proto(entry.status, ENTRY_STATUS),
         key=entry.key or "",
-        raw={name: as_text(value) for name, value in entry.raw.items()},
+        raw=dict(entry.raw),
         errors=[
             pb.RowError(code=e.code, field=e.field, value=e.value, message=e.message)
             for e in entry.errors

@@ -134,8 +134,9 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
             if not isinstance(row, int) or row < 0:
                 raise InvalidArgument.for_field("page_token", "is not a valid page token")
             after_row = row
+        columns = await self._jobs.file_columns(job.id)
         page = await self._entries.list_entries(
-            job.id, statuses, size, after_row=after_row, offset=request.offset
+            job.id, columns, statuses, size, after_row=after_row, offset=request.offset
         )
         next_token = ""
         if page.next_after_row is not None:
@@ -167,7 +168,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         job = await self._job(parse_id(request.id))
         statuses = entry_statuses_from_proto(request.statuses, "statuses") or NOT_IMPORTED
         columns = await self._jobs.file_columns(job.id)
-        entries = self._entries.iter_entries(job.id, statuses)
+        entries = self._entries.iter_entries(job.id, columns, statuses)
         async for piece in export_csv(columns, entries):
             yield pb.ExportEntriesResponse(chunk=piece)
 

@@ -7,7 +7,6 @@ import csv
 import io
 from collections.abc import AsyncIterator, Sequence
 
-from importd_server.engine.validation import as_text
 from importd_server.model import Entry
 
 EXTRA_COLUMNS = ("importd_row", "importd_status", "importd_errors")
@@ -30,7 +29,7 @@ async def export_csv(columns: Sequence[str], entries: AsyncIterator[Entry]) -> A
     async for entry in entries:
         writer.writerow(
             [
-                *(as_text(entry.raw.get(c)) for c in columns),
+                *(entry.raw.get(c, "") for c in columns),
                 entry.row_number,
                 entry.status.value,
                 describe_errors(entry),

@@ -21,6 +21,7 @@ from importd_server.model import FileFormat, ImportMode, RowError
 GZIP_MAGIC = b"\x1f\x8b"
 ENCODINGS = {"utf-8": "utf-8-sig", "utf8": "utf-8-sig", "latin-1": "latin-1", "latin1": "latin-1"}
 MAX_FIELD_CHARS = 1 << 20
+MAX_EXCERPT_CHARS = 1000
 
 
 class FileError(Exception):
@@ -46,27 +47,40 @@ class ParseOptions:
 
 @dataclass(frozen=True)
 class ParsedRow:
-    """One data row: 1-based row number, the line it starts on, its raw fields, or its error."""
+    """One data row: 1-based row number, the line it starts on, its fields as text in the
+    order of the file's columns (see FileColumns), or its error."""
 
     row_number: int
     line_number: int
-    raw: dict[str, Any]
+    values: list[str]
     error: RowError | None = None
 
 
 @dataclass
 class FileColumns:
-    """The file's column names in order, and which import-type column each one means."""
+    """The file's column names in order, and at which positions each import-type column is.
+
+    A CSV header gives each column one position; JSON Lines may spell one column several
+    ways (aliases) in different lines, hence a list.
+    """
 
     names: list[str] = field(default_factory=list)
-    mapping: dict[str, list[str]] = field(default_factory=dict)
+    positions: dict[str, list[int]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, names: list[str], import_type: ImportType) -> FileColumns:
+        """The columns of a file whose names are known (e.g. stored with its job)."""
+        columns = cls()
+        for name in names:
+            columns.add(name, import_type)
+        return columns
 
     def add(self, name: str, import_type: ImportType) -> None:
-        """Records a column name the file uses."""
+        """Records the next column name the file uses."""
         self.names.append(name)
         column = import_type.resolve_header(name)
         if column is not None:
-            self.mapping.setdefault(column.name, []).append(name)
+            self.positions.setdefault(column.name, []).append(len(self.names) - 1)
 
 
 def required_columns(import_type: ImportType, mode: ImportMode) -> list[str]:
@@ -154,18 +168,16 @@ def _csv_rows(
             _check_header(header, import_type, mode, columns)
             continue
         row_number += 1
-        raw = dict(zip(header, fields, strict=False))
         if len(fields) != len(header):
-            raw.update({f"#{i + 1}": f for i, f in enumerate(fields) if i >= len(header)})
             wrong_count = RowError(
                 "WRONG_FIELD_COUNT",
                 "",
                 str(len(fields)),
                 f"the row has {len(fields)} fields, the header has {len(header)}",
             )
-            yield ParsedRow(row_number, start_line, raw, wrong_count)
+            yield ParsedRow(row_number, start_line, fields, wrong_count)
         else:
-            yield ParsedRow(row_number, start_line, raw)
+            yield ParsedRow(row_number, start_line, fields)
     if header is None:
         raise FileError("EMPTY_FILE", "the file is empty: no header row")
 
@@ -192,7 +204,7 @@ def _check_header(
             )
         seen[canonical] = position
         columns.add(name, import_type)
-    missing = [c for c in required_columns(import_type, mode) if c not in columns.mapping]
+    missing = [c for c in required_columns(import_type, mode) if c not in columns.positions]
     if missing:
         raise FileError(
             "MISSING_COLUMN", f"the header is missing required column(s): {', '.join(missing)}"
@@ -206,7 +218,7 @@ def _jsonl_rows(
     mode: ImportMode,
     columns: FileColumns,
 ) -> Iterator[ParsedRow]:
-    known: set[str] = set()
+    position: dict[str, int] = {}
     row_number = 0
     for line_number, line in enumerate(text, 1):
         if not line.strip():
@@ -215,25 +227,37 @@ def _jsonl_rows(
         try:
             value = json.loads(line)
         except json.JSONDecodeError as error:
-            yield ParsedRow(
-                row_number,
-                line_number,
-                {"_line": line.rstrip("\r\n")},
-                RowError("INVALID_JSON", "", line.strip()[:200], f"not valid JSON: {error.msg}"),
-            )
+            problem = RowError("INVALID_JSON", "", _excerpt(line), f"not valid JSON: {error.msg}")
+            yield ParsedRow(row_number, line_number, [], problem)
             continue
         if not isinstance(value, dict):
-            yield ParsedRow(
-                row_number,
-                line_number,
-                {"_line": line.rstrip("\r\n")},
-                RowError("NOT_AN_OBJECT", "", line.strip()[:200], "a line must be a JSON object"),
-            )
+            problem = RowError("NOT_AN_OBJECT", "", _excerpt(line), "a line must be a JSON object")
+            yield ParsedRow(row_number, line_number, [], problem)
             continue
         for name in value:
-            if name not in known:
-                known.add(name)
+            if name not in position:
+                position[name] = len(position)
                 columns.add(name, import_type)
-        yield ParsedRow(row_number, line_number, value)
-    if row_number == 0 and not known:
+        fields = [""] * len(position)
+        for name, item in value.items():
+            fields[position[name]] = json_text(item)
+        yield ParsedRow(row_number, line_number, fields)
+    if row_number == 0:
         raise FileError("EMPTY_FILE", "the file is empty: no JSON lines")
+
+
+def json_text(value: Any) -> str:
+    """A JSON value as the text a CSV cell would hold: null is empty, true is "true"."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return str(value)
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _excerpt(line: str) -> str:
+    return line.strip()[:MAX_EXCERPT_CHARS]

@@ -100,11 +100,9 @@ class ChunkProcessor:
             return False
         import_type = self._import_types[job["import_type"]]
         mode = ImportMode(job["mode"])
-        columns = FileColumns()
-        for name in job["columns"]:
-            columns.add(name, import_type)
-        checker = RowChecker(import_type, columns.mapping, mode)
-        plan = apply_plan(import_type, checker.columns, mode, frozenset(columns.mapping))
+        columns = FileColumns.of(job["columns"], import_type)
+        checker = RowChecker(import_type, columns.positions, mode)
+        plan = apply_plan(import_type, checker.columns, mode, frozenset(columns.positions))
         await connection.execute(plan.create_stage)
 
         counts: Counter[str] = Counter()
@@ -227,23 +225,23 @@ class ChunkProcessor:
                 # Run the real statement, keep its verdicts, undo its writes.
                 savepoint = connection.transaction()
                 await savepoint.start()
-                applied = await connection.fetch(plan.apply)
+                verdicts = await connection.fetch(plan.verdicts)
                 await savepoint.rollback()
+                for row in verdicts:
+                    outcomes.add(row["row_number"], row["status"], row["note"])
             else:
-                applied = await connection.fetch(plan.apply)
-            for row in applied:
-                outcomes.add(row["row_number"], row["status"], row["note"])
-        if not outcomes.row_numbers:
-            return
-        await connection.execute(
-            ENTRY_QUERIES["record_outcomes"],
-            claim.job_id,
-            outcomes.row_numbers,
-            outcomes.statuses,
-            outcomes.notes,
-            outcomes.errors,
-        )
-        counts.update(outcomes.statuses)
+                recorded = await connection.fetch(plan.apply_and_record, claim.job_id)
+                counts.update({row["status"]: row["n"] for row in recorded})
+        if outcomes.row_numbers:
+            await connection.execute(
+                ENTRY_QUERIES["record_outcomes"],
+                claim.job_id,
+                outcomes.row_numbers,
+                outcomes.statuses,
+                outcomes.notes,
+                outcomes.errors,
+            )
+            counts.update(outcomes.statuses)
 
 
 def _check_rows(checker: RowChecker, rows: Sequence[asyncpg.Record]) -> list[tuple[int, Any]]:

@@ -34,6 +34,8 @@ log = structlog.get_logger(__name__)
 CHUNK_QUERIES = load_queries("chunks.sql")
 ENTRY_QUERIES = load_queries("entries.sql")
 COPY_BATCH_ROWS = 5000
+PENDING = EntryStatus.PENDING.value
+FAILED = EntryStatus.FAILED.value
 
 
 @dataclass(frozen=True)
@@ -224,45 +226,31 @@ class Stager:
         feed = _ByteFeed()
         columns = FileColumns()
         rows = parse_rows(feed, new_job.parse, new_job.import_type, new_job.mode, columns)
-        key_checker: list[RowChecker] = []  # built once the header is known
         failed = 0
         total = 0
+        # Keys are compared in their validated form (e.g. an e-mail's domain lower-cased).
+        # The checker is rebuilt when JSON Lines brings new keys.
+        key_checker = RowChecker(new_job.import_type, {}, ImportMode.DELETE)
+        known_columns = 0
 
         def next_batch() -> list[EntryRecord]:
-            nonlocal failed, total
+            nonlocal failed, total, key_checker, known_columns
             batch: list[EntryRecord] = []
             for row in itertools.islice(rows, COPY_BATCH_ROWS):
-                if not key_checker:
-                    key_checker.append(
-                        RowChecker(new_job.import_type, columns.mapping, ImportMode.DELETE)
+                if len(columns.names) != known_columns:
+                    known_columns = len(columns.names)
+                    key_checker = RowChecker(
+                        new_job.import_type, columns.positions, ImportMode.DELETE
                     )
                 total += 1
                 if row.error is not None:
                     failed += 1
-                    batch.append(
-                        (
-                            job_id,
-                            row.row_number,
-                            row.line_number,
-                            EntryStatus.FAILED.value,
-                            None,
-                            row.raw,
-                            errors_to_json([row.error]),
-                        )
-                    )
+                    status, key, errors = FAILED, None, errors_to_json([row.error])
                 else:
-                    key = key_checker[0].check(row.raw).key
-                    batch.append(
-                        (
-                            job_id,
-                            row.row_number,
-                            row.line_number,
-                            EntryStatus.PENDING.value,
-                            key,
-                            row.raw,
-                            None,
-                        )
-                    )
+                    status, key, errors = PENDING, key_checker.check(row.values).key, None
+                batch.append(
+                    (job_id, row.row_number, row.line_number, status, key, row.values, errors)
+                )
             return batch
 
         async def feed_bytes() -> None:

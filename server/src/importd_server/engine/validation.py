@@ -42,44 +42,53 @@ class RowChecker:
     def __init__(
         self,
         import_type: ImportType,
-        file_columns: Mapping[str, Sequence[str]],
+        positions: Mapping[str, Sequence[int]],
         mode: ImportMode,
     ) -> None:
-        """`file_columns` maps each column present in the file to the names the file uses for
-        it: one header name in a CSV file; in JSON Lines, possibly several aliases."""
+        """`positions` maps each import-type column the file has to where its value is in a
+        row (see parsing.FileColumns)."""
         self.import_type = import_type
-        self.file_columns = {name: tuple(headers) for name, headers in file_columns.items()}
         if mode is ImportMode.DELETE:
             staged = [import_type.column(k) for k in import_type.key]
         elif mode is ImportMode.UPDATE:
             staged = [
-                c
-                for c in import_type.columns
-                if c.name in import_type.key or c.name in self.file_columns
+                c for c in import_type.columns if c.name in import_type.key or c.name in positions
             ]
         else:
             staged = list(import_type.columns)
         self.columns: tuple[ColumnSpec, ...] = tuple(staged)
-        self._key_positions = [i for i, c in enumerate(self.columns) if c.name in import_type.key]
         # A column absent from the file takes its default only where a row may be inserted.
-        self._use_defaults = mode in (ImportMode.INSERT, ImportMode.UPSERT)
+        use_defaults = mode in (ImportMode.INSERT, ImportMode.UPSERT)
+        self._plan = [
+            (
+                column,
+                tuple(positions.get(column.name, ())),
+                column.default if (column.name in positions or use_defaults) else None,
+                _CONVERTERS[column.type],
+            )
+            for column in self.columns
+        ]
+        self._key_positions = [i for i, c in enumerate(self.columns) if c.name in import_type.key]
 
-    def check(self, raw: Mapping[str, Any]) -> CheckedRow:
+    def check(self, row: Sequence[str]) -> CheckedRow:
         """The row's typed values, or all of its errors (never only the first)."""
         values: list[Any] = []
         errors: list[RowError] = []
-        for column in self.columns:
-            headers = self.file_columns.get(column.name, ())
-            text = next((t for h in headers if (t := as_text(raw.get(h)))), "")
-            if text == "" and column.default is not None and (headers or self._use_defaults):
-                text = column.default
-            if text == "":
+        size = len(row)
+        for column, where, default, converter in self._plan:
+            text = ""
+            for position in where:
+                if position < size and (text := row[position].strip()):
+                    break
+            if not text and default is not None:
+                text = default
+            if not text:
                 if column.required:
                     errors.append(RowError("REQUIRED", column.name, "", "a value is required"))
                 values.append(None)
                 continue
             try:
-                values.append(convert(column, text))
+                values.append(converter(column, text))
             except _Invalid as invalid:
                 errors.append(RowError(invalid.code, column.name, text, invalid.message))
                 values.append(None)
@@ -98,23 +107,6 @@ class RowChecker:
         return "|".join(str(p) for p in parts)
 
 
-def as_text(value: Any) -> str:
-    """A raw value as text: CSV fields are text already; JSON values are rendered."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value).strip()
-
-
-def convert(column: ColumnSpec, text: str) -> Any:
-    """The typed value of a non-empty field, or _Invalid with a code and a message."""
-    value = _CONVERTERS[column.type](column, text)
-    if column.type in ("int", "decimal"):
-        _check_bounds(column, Decimal(value))
-    return value
-
-
 def _string(column: ColumnSpec, text: str) -> str:
     if column.max_length is not None and len(text) > column.max_length:
         raise _Invalid("TOO_LONG", f"longer than {column.max_length} characters")
@@ -125,9 +117,12 @@ def _string(column: ColumnSpec, text: str) -> str:
 
 def _int(column: ColumnSpec, text: str) -> int:
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
         raise _Invalid("INVALID_INT", "not a whole number") from None
+    if column.min is not None or column.max is not None:
+        _check_bounds(column, Decimal(value))
+    return value
 
 
 def _decimal(column: ColumnSpec, text: str) -> Decimal:
@@ -137,6 +132,7 @@ def _decimal(column: ColumnSpec, text: str) -> Decimal:
         raise _Invalid("INVALID_DECIMAL", "not a decimal number") from None
     if not value.is_finite():
         raise _Invalid("INVALID_DECIMAL", "not a finite number")
+    _check_bounds(column, value)
     return value
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict
-from typing import Any
 
 import asyncpg
 
@@ -17,9 +16,7 @@ QUERIES = load_queries("entries.sql")
 ENTRY_COLUMNS = ("job_id", "row_number", "line_number", "status", "key", "raw", "errors")
 
 # One entry as COPY takes it, in ENTRY_COLUMNS order.
-EntryRecord = tuple[
-    uuid.UUID, int, int, str, str | None, dict[str, Any], list[dict[str, str]] | None
-]
+EntryRecord = tuple[uuid.UUID, int, int, str, str | None, list[str], list[dict[str, str]] | None]
 
 
 def errors_to_json(errors: Sequence[RowError]) -> list[dict[str, str]]:
@@ -41,6 +38,7 @@ class EntryStore:
     async def list_entries(
         self,
         job_id: uuid.UUID,
+        columns: Sequence[str],
         statuses: Sequence[EntryStatus],
         page_size: int,
         after_row: int = 0,
@@ -53,12 +51,16 @@ class EntryStore:
                 QUERIES["list_entries"], job_id, wanted, after_row, offset, page_size + 1
             )
             total = await connection.fetchval(QUERIES["count_entries"], job_id, wanted)
-        entries = tuple(entry_from_row(r) for r in rows[:page_size])
+        entries = tuple(entry_from_row(r, columns) for r in rows[:page_size])
         next_after = entries[-1].row_number if len(rows) > page_size else None
         return EntryPage(entries, next_after, total)
 
     async def iter_entries(
-        self, job_id: uuid.UUID, statuses: Sequence[EntryStatus], batch_size: int = 1000
+        self,
+        job_id: uuid.UUID,
+        columns: Sequence[str],
+        statuses: Sequence[EntryStatus],
+        batch_size: int = 1000,
     ) -> AsyncIterator[Entry]:
         """Every matching entry in row order, read in keyset batches."""
         wanted = [s.value for s in statuses]
@@ -68,20 +70,24 @@ class EntryStore:
                 QUERIES["list_entries"], job_id, wanted, after, 0, batch_size
             )
             for row in rows:
-                yield entry_from_row(row)
+                yield entry_from_row(row, columns)
             if len(rows) < batch_size:
                 return
             after = rows[-1]["row_number"]
 
 
-def entry_from_row(row: asyncpg.Record) -> Entry:
-    """An Entry from an import_entries row."""
+def entry_from_row(row: asyncpg.Record, columns: Sequence[str]) -> Entry:
+    """An Entry from an import_entries row of a file with these columns."""
+    values: list[str] = row["raw"]
+    raw = dict(zip(columns, values, strict=False))
+    # Fields beyond the header (a row with too many) are named by their position.
+    raw.update({f"#{i + 1}": v for i, v in enumerate(values) if i >= len(columns)})
     return Entry(
         row_number=row["row_number"],
         line_number=row["line_number"],
         status=EntryStatus(row["status"]),
         key=row["key"],
-        raw=row["raw"],
+        raw=raw,
         errors=tuple(RowError(**e) for e in row["errors"] or ()),
         note=row["note"],
         process_time=row["process_time"],

@@ -87,14 +87,17 @@ async def ensure_target_table(connection: Connection, import_type: ImportType) -
 class ApplyPlan:
     """The SQL that applies one chunk's valid rows to a target table in one mode.
 
-    `stage_table` is a temporary table (row_number + the staged columns); `apply` returns
-    one (row_number, status, note) row for every staged row.
+    `stage_table` is a temporary table (row_number + the staged columns). `verdicts` applies
+    the staged rows and returns one (row_number, status, note) row for each; `apply_and_record`
+    does the same and writes each verdict into the row's entry of job $1, returning
+    (status, n) counts.
     """
 
     stage_table: str
     create_stage: str
     columns: tuple[str, ...]
-    apply: str
+    verdicts: str
+    apply_and_record: str
 
 
 @cache
@@ -137,12 +140,12 @@ def apply_plan(
             if updated
             else "DO NOTHING"
         )
-        apply = f"""
-            WITH applied AS (
+        applied = f"""
                 INSERT INTO {table} AS t ({column_list})
                 SELECT {column_list} FROM {stage} ORDER BY {key_list}
                 ON CONFLICT ({key_list}) {on_conflict}
-                RETURNING {key_list}, (xmax = 0) AS inserted)
+                RETURNING {key_list}, (xmax = 0) AS inserted"""
+        outcome = f"""
             SELECT s.row_number,
                    CASE WHEN a.inserted THEN 'CREATED'
                         WHEN a.inserted IS NOT NULL THEN 'UPDATED'
@@ -150,26 +153,25 @@ def apply_plan(
                    NULL AS note
             FROM {stage} s LEFT JOIN applied a ON {match("a", "s")}"""
     elif mode is ImportMode.INSERT:
-        apply = f"""
-            WITH applied AS (
+        applied = f"""
                 INSERT INTO {table} ({column_list})
                 SELECT {column_list} FROM {stage} ORDER BY {key_list}
                 ON CONFLICT ({key_list}) DO NOTHING
-                RETURNING {key_list})
+                RETURNING {key_list}"""
+        outcome = f"""
             SELECT s.row_number,
                    CASE WHEN a.{keys[0]} IS NOT NULL THEN 'CREATED' ELSE 'SKIPPED' END AS status,
                    CASE WHEN a.{keys[0]} IS NULL THEN 'key already exists' END AS note
             FROM {stage} s LEFT JOIN applied a ON {match("a", "s")}"""
     elif mode is ImportMode.UPDATE:
-        changed = (
+        applied = (
             f"""UPDATE {table} t SET {", ".join(f"{u} = s.{u}" for u in updated)}
                 FROM {stage} s WHERE {match("t", "s")} AND {differs("t", "s")}
                 RETURNING s.row_number"""
             if updated
             else "SELECT NULL::bigint AS row_number WHERE false"
         )
-        apply = f"""
-            WITH applied AS ({changed})
+        outcome = f"""
             SELECT s.row_number,
                    CASE WHEN a.row_number IS NOT NULL THEN 'UPDATED'
                         WHEN EXISTS (SELECT 1 FROM {table} t WHERE {match("t", "s")})
@@ -180,17 +182,28 @@ def apply_plan(
                         THEN 'key does not exist' END AS note
             FROM {stage} s LEFT JOIN applied a USING (row_number)"""
     else:
-        apply = f"""
-            WITH applied AS (
+        applied = f"""
                 DELETE FROM {table} t USING {stage} s WHERE {match("t", "s")}
-                RETURNING s.row_number)
+                RETURNING s.row_number"""
+        outcome = f"""
             SELECT s.row_number,
                    CASE WHEN a.row_number IS NOT NULL THEN 'DELETED' ELSE 'SKIPPED' END AS status,
                    CASE WHEN a.row_number IS NULL THEN 'key does not exist' END AS note
             FROM {stage} s LEFT JOIN applied a USING (row_number)"""
+    # Data-modifying CTEs must sit at the top level, hence one flat WITH per statement.
     return ApplyPlan(
         stage_table=stage.strip('"'),
         create_stage=create_stage,
         columns=("row_number", *names),
-        apply=apply,
+        verdicts=f"WITH applied AS ({applied}) {outcome}",
+        apply_and_record=f"""
+            WITH applied AS ({applied}),
+            outcome AS ({outcome}),
+            recorded AS (
+                UPDATE import_entries e
+                SET status = o.status, note = o.note, process_time = now()
+                FROM outcome o
+                WHERE e.job_id = $1 AND e.row_number = o.row_number
+                RETURNING o.status)
+            SELECT status, count(*) AS n FROM recorded GROUP BY status""",
     )
