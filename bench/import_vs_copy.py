@@ -1,7 +1,7 @@
 """Benchmark: a contacts CSV imported end to end through the gRPC API (UPSERT), against
 `psql \\copy` of the same file into a copy of the same target table, in one run.
 
-    uv run python bench/import_vs_copy.py [--rows 1000000] [--workers 2]
+    uv run python bench/import_vs_copy.py [--rows 1000000] [--workers 2] [--replicas 1]
 
 Uses DATABASE_URL when set, else an embedded PostgreSQL. Prints both times and the ratio.
 Not a test: timings depend on the machine, so they are recorded in BENCHMARKS.md.
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +42,8 @@ def write_contacts(path: Path, rows: int) -> None:
         for i in range(rows):
             out.write(
                 f"person{i}@example.com,First{i},Last{rng.randrange(10_000)},"
-                f"+1415{rng.randrange(10**7):07d},19{rng.randrange(50, 99)}-0{rng.randrange(1, 9)}-1{rng.randrange(9)},"
+                f"+1415{rng.randrange(10**7):07d},"
+                f"19{rng.randrange(50, 99)}-0{rng.randrange(1, 9)}-1{rng.randrange(9)},"
                 f"{STATUSES[i % 3]},{rng.randrange(101)}\n"
             )
 
@@ -93,7 +94,9 @@ async def copy_with_psql(database_url: str, path: Path) -> float:
         await connection.close()
     command = f"\\copy contacts_copy_baseline FROM '{path}' WITH (FORMAT csv, HEADER true)"
     started = time.perf_counter()
-    subprocess.run([psql_binary(), database_url, "-q", "-c", command], check=True)
+    psql = await asyncio.create_subprocess_exec(psql_binary(), database_url, "-q", "-c", command)
+    if await psql.wait() != 0:
+        raise RuntimeError("psql \\copy failed")
     return time.perf_counter() - started
 
 
@@ -112,6 +115,9 @@ async def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--workers", default="2")
     parser.add_argument("--chunk-size", default="5000")
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="server processes sharing the chunks"
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as folder:
@@ -120,14 +126,19 @@ async def main() -> None:
         path = work / "contacts.csv"
         write_contacts(path, args.rows)
         size_mb = path.stat().st_size / 1e6
-        print(f"{args.rows} rows, {size_mb:.1f} MB, workers={args.workers}")
-        with serve(
-            work / "data",
-            os.environ.get("DATABASE_URL"),
-            workers=args.workers,
-            chunk_size=args.chunk_size,
-            poll_seconds="0.05",
-        ) as (port, _):
+        print(
+            f"{args.rows} rows, {size_mb:.1f} MB, {args.replicas} replica(s)"
+            f" x {args.workers} workers"
+        )
+        settings = {"workers": args.workers, "chunk_size": args.chunk_size, "poll_seconds": "0.05"}
+        with contextlib.ExitStack() as replicas:
+            port, _ = replicas.enter_context(
+                serve(work / "data", os.environ.get("DATABASE_URL"), **settings)
+            )
+            for _ in range(args.replicas - 1):
+                replicas.enter_context(
+                    serve(work / "data", os.environ.get("DATABASE_URL"), **settings)
+                )
             database_url = os.environ.get("DATABASE_URL") or _embedded_url(work / "data")
             await reset(database_url)
             print("importd (gRPC, UPSERT, end to end):")

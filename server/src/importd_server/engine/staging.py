@@ -230,7 +230,7 @@ class Stager:
         total = 0
         # Keys are compared in their validated form (e.g. an e-mail's domain lower-cased).
         # The checker is rebuilt when JSON Lines brings new keys.
-        key_checker = RowChecker(new_job.import_type, {}, ImportMode.DELETE)
+        key_checker = RowChecker(new_job.import_type, {}, ImportMode.UPSERT)
         known_columns = 0
 
         def next_batch() -> list[EntryRecord]:
@@ -240,14 +240,14 @@ class Stager:
                 if len(columns.names) != known_columns:
                     known_columns = len(columns.names)
                     key_checker = RowChecker(
-                        new_job.import_type, columns.positions, ImportMode.DELETE
+                        new_job.import_type, columns.positions, ImportMode.UPSERT
                     )
                 total += 1
                 if row.error is not None:
                     failed += 1
                     status, key, errors = FAILED, None, errors_to_json([row.error])
                 else:
-                    status, key, errors = PENDING, key_checker.check(row.values).key, None
+                    status, key, errors = PENDING, key_checker.key(row.values), None
                 batch.append(
                     (job_id, row.row_number, row.line_number, status, key, row.values, errors)
                 )
@@ -270,11 +270,15 @@ class Stager:
                 raise
 
         async def store_rows() -> None:
+            # The thread parses the next batch while this one is copied.
+            parsing = asyncio.ensure_future(asyncio.to_thread(next_batch))
             try:
-                while batch := await asyncio.to_thread(next_batch):
+                while batch := await parsing:
+                    parsing = asyncio.ensure_future(asyncio.to_thread(next_batch))
                     await copy_entries(connection, batch)
             except BaseException:
                 feed.abort()
+                parsing.cancel()
                 raise
 
         try:

@@ -69,6 +69,7 @@ class RowChecker:
             for column in self.columns
         ]
         self._key_positions = [i for i, c in enumerate(self.columns) if c.name in import_type.key]
+        self._key_plan = [self._plan[i] for i in self._key_positions]
 
     def check(self, row: Sequence[str]) -> CheckedRow:
         """The row's typed values, or all of its errors (never only the first)."""
@@ -100,6 +101,26 @@ class RowChecker:
             return CheckedRow(None, tuple(errors), key)
         return CheckedRow(tuple(values), (), key)
 
+    def key(self, row: Sequence[str]) -> str | None:
+        """The row's key in its validated form, or None if a key value is missing or invalid.
+
+        Cheaper than `check`: only the key columns are read.
+        """
+        parts = []
+        size = len(row)
+        for column, where, _, converter in self._key_plan:
+            text = ""
+            for position in where:
+                if position < size and (text := row[position].strip()):
+                    break
+            if not text:
+                return None
+            try:
+                parts.append(str(converter(column, text)))
+            except _Invalid:
+                return None
+        return "|".join(parts)
+
     def _key(self, values: list[Any]) -> str | None:
         parts = [values[i] for i in self._key_positions]
         if any(p is None for p in parts):
@@ -121,7 +142,7 @@ def _int(column: ColumnSpec, text: str) -> int:
     except ValueError:
         raise _Invalid("INVALID_INT", "not a whole number") from None
     if column.min is not None or column.max is not None:
-        _check_bounds(column, Decimal(value))
+        _check_bounds(column, value)
     return value
 
 
@@ -136,7 +157,7 @@ def _decimal(column: ColumnSpec, text: str) -> Decimal:
     return value
 
 
-def _check_bounds(column: ColumnSpec, value: Decimal) -> None:
+def _check_bounds(column: ColumnSpec, value: int | Decimal) -> None:
     low, high = column.min, column.max
     if low is not None and (value < low or (column.exclusive_bounds and value == low)):
         relation = "greater than" if column.exclusive_bounds else "at least"
