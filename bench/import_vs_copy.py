@@ -132,7 +132,7 @@ async def main() -> None:
         )
         settings = {"workers": args.workers, "chunk_size": args.chunk_size, "poll_seconds": "0.05"}
         with contextlib.ExitStack() as replicas:
-            port, _ = replicas.enter_context(
+            port, server = replicas.enter_context(
                 serve(work / "data", os.environ.get("DATABASE_URL"), **settings)
             )
             for _ in range(args.replicas - 1):
@@ -145,11 +145,21 @@ async def main() -> None:
             importd_seconds, job = await import_through_api(port, path)
             assert job.status == pb.JOB_STATUS_SUCCEEDED, job
             assert job.created_count == args.rows, job
+            peak_rss_mb = _peak_rss_mb(server.pid)
             copy_seconds = await copy_with_psql(database_url, path)
             await reset(database_url)
     print(f"importd: {importd_seconds:7.2f} s  ({args.rows / importd_seconds:,.0f} rows/s)")
     print(f"\\copy:   {copy_seconds:7.2f} s  ({args.rows / copy_seconds:,.0f} rows/s)")
     print(f"ratio:   {importd_seconds / copy_seconds:7.2f}")
+    print(f"server peak RSS: {peak_rss_mb:.0f} MB")
+
+
+def _peak_rss_mb(pid: int) -> float:
+    """The process's high-water mark of resident memory (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def _embedded_url(data_dir: Path) -> str:
