@@ -172,16 +172,7 @@ class Stager:
                 bound.info("file refused", reason=error.reason, message=error.message)
                 async with connection.transaction():
                     await self._insert_job(connection, job_id, new_job)
-                    await connection.execute(
-                        JOB_QUERIES["finish_staging"],
-                        job_id,
-                        received.size,
-                        received.sha256.hexdigest(),
-                        None,
-                        [],
-                        0,
-                        0,
-                    )
+                    await _record_file(connection, job_id, received, None, [], 0, 0)
                     await connection.execute(
                         JOB_QUERIES["fail_job"],
                         job_id,
@@ -293,22 +284,35 @@ class Stager:
             raise group_error.exceptions[0] from None
 
         skipped = await connection.fetchval(ENTRY_QUERIES["skip_superseded_rows"], job_id)
-        await connection.execute(
-            JOB_QUERIES["finish_staging"],
-            job_id,
-            received.size,
-            received.sha256.hexdigest(),
-            total,
-            columns.names,
-            failed,
-            skipped,
-        )
+        await _record_file(connection, job_id, received, total, columns.names, failed, skipped)
         if total - failed - skipped > 0:
             chunk_size = total if new_job.all_or_nothing else self._limits.chunk_size
             await connection.execute(CHUNK_QUERIES["create_chunks"], job_id, total, chunk_size)
         else:
             await connection.execute(JOB_QUERIES["finish_job_if_done"], job_id)
         await _notify(connection, job_id)
+
+
+async def _record_file(
+    connection: Connection,
+    job_id: uuid.UUID,
+    received: _Received,
+    total_rows: int | None,
+    columns: list[str],
+    failed: int,
+    skipped: int,
+) -> None:
+    """Records what the file was: size, digest, rows, columns, and rows already decided."""
+    await connection.execute(
+        JOB_QUERIES["finish_staging"],
+        job_id,
+        received.size,
+        received.sha256.hexdigest(),
+        total_rows,
+        columns,
+        failed,
+        skipped,
+    )
 
 
 async def _notify(connection: Connection, job_id: uuid.UUID) -> None:

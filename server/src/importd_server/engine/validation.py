@@ -33,7 +33,6 @@ class CheckedRow:
 
     values: tuple[Any, ...] | None
     errors: tuple[RowError, ...]
-    key: str | None
 
 
 class RowChecker:
@@ -68,8 +67,7 @@ class RowChecker:
             )
             for column in self.columns
         ]
-        self._key_positions = [i for i, c in enumerate(self.columns) if c.name in import_type.key]
-        self._key_plan = [self._plan[i] for i in self._key_positions]
+        self._key_plan = [p for p in self._plan if p[0].name in import_type.key]
 
     def check(self, row: Sequence[str]) -> CheckedRow:
         """The row's typed values, or all of its errors (never only the first)."""
@@ -77,10 +75,7 @@ class RowChecker:
         errors: list[RowError] = []
         size = len(row)
         for column, where, default, converter in self._plan:
-            text = ""
-            for position in where:
-                if position < size and (text := row[position].strip()):
-                    break
+            text = _first_text(row, size, where)
             if not text and default is not None:
                 text = default
             if not text:
@@ -96,10 +91,9 @@ class RowChecker:
         if not errors and self.import_type.row_validator is not None:
             named = {c.name: v for c, v in zip(self.columns, values, strict=True)}
             errors.extend(self.import_type.row_validator(named))
-        key = self._key(values)
         if errors:
-            return CheckedRow(None, tuple(errors), key)
-        return CheckedRow(tuple(values), (), key)
+            return CheckedRow(None, tuple(errors))
+        return CheckedRow(tuple(values), ())
 
     def key(self, row: Sequence[str]) -> str | None:
         """The row's key in its validated form, or None if a key value is missing or invalid.
@@ -109,10 +103,7 @@ class RowChecker:
         parts = []
         size = len(row)
         for column, where, _, converter in self._key_plan:
-            text = ""
-            for position in where:
-                if position < size and (text := row[position].strip()):
-                    break
+            text = _first_text(row, size, where)
             if not text:
                 return None
             try:
@@ -121,11 +112,13 @@ class RowChecker:
                 return None
         return "|".join(parts)
 
-    def _key(self, values: list[Any]) -> str | None:
-        parts = [values[i] for i in self._key_positions]
-        if any(p is None for p in parts):
-            return None
-        return "|".join(str(p) for p in parts)
+
+def _first_text(row: Sequence[str], size: int, positions: tuple[int, ...]) -> str:
+    """The first non-empty field among `positions` (one in CSV; aliases in JSON Lines)."""
+    for position in positions:
+        if position < size and (text := row[position].strip()):
+            return text
+    return ""
 
 
 def _string(column: ColumnSpec, text: str) -> str:
