@@ -184,12 +184,3 @@ async def test_page_size_is_capped_at_one_thousand(
     response = await stub.ListJobs(pb.ListJobsRequest(page_size=5000))
     assert len(response.jobs) == 1000
     assert response.next_page_token
-
-
-async def test_stream_progress_answers_unimplemented_until_built(
-    stub: pb_grpc.ImportServiceStub,
-) -> None:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        async for _ in stub.StreamProgress(pb.StreamProgressRequest(id=str(uuid.uuid4()))):
-            pass
-    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED

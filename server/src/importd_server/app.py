@@ -19,6 +19,7 @@ from importd_server.engine.import_types import default_types_dir, load_import_ty
 from importd_server.engine.processing import ChunkProcessor
 from importd_server.engine.staging import Stager, StagingLimits
 from importd_server.engine.workers import WorkerPool
+from importd_server.progress.hub import ProgressHub
 from importd_server.store.entries import EntryStore
 from importd_server.store.jobs import JobStore
 from importd_server.store.migrate import migrate
@@ -41,6 +42,7 @@ class Application:
         self._grpc: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self.workers: WorkerPool | None = None
+        self.hub: ProgressHub | None = None
 
     async def start(self) -> int:
         """Connects, migrates, and starts serving; returns the bound port."""
@@ -64,8 +66,15 @@ class Application:
         stager = Stager(
             self._pool, jobs, StagingLimits(settings.max_file_bytes, settings.chunk_size)
         )
+        self.hub = ProgressHub(self.database_url, jobs)
         servicer = ImportServicer(
-            settings, import_types, jobs, EntryStore(self._pool), stager, self.workers.wake
+            settings,
+            import_types,
+            jobs,
+            EntryStore(self._pool),
+            stager,
+            self.hub,
+            self.workers.wake,
         )
 
         server = grpc.aio.server()
@@ -81,6 +90,7 @@ class Application:
         await server.start()
         self._grpc = server
         self.workers.start()
+        self.hub.start()
         for service in ("", SERVICE_NAME):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         log.info("importd serving", host=self.settings.host, port=self.port)
@@ -90,6 +100,9 @@ class Application:
         """Stops taking calls, lets running calls finish within the grace period, disconnects."""
         grace = self.settings.grace_seconds if grace is None else grace
         await self._health.enter_graceful_shutdown()
+        if self.hub is not None:
+            # Open progress streams end now with UNAVAILABLE, so watchers resume elsewhere.
+            await self.hub.close()
         if self.workers is not None:
             await self.workers.stop(grace)
         if self._grpc is not None:

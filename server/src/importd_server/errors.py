@@ -83,3 +83,9 @@ class Unimplemented(ImportdError):
     """The operation exists in the API but not yet in this server."""
 
     default_reason = "UNIMPLEMENTED"
+
+
+class Unavailable(ImportdError):
+    """The server cannot serve this now (e.g. it is shutting down); retry elsewhere."""
+
+    default_reason = "UNAVAILABLE"

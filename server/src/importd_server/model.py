@@ -114,6 +114,19 @@ class Job:
     create_time: datetime
     start_time: datetime | None
     end_time: datetime | None
+    update_time: datetime
+
+    @property
+    def progress(self) -> tuple[object, ...]:
+        """What a watcher is told about: a new event is due when this changes."""
+        return (self.status, self.stage, self.counts, self.total_rows, self.error)
+
+    @property
+    def estimated_seconds_left(self) -> float | None:
+        """Rows left at the recent rate, or None when unknown (or the job has ended)."""
+        if self.status.is_terminal or not self.total_rows or self.rows_per_second <= 0:
+            return None
+        return max(0.0, (self.total_rows - self.counts.processed) / self.rows_per_second)
 
     @property
     def progress_percent(self) -> float:

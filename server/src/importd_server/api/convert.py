@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
 
@@ -103,6 +103,7 @@ def job_to_proto(job: Job) -> pb.Job:
         create_time=timestamp(job.create_time),
         start_time=timestamp(job.start_time),
         end_time=timestamp(job.end_time),
+        update_time=timestamp(job.update_time),
     )
     if job.error is not None:
         code = code_pb2.Code.DESCRIPTOR.values_by_name.get(job.error.code)
@@ -242,3 +243,12 @@ def _file_format(spec: pb.ImportSpec) -> FileFormat:
         return enum_from_proto(spec.format, FILE_FORMAT, FileFormat, "spec.format")
     name = (spec.file_name or spec.source_uri).lower().removesuffix(".gz")
     return FileFormat.JSONL if name.endswith((".jsonl", ".ndjson")) else FileFormat.CSV
+
+
+def progress_event(job: Job) -> pb.ProgressEvent:
+    """A ProgressEvent for the job as it is now; `terminal` once it has ended."""
+    event = pb.ProgressEvent(job=job_to_proto(job), terminal=job.status.is_terminal)
+    seconds = job.estimated_seconds_left
+    if seconds is not None:
+        event.estimated_time_remaining.FromTimedelta(timedelta(seconds=seconds))
+    return event

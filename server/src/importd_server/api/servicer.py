@@ -17,6 +17,7 @@ from importd_server.api.convert import (
     job_to_proto,
     new_job_from_spec,
     parse_id,
+    progress_event,
 )
 from importd_server.api.status import Context, maps_errors
 from importd_server.config import Settings
@@ -24,8 +25,9 @@ from importd_server.engine.export import export_csv
 from importd_server.engine.import_types import ImportType
 from importd_server.engine.sources import resolve_source_uri
 from importd_server.engine.staging import Stager, file_chunks
-from importd_server.errors import FailedPrecondition, InvalidArgument, NotFound, Unimplemented
+from importd_server.errors import FailedPrecondition, InvalidArgument, NotFound
 from importd_server.model import EntryStatus, Job, JobCursor, JobFilter
+from importd_server.progress.hub import ProgressHub
 from importd_server.store.entries import EntryStore
 from importd_server.store.jobs import JobStore
 
@@ -44,6 +46,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         jobs: JobStore,
         entries: EntryStore,
         stager: Stager,
+        hub: ProgressHub,
         on_job_queued: Callable[[], None] = lambda: None,
     ) -> None:
         self._settings = settings
@@ -51,6 +54,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         self._jobs = jobs
         self._entries = entries
         self._stager = stager
+        self._hub = hub
         self._on_job_queued = on_job_queued
 
     async def _job(self, job_id: uuid.UUID) -> Job:
@@ -180,13 +184,20 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
             import_types=[import_type_to_proto(t) for _, t in sorted(self._import_types.items())]
         )
 
-    # Server-streaming RPC written as a coroutine until its issue lands: grpc.aio accepts a
-    # coroutine handler, and maps_errors turns the raise into a status.
     @maps_errors
-    async def StreamProgress(  # type: ignore[override]
+    async def StreamProgress(
         self, request: pb.StreamProgressRequest, context: Context
-    ) -> None:
-        raise Unimplemented("StreamProgress is not implemented yet")
+    ) -> AsyncIterator[pb.ProgressEvent]:
+        job_id = parse_id(request.id)
+        # Subscribe before reading the snapshot, so no change falls between the two.
+        async with self._hub.subscribe(job_id) as subscription:
+            job = await self._job(job_id)
+            yield progress_event(job)
+            while not job.status.is_terminal:
+                latest = await subscription.next()
+                if latest.progress != job.progress:
+                    job = latest
+                    yield progress_event(job)
 
 
 async def _file_bytes(

@@ -27,6 +27,7 @@ _CODES: dict[type[errors.ImportdError], int] = {
     errors.FailedPrecondition: code_pb2.FAILED_PRECONDITION,
     errors.ResourceExhausted: code_pb2.RESOURCE_EXHAUSTED,
     errors.Unimplemented: code_pb2.UNIMPLEMENTED,
+    errors.Unavailable: code_pb2.UNAVAILABLE,
 }
 
 

@@ -34,6 +34,10 @@ class JobStore:
         row = await self._pool.fetchrow(QUERIES["get_job"], job_id, tenant)
         return job_from_row(row) if row else None
 
+    async def get_jobs(self, job_ids: list[uuid.UUID]) -> list[Job]:
+        """The jobs with these ids, whoever's they are (for the progress hub)."""
+        return [job_from_row(r) for r in await self._pool.fetch(QUERIES["get_jobs"], job_ids)]
+
     async def find_by_request_id(self, tenant: str, request_id: str) -> tuple[Job, str] | None:
         """The tenant's job started with this request_id, and the digest of its spec."""
         row = await self._pool.fetchrow(QUERIES["find_job_by_request_id"], tenant, request_id)
@@ -110,4 +114,5 @@ def job_from_row(row: asyncpg.Record) -> Job:
         create_time=row["create_time"],
         start_time=row["start_time"],
         end_time=row["end_time"],
+        update_time=row["update_time"],
     )

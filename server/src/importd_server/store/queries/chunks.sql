@@ -30,7 +30,7 @@ RETURNING c.job_id, c.chunk_number, c.first_row, c.last_row, c.attempts;
 
 -- name: start_job
 UPDATE import_jobs
-SET status = 'RUNNING', stage = 'PROCESSING', start_time = now(), update_time = now()
+SET status = 'RUNNING', stage = 'PROCESSING', start_time = now(), update_time = clock_timestamp()
 WHERE id = $1 AND status = 'QUEUED';
 
 -- name: lock_claimed_chunk

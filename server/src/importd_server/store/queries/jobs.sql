@@ -31,14 +31,14 @@ INSERT INTO import_jobs (
 UPDATE import_jobs
 SET file_size_bytes = $2, sha256 = $3, total_rows = $4, columns = $5,
     failed_count = $6, skipped_count = $7, processed_rows = $6::bigint + $7::bigint,
-    update_time = now()
+    update_time = clock_timestamp()
 WHERE id = $1;
 
 -- name: fail_job
 -- A job-level failure: the job ends FAILED with the error; its remaining chunks never run.
 UPDATE import_jobs
 SET status = 'FAILED', stage = NULL, error_code = $2, error_reason = $3, error_message = $4,
-    end_time = now(), update_time = now()
+    end_time = now(), update_time = clock_timestamp()
 WHERE id = $1 AND status IN ('QUEUED', 'RUNNING')
 RETURNING *;
 
@@ -53,7 +53,7 @@ SET status = CASE
     error_reason = CASE WHEN all_or_nothing AND failed_count > 0 THEN 'ALL_OR_NOTHING' END,
     error_message = CASE WHEN all_or_nothing AND failed_count > 0 THEN
         failed_count || ' row(s) failed, so nothing was imported (all_or_nothing)' END,
-    stage = NULL, start_time = coalesce(start_time, now()), end_time = now(), update_time = now()
+    stage = NULL, start_time = coalesce(start_time, now()), end_time = now(), update_time = clock_timestamp()
 WHERE id = $1 AND status IN ('QUEUED', 'RUNNING')
   AND NOT EXISTS (SELECT 1 FROM import_chunks WHERE job_id = $1 AND status = 'PENDING')
 RETURNING *;
@@ -71,12 +71,16 @@ SET processed_rows = processed_rows + $2,
     deleted_count = deleted_count + $8,
     rows_per_second = (processed_rows + $2)
         / greatest(extract(epoch FROM now() - start_time), 0.001),
-    update_time = now()
+    -- The wall clock, not the transaction's start: watchers measure delay from it.
+    update_time = clock_timestamp()
 WHERE id = $1 AND status = 'RUNNING'
 RETURNING *;
 
 -- name: cancel_job
 UPDATE import_jobs
-SET status = 'CANCELLED', stage = NULL, end_time = now(), update_time = now()
+SET status = 'CANCELLED', stage = NULL, end_time = now(), update_time = clock_timestamp()
 WHERE id = $1 AND tenant = $2 AND status IN ('QUEUED', 'RUNNING')
 RETURNING *;
+
+-- name: get_jobs
+SELECT * FROM import_jobs WHERE id = ANY($1::uuid[]);

@@ -1,0 +1,1 @@
+"""Live progress: one LISTEN connection per replica fanning job changes out to watchers."""

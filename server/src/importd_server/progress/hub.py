@@ -1,0 +1,185 @@
+"""ProgressHub: LISTEN importd_progress on one connection, and fan job changes out to every
+local subscriber, coalesced, without ever queueing: each subscriber holds only the latest
+state of its job, so a slow watcher never slows the import or other watchers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import structlog
+
+from importd_server.errors import Unavailable
+from importd_server.model import Job
+from importd_server.store.jobs import JobStore
+from importd_server.store.pool import Connection
+
+log = structlog.get_logger(__name__)
+
+CHANNEL = "importd_progress"
+LISTENER_NAME = "importd-progress-listener"
+
+
+class Subscription:
+    """One watcher's view of one job: the latest state, and whether it changed."""
+
+    def __init__(self, job_id: uuid.UUID) -> None:
+        self.job_id = job_id
+        self._latest: Job | None = None
+        self._changed = asyncio.Event()
+        self._closed_because: str | None = None
+
+    def offer(self, job: Job) -> None:
+        """Replaces the latest state (an unread older state is simply dropped)."""
+        self._latest = job
+        self._changed.set()
+
+    def close(self, reason: str) -> None:
+        """Ends the subscription: the watcher's next wait raises Unavailable."""
+        self._closed_because = reason
+        self._changed.set()
+
+    async def next(self) -> Job:
+        """The job's state after the next change."""
+        await self._changed.wait()
+        self._changed.clear()
+        if self._closed_because is not None:
+            raise Unavailable(self._closed_because, reason="SERVER_SHUTTING_DOWN")
+        assert self._latest is not None
+        return self._latest
+
+
+class ProgressHub:
+    """Turns `NOTIFY importd_progress, '<job id>'` into job states for local subscribers."""
+
+    def __init__(
+        self,
+        database_url: str,
+        jobs: JobStore,
+        *,
+        min_interval: float = 0.25,
+        resync_seconds: float = 10.0,
+        reconnect_seconds: float = 1.0,
+    ) -> None:
+        self._database_url = database_url
+        self._jobs = jobs
+        self._min_interval = min_interval
+        self._resync_seconds = resync_seconds
+        self._reconnect_seconds = reconnect_seconds
+        self._subscriptions: dict[uuid.UUID, set[Subscription]] = {}
+        self._dirty: set[uuid.UUID] = set()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+        self.listening = asyncio.Event()
+
+    def start(self) -> None:
+        """Starts listening and fanning out."""
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="importd-progress-listen"),
+            asyncio.create_task(self._fan_out(), name="importd-progress-fan-out"),
+        ]
+
+    async def close(self, reason: str = "the server is shutting down") -> None:
+        """Ends every subscription with `reason` and stops."""
+        self._closing = True
+        for subscriptions in self._subscriptions.values():
+            for subscription in subscriptions:
+                subscription.close(reason)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    @property
+    def subscriber_count(self) -> int:
+        """How many watchers this replica serves now."""
+        return sum(len(s) for s in self._subscriptions.values())
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, job_id: uuid.UUID) -> AsyncIterator[Subscription]:
+        """A subscription to the job's changes, released when the block ends."""
+        if self._closing:
+            raise Unavailable("the server is shutting down", reason="SERVER_SHUTTING_DOWN")
+        subscription = Subscription(job_id)
+        self._subscriptions.setdefault(job_id, set()).add(subscription)
+        try:
+            yield subscription
+        finally:
+            watchers = self._subscriptions.get(job_id)
+            if watchers is not None:
+                watchers.discard(subscription)
+                if not watchers:
+                    del self._subscriptions[job_id]
+
+    def _on_notification(
+        self, connection: Connection, pid: int, channel: str, payload: object
+    ) -> None:
+        try:
+            job_id = uuid.UUID(str(payload))
+        except ValueError:
+            return
+        if job_id in self._subscriptions:
+            self._dirty.add(job_id)
+            self._wake.set()
+
+    def _resync(self) -> None:
+        """Marks every watched job for a re-read (after a reconnect: nothing is missed)."""
+        self._dirty.update(self._subscriptions)
+        self._wake.set()
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                await self._listen_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("progress listener lost; reconnecting", error=str(error))
+            self.listening.clear()
+            await asyncio.sleep(self._reconnect_seconds)
+
+    async def _listen_once(self) -> None:
+        connection = await asyncpg.connect(
+            self._database_url, server_settings={"application_name": LISTENER_NAME}
+        )
+        lost = asyncio.Event()
+        connection.add_termination_listener(lambda _: lost.set())
+        try:
+            await connection.add_listener(CHANNEL, self._on_notification)
+            self.listening.set()
+            log.debug("progress listener connected")
+            self._resync()
+            while not lost.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lost.wait(), self._resync_seconds)
+                if lost.is_set():
+                    break
+                # A silently dead connection shows here; a live one gets a safety-net resync.
+                await asyncio.wait_for(connection.fetchval("SELECT 1"), self._resync_seconds)
+                self._resync()
+            raise ConnectionError("the LISTEN connection was closed")
+        finally:
+            with contextlib.suppress(Exception):
+                await connection.close(timeout=1)
+
+    async def _fan_out(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            job_ids = [j for j in self._dirty if j in self._subscriptions]
+            self._dirty.clear()
+            if job_ids:
+                try:
+                    for job in await self._jobs.get_jobs(job_ids):
+                        for subscription in list(self._subscriptions.get(job.id, ())):
+                            subscription.offer(job)
+                except Exception:
+                    log.exception("progress fan-out failed; retrying")
+                    self._dirty.update(job_ids)
+                    self._wake.set()
+            # Coalesce: changes during this pause become one read for each job.
+            await asyncio.sleep(self._min_interval)
