@@ -23,7 +23,11 @@ import pytest
 from importd.v1 import import_service_pb2_grpc as pb_grpc
 from importd_server.app import Application
 from importd_server.config import Settings
+from importd_server.engine.import_types import default_types_dir, load_import_types
 from importd_server.store.embedded import start_embedded
+from importd_server.store.migrate import migrate
+from importd_server.store.pool import create_pool
+from importd_server.store.targets import ensure_target_table
 
 JOB_TABLES = ("import_entries", "import_chunks", "import_jobs", "contacts", "transactions")
 
@@ -61,8 +65,22 @@ def database_url(server_url: str, worker_id: str) -> Iterator[str]:
             await connection.close()
 
     asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    yield with_database(server_url, name)
+    url = with_database(server_url, name)
+    asyncio.run(prepare_schema(url))
+    yield url
     asyncio.run(admin(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+async def prepare_schema(database_url: str) -> None:
+    """Migrations and the shipped import types' tables, as a server's start-up makes them."""
+    pool = await create_pool(database_url, 2)
+    try:
+        await migrate(pool)
+        async with pool.acquire() as connection:
+            for import_type in load_import_types(default_types_dir()).values():
+                await ensure_target_table(connection, import_type)
+    finally:
+        await pool.close()
 
 
 @pytest.fixture
@@ -92,7 +110,10 @@ AppFactory = Callable[..., Awaitable[Application]]
 
 @pytest.fixture
 async def make_app(settings: Settings, database_url: str) -> AsyncIterator[AppFactory]:
-    """Starts more servers (replicas) on the test database, with settings overridden."""
+    """Starts servers (replicas) on the test database, emptied first, with settings
+    overridden. (Emptied before any server runs: TRUNCATE beside polling workers can
+    deadlock.)"""
+    await truncate(database_url)
     started: list[Application] = []
 
     async def make(**overrides: Any) -> Application:
@@ -107,11 +128,9 @@ async def make_app(settings: Settings, database_url: str) -> AsyncIterator[AppFa
 
 
 @pytest.fixture
-async def app(make_app: AppFactory, database_url: str) -> Application:
+async def app(make_app: AppFactory) -> Application:
     """A started importd server on a free port, with empty job and target tables."""
-    application = await make_app()
-    await truncate(database_url)
-    return application
+    return await make_app()
 
 
 async def truncate(database_url: str) -> None:

@@ -12,7 +12,7 @@ import grpc
 from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
 from tests.acceptance.processes import serve
-from tests.conftest import AppFactory, truncate
+from tests.conftest import AppFactory
 from tests.rpc import counts, entries_of, start_import, wait_for_job, wait_for_progress
 
 ROWS = 4000
@@ -32,7 +32,6 @@ async def test_two_server_processes_share_the_work_of_one_job(
     make_app: AppFactory, database_url: str, db: asyncpg.Connection, tmp_path: Path
 ) -> None:
     local = await make_app(chunk_size=20, workers=1)
-    await truncate(database_url)
     with serve(tmp_path, database_url, workers="2", poll_seconds="0.02") as (_, other):
         async with grpc.aio.insecure_channel(f"127.0.0.1:{local.port}") as channel:
             stub = pb_grpc.ImportServiceStub(channel)
@@ -48,7 +47,6 @@ async def test_kill_9_of_a_replica_mid_import_ends_with_exact_counts(
     make_app: AppFactory, database_url: str, db: asyncpg.Connection, tmp_path: Path
 ) -> None:
     api_only = await make_app(chunk_size=10, workers=0)
-    await truncate(database_url)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{api_only.port}") as channel:
         stub = pb_grpc.ImportServiceStub(channel)
         with serve(tmp_path, database_url, workers="2", lease_seconds="1") as (_, doomed):

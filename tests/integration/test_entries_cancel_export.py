@@ -117,10 +117,7 @@ async def test_export_of_chosen_statuses_can_be_imported_again(
 async def test_cancelling_a_queued_job_leaves_every_entry_pending(
     make_app: AppFactory, database_url: str
 ) -> None:
-    from tests.conftest import truncate
-
     api_only = await make_app(workers=0)
-    await truncate(database_url)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{api_only.port}") as channel:
         stub = pb_grpc.ImportServiceStub(channel)
         job = await start_import(stub, b"email\na@x.com\nb@x.com\n")

@@ -16,7 +16,7 @@ from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
 from importd_server.app import Application
 from importd_server.progress.hub import LISTENER_NAME
-from tests.conftest import AppFactory, truncate
+from tests.conftest import AppFactory
 from tests.rpc import import_and_wait, rich_error, start_import, wait_for_job, wait_for_progress
 
 
@@ -88,7 +88,6 @@ class HeldChunks:
 
 async def queued_job(make_app: AppFactory, database_url: str, rows: int) -> str:
     api_only = await make_app(workers=0)
-    await truncate(database_url)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{api_only.port}") as channel:
         job = await start_import(pb_grpc.ImportServiceStub(channel), contacts_file(rows))
     return job.id
@@ -179,6 +178,7 @@ async def test_a_killed_listen_connection_reconnects_and_no_terminal_event_is_mi
                 LISTENER_NAME,
             )
             assert killed >= 1
+            await wait_until(lambda: not app.hub.listening.is_set())
             await held.release()  # the job finishes while the listener is down
             rest = await read_to_end(stream)
             final = await wait_for_job(stub, job_id)

@@ -11,7 +11,7 @@ import grpc
 from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
 from importd_server.store.sql import load_queries
-from tests.conftest import AppFactory, truncate
+from tests.conftest import AppFactory
 from tests.rpc import counts, entries_of, start_import, wait_for_job, wait_for_progress
 
 CHUNKS = load_queries("chunks.sql")
@@ -24,7 +24,6 @@ def contacts_file(rows: int) -> bytes:
 async def staged_job(make_app: AppFactory, database_url: str, rows: int) -> str:
     """A queued job, staged by a replica with no workers (chunks of 4 rows)."""
     api_only = await make_app(workers=0)
-    await truncate(database_url)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{api_only.port}") as channel:
         job = await start_import(pb_grpc.ImportServiceStub(channel), contacts_file(rows))
     assert job.status == pb.JOB_STATUS_QUEUED

@@ -165,7 +165,11 @@ MAX_LABELS = 64
 
 
 def new_job_from_spec(
-    spec: pb.ImportSpec, import_types: Mapping[str, ImportType], tenant: str, max_rows: int
+    spec: pb.ImportSpec,
+    import_types: Mapping[str, ImportType],
+    tenant: str,
+    max_rows: int,
+    max_chars: int,
 ) -> NewJob:
     """The checked NewJob a spec asks for; INVALID_ARGUMENT naming every bad field."""
     violations: list[FieldViolation] = []
@@ -221,6 +225,7 @@ def new_job_from_spec(
             header=header,
             encoding=encoding,
             max_rows=max_rows,
+            max_chars=max_chars,
         ),
         file_name=spec.file_name or spec.source_uri.rsplit("/", 1)[-1],
         dry_run=spec.dry_run,

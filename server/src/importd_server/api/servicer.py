@@ -72,7 +72,11 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
             raise InvalidArgument.for_field("spec", "the first message must carry the spec")
         spec = first.spec
         new_job = new_job_from_spec(
-            spec, self._import_types, DEFAULT_TENANT, self._settings.max_rows
+            spec,
+            self._import_types,
+            DEFAULT_TENANT,
+            self._settings.max_rows,
+            self._settings.max_file_bytes,
         )
         if spec.source_uri:
             path = resolve_source_uri(spec.source_uri, self._settings.source_dir)
@@ -195,7 +199,8 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
             yield progress_event(job)
             while not job.status.is_terminal:
                 latest = await subscription.next()
-                if latest.progress != job.progress:
+                # A state read before the snapshot may still arrive: never go back in time.
+                if latest.update_time >= job.update_time and latest.progress != job.progress:
                     job = latest
                     yield progress_event(job)
 

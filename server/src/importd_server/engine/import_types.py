@@ -10,7 +10,7 @@ import importlib
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -105,11 +105,15 @@ def default_types_dir() -> Path:
 
 def parse_import_type(document: Mapping[str, Any]) -> ImportType:
     """An ImportType from a parsed TOML document."""
-    columns = tuple(_parse_column(c) for c in document["columns"])
+    key = tuple(document["key"])
+    # A key column always needs a value: it is the row's identity (and NOT NULL in the table).
+    columns = tuple(
+        replace(column, required=True) if column.name in key else column
+        for column in (_parse_column(c) for c in document["columns"])
+    )
     names = [c.name for c in columns]
     if len(set(names)) != len(names):
         raise ImportTypeError("column names must be unique")
-    key = tuple(document["key"])
     if not key or any(k not in names for k in key):
         raise ImportTypeError(f"key {list(key)} must name declared columns")
     table = _identifier(document["table"], "table")

@@ -13,6 +13,7 @@ import json
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, NamedTuple
 
 from importd_server.engine.import_types import ImportType
@@ -21,6 +22,7 @@ from importd_server.model import FileFormat, ImportMode, RowError
 GZIP_MAGIC = b"\x1f\x8b"
 ENCODINGS = {"utf-8": "utf-8-sig", "utf8": "utf-8-sig", "latin-1": "latin-1", "latin1": "latin-1"}
 MAX_FIELD_CHARS = 1 << 20
+MAX_LINE_CHARS = 1 << 20
 MAX_EXCERPT_CHARS = 1000
 
 
@@ -43,6 +45,8 @@ class ParseOptions:
     header: bool = True
     encoding: str = "utf-8"
     max_rows: int | None = None
+    # Characters after decoding (and gunzipping): what a small gzip bomb cannot exceed.
+    max_chars: int | None = None
 
 
 class ParsedRow(NamedTuple):
@@ -99,8 +103,8 @@ def open_text(binary: io.RawIOBase, encoding: str) -> io.TextIOWrapper:
     codec = ENCODINGS.get(encoding.lower())
     if codec is None:
         raise FileError("UNSUPPORTED_ENCODING", f"encoding {encoding!r} is not utf-8 or latin-1")
-    buffered = io.BufferedReader(binary)
-    if buffered.peek(2)[:2] == GZIP_MAGIC:
+    buffered = io.BufferedReader(_Prefixed(binary, len(GZIP_MAGIC)))
+    if buffered.peek(len(GZIP_MAGIC))[: len(GZIP_MAGIC)] == GZIP_MAGIC:
         unzipped = io.BufferedReader(gzip.GzipFile(fileobj=buffered, mode="rb"))
         return io.TextIOWrapper(unzipped, encoding=codec, errors="strict", newline="")
     return io.TextIOWrapper(buffered, encoding=codec, errors="strict", newline="")
@@ -117,10 +121,10 @@ def parse_rows(
 
     Raises FileError for a file that cannot be read as a whole.
     """
-    text = open_text(binary, options.encoding)
+    lines = _lines(open_text(binary, options.encoding), options.max_chars)
     rows = _csv_rows if options.format is FileFormat.CSV else _jsonl_rows
     try:
-        for row in rows(text, options, import_type, mode, columns):
+        for row in rows(lines, options, import_type, mode, columns):
             if options.max_rows is not None and row.row_number > options.max_rows:
                 raise FileError("TOO_MANY_ROWS", f"the file has more than {options.max_rows} rows")
             yield row
@@ -134,8 +138,49 @@ def parse_rows(
         raise FileError("INVALID_GZIP", f"the gzip stream is broken: {error}") from None
 
 
+class _Prefixed(io.RawIOBase):
+    """A raw stream whose first read returns at least `size` bytes (unless the stream is
+    shorter), so that a magic number split over two upload pieces is still seen whole."""
+
+    def __init__(self, raw: io.RawIOBase, size: int) -> None:
+        self._raw = raw
+        self._head = b""
+        while len(self._head) < size and (more := raw.read(size - len(self._head))):
+            self._head += more
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            size = min(len(buffer), len(self._head))
+            buffer[:size] = self._head[:size]
+            self._head = self._head[size:]
+            return size
+        return self._raw.readinto(buffer) or 0
+
+
+def _lines(text: io.TextIOWrapper, max_chars: int | None) -> Iterator[str]:
+    """The file's lines, refusing what no row may hold: overlong lines, NUL characters, and
+    more text than `max_chars` in all (a decompression bomb)."""
+    total = 0
+    number = 0
+    while line := text.readline(MAX_LINE_CHARS + 1):
+        number += 1
+        if len(line) > MAX_LINE_CHARS:
+            raise FileError(
+                "LINE_TOO_LONG", f"line {number} is longer than {MAX_LINE_CHARS} characters"
+            )
+        if "\x00" in line:
+            raise FileError("NUL_CHARACTER", f"line {number} contains a NUL character")
+        total += len(line)
+        if max_chars is not None and total > max_chars:
+            raise FileError("FILE_TOO_LARGE", f"the file holds more than {max_chars} characters")
+        yield line
+
+
 def _csv_rows(
-    text: io.TextIOWrapper,
+    text: Iterator[str],
     options: ParseOptions,
     import_type: ImportType,
     mode: ImportMode,
@@ -212,7 +257,7 @@ def _check_header(
 
 
 def _jsonl_rows(
-    text: io.TextIOWrapper,
+    text: Iterator[str],
     options: ParseOptions,
     import_type: ImportType,
     mode: ImportMode,
@@ -225,7 +270,7 @@ def _jsonl_rows(
             continue
         row_number += 1
         try:
-            value = json.loads(line)
+            value = json.loads(line, parse_float=Decimal)  # numbers keep every digit
         except json.JSONDecodeError as error:
             problem = RowError("INVALID_JSON", "", _excerpt(line), f"not valid JSON: {error.msg}")
             yield ParsedRow(row_number, line_number, [], problem)
@@ -254,9 +299,9 @@ def json_text(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return value
-    if isinstance(value, int | float):
+    if isinstance(value, int | Decimal):
         return str(value)
-    return json.dumps(value, separators=(",", ":"))
+    return json.dumps(value, separators=(",", ":"), default=str)
 
 
 def _excerpt(line: str) -> str:

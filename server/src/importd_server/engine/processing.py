@@ -64,6 +64,22 @@ class _Outcomes:
         self.errors.append(errors)
 
 
+async def fail_if_too_many_errors(
+    connection: Connection, job_id: uuid.UUID, failed: int, max_errors: int | None
+) -> bool:
+    """Fails the job when more rows failed than max_errors allows; returns whether it did."""
+    if max_errors is None or failed <= max_errors:
+        return False
+    await connection.execute(
+        JOB_QUERIES["fail_job"],
+        job_id,
+        "FAILED_PRECONDITION",
+        "MAX_ERRORS_EXCEEDED",
+        f"{failed} rows failed, more than max_errors ({max_errors})",
+    )
+    return True
+
+
 class _JobNotRunning(Exception):
     """The job was cancelled or failed while the chunk ran: roll the chunk back."""
 
@@ -135,16 +151,9 @@ class ChunkProcessor:
         )
         if updated is None:
             raise _JobNotRunning
-        max_errors = updated["max_errors"]
-        if max_errors is not None and updated["failed_count"] > max_errors:
-            await connection.execute(
-                JOB_QUERIES["fail_job"],
-                claim.job_id,
-                "FAILED_PRECONDITION",
-                "MAX_ERRORS_EXCEEDED",
-                f"{updated['failed_count']} rows failed, more than max_errors ({max_errors})",
-            )
-        else:
+        if not await fail_if_too_many_errors(
+            connection, claim.job_id, updated["failed_count"], updated["max_errors"]
+        ):
             await connection.execute(JOB_QUERIES["finish_job_if_done"], claim.job_id)
         await connection.execute("SELECT pg_notify('importd_progress', $1)", str(claim.job_id))
         return True

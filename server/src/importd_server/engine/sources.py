@@ -25,7 +25,10 @@ def resolve_source_uri(uri: str, allowed_dir: Path | None) -> Path:
     if parts.netloc not in ("", "localhost"):
         raise InvalidArgument.for_field(FIELD, "a file:// URI must name a local path")
     root = allowed_dir.resolve()
-    path = Path(unquote(parts.path)).resolve()
+    raw_path = unquote(parts.path)
+    if "\x00" in raw_path:
+        raise InvalidArgument.for_field(FIELD, "the path contains a NUL character")
+    path = Path(raw_path).resolve()
     if not path.is_relative_to(root):
         raise InvalidArgument.for_field(FIELD, f"the path is outside the allowed folder {root}")
     if not path.is_file():

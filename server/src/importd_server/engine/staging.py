@@ -20,6 +20,7 @@ import structlog
 
 from importd_server.engine.import_types import ImportType
 from importd_server.engine.parsing import FileColumns, FileError, ParseOptions, parse_rows
+from importd_server.engine.processing import fail_if_too_many_errors
 from importd_server.engine.validation import RowChecker
 from importd_server.errors import AlreadyExists
 from importd_server.model import EntryStatus, ImportMode, Job
@@ -285,7 +286,9 @@ class Stager:
 
         skipped = await connection.fetchval(ENTRY_QUERIES["skip_superseded_rows"], job_id)
         await _record_file(connection, job_id, received, total, columns.names, failed, skipped)
-        if total - failed - skipped > 0:
+        if await fail_if_too_many_errors(connection, job_id, failed, new_job.max_errors):
+            pass  # rows that failed to parse already exceed the limit: no chunk runs
+        elif total - failed - skipped > 0:
             chunk_size = total if new_job.all_or_nothing else self._limits.chunk_size
             await connection.execute(CHUNK_QUERIES["create_chunks"], job_id, total, chunk_size)
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -16,6 +17,10 @@ from importd_server.model import ImportMode, RowError
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
 PHONE_PUNCTUATION = re.compile(r"[\s\-().]")
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# PostgreSQL numeric: up to 131072 digits before the point and 16383 after.
+NUMERIC_MAX_INTEGER_DIGITS = 131072
+NUMERIC_MAX_FRACTION_DIGITS = 16383
 TRUE_WORDS = frozenset({"true", "t", "yes", "y", "1"})
 FALSE_WORDS = frozenset({"false", "f", "no", "n", "0"})
 
@@ -56,13 +61,13 @@ class RowChecker:
         else:
             staged = list(import_type.columns)
         self.columns: tuple[ColumnSpec, ...] = tuple(staged)
-        # A column absent from the file takes its default only where a row may be inserted.
+        # Defaults fill rows that are inserted; an UPDATE changes only what the file says.
         use_defaults = mode in (ImportMode.INSERT, ImportMode.UPSERT)
         self._plan = [
             (
                 column,
                 tuple(positions.get(column.name, ())),
-                column.default if (column.name in positions or use_defaults) else None,
+                column.default if use_defaults else None,
                 _CONVERTERS[column.type],
             )
             for column in self.columns
@@ -107,10 +112,20 @@ class RowChecker:
             if not text:
                 return None
             try:
-                parts.append(str(converter(column, text)))
+                parts.append(_canonical(converter(column, text)))
             except _Invalid:
                 return None
-        return "|".join(parts)
+        # One column: its value as is. Several: a JSON list, so no separator can collide.
+        return parts[0] if len(parts) == 1 else json.dumps(parts)
+
+
+def _canonical(value: Any) -> str:
+    """One text per value: equal timestamps and numbers spelled differently become equal."""
+    if isinstance(value, Decimal):
+        return str(value.normalize())
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    return str(value)
 
 
 def _first_text(row: Sequence[str], size: int, positions: tuple[int, ...]) -> str:
@@ -134,6 +149,8 @@ def _int(column: ColumnSpec, text: str) -> int:
         value = int(text)
     except ValueError:
         raise _Invalid("INVALID_INT", "not a whole number") from None
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise _Invalid("OUT_OF_RANGE", "outside the 64-bit integer range")
     if column.min is not None or column.max is not None:
         _check_bounds(column, value)
     return value
@@ -146,6 +163,11 @@ def _decimal(column: ColumnSpec, text: str) -> Decimal:
         raise _Invalid("INVALID_DECIMAL", "not a decimal number") from None
     if not value.is_finite():
         raise _Invalid("INVALID_DECIMAL", "not a finite number")
+    exponent = value.as_tuple().exponent
+    if value.adjusted() >= NUMERIC_MAX_INTEGER_DIGITS or (
+        isinstance(exponent, int) and -exponent > NUMERIC_MAX_FRACTION_DIGITS
+    ):
+        raise _Invalid("OUT_OF_RANGE", "too many digits for a PostgreSQL numeric")
     _check_bounds(column, value)
     return value
 
@@ -182,7 +204,12 @@ def _timestamp(column: ColumnSpec, text: str) -> datetime:
     except ValueError:
         raise _Invalid("INVALID_TIMESTAMP", "not an ISO 8601 timestamp") from None
     # A timestamp without an offset is read as UTC rather than as the server's local time.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise _Invalid("OUT_OF_RANGE", "outside the years 1 to 9999 in UTC") from None
 
 
 def _email(column: ColumnSpec, text: str) -> str:

@@ -66,6 +66,13 @@ class WorkerPool:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         self._tasks = []
+        if pending:
+            # The cancelled chunks rolled back: give them to other replicas now, not when
+            # their leases expire, and do not count the interrupted attempt.
+            released = await self._pool.execute(
+                CHUNK_QUERIES["release_leases"], f"{self.replica_id}/%"
+            )
+            log.info("chunks released at shutdown", result=released)
 
     async def _work(self, owner: str) -> None:
         bound = log.bind(worker=owner)
@@ -100,6 +107,9 @@ class WorkerPool:
                     "CHUNK_FAILED_REPEATEDLY",
                     f"chunk {claim.chunk_number} (rows {claim.first_row}-{claim.last_row})"
                     f" failed {claim.attempts - 1} times; see the server log",
+                )
+                await connection.execute(
+                    "SELECT pg_notify('importd_progress', $1)", str(claim.job_id)
                 )
                 return True
             processed = await self._processor.process(connection, claim, owner)

@@ -48,3 +48,9 @@ WHERE job_id = $1 AND chunk_number = $2;
 -- name: complete_chunk
 UPDATE import_chunks SET status = 'DONE', lease_expires_at = NULL
 WHERE job_id = $1 AND chunk_number = $2;
+
+-- name: release_leases
+-- A replica shutting down hands back the chunks it was processing (they rolled back).
+UPDATE import_chunks
+SET lease_owner = NULL, lease_expires_at = NULL, attempts = greatest(attempts - 1, 0)
+WHERE status = 'PENDING' AND lease_owner LIKE $1;
