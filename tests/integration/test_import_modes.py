@@ -238,3 +238,13 @@ async def test_modes_an_import_type_does_not_allow_are_refused(
     error = rich_error(caught.value)
     assert error.code == grpc.StatusCode.INVALID_ARGUMENT
     assert list(error.field_violations) == ["spec.mode"]
+
+
+async def test_max_errors_counts_rows_that_failed_to_parse_and_then_nothing_runs(
+    stub: pb_grpc.ImportServiceStub, db: asyncpg.Connection
+) -> None:
+    data = b"email,first_name\na@x.com\nb@x.com,B\n"  # row 1 has too few fields
+    job = await import_and_wait(stub, data, max_errors=0)
+    assert job.status == pb.JOB_STATUS_FAILED
+    assert job.error.message == "1 rows failed, more than max_errors (0)"
+    assert await contacts(db) == {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+from typing import Any
 
 import pytest
 
@@ -150,3 +151,59 @@ def test_header_only_file_has_no_rows() -> None:
 def test_update_and_delete_need_only_the_key_column() -> None:
     rows, _ = parse(b"email\na@x.com\n", mode=ImportMode.DELETE)
     assert rows == [(1, 2, ["a@x.com"], None)]
+
+
+@pytest.mark.parametrize(
+    ("data", "options", "reason", "message"),
+    [
+        (
+            b"email\n" + b"a" * (1 << 20) + b"\n",
+            {},
+            "LINE_TOO_LONG",
+            "line 2 is longer than 1048576 characters",
+        ),
+        (b"email\na@x.com\x00\n", {}, "NUL_CHARACTER", "line 2 contains a NUL character"),
+        (
+            gzip.compress(b"email\n" + b"a@x.com\n" * 10_000),
+            {"max_chars": 1000},
+            "FILE_TOO_LARGE",
+            "the file holds more than 1000 characters",
+        ),
+    ],
+)
+def test_what_no_row_may_hold_is_refused_before_it_costs_memory(
+    data: bytes, options: dict[str, object], reason: str, message: str
+) -> None:
+    error = file_error(data, **options)
+    assert (error.reason, error.message) == (reason, message)
+
+
+class OneByteReads(io.RawIOBase):
+    """A stream that hands out one byte per read, like an upload in tiny pieces."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if not self._data:
+            return 0
+        buffer[0] = self._data[0]
+        self._data = self._data[1:]
+        return 1
+
+
+def test_gzip_magic_split_over_reads_is_still_recognized() -> None:
+    columns = FileColumns()
+    stream = OneByteReads(gzip.compress(b"email\na@x.com\n"))
+    rows = list(parse_rows(stream, ParseOptions(), CONTACTS, ImportMode.UPSERT, columns))
+    assert [r.values for r in rows] == [["a@x.com"]]
+
+
+def test_json_numbers_keep_every_digit() -> None:
+    rows, _ = parse(
+        b'{"email": "a@x.com", "amount": 999999.123456789012345}\n', format=FileFormat.JSONL
+    )
+    assert rows[0][2] == ["a@x.com", "999999.123456789012345"]

@@ -222,3 +222,63 @@ def test_bad_import_type_declarations_are_refused(
 ) -> None:
     with pytest.raises(ImportTypeError, match=problem):
         parse_import_type(document)
+
+
+@pytest.mark.parametrize(
+    ("type_name", "row", "field"),
+    [
+        ("contacts", {"email": "a@x.com", "score": str(2**63)}, "score"),
+        (
+            "transactions",
+            {"booked_at": "9999-12-31T23:00:00-05:00"},
+            "booked_at",
+        ),
+        ("transactions", {"amount": "0." + "1" * 17000}, "amount"),
+    ],
+)
+def test_values_postgresql_would_refuse_are_row_errors(
+    type_name: str, row: dict[str, str], field: str
+) -> None:
+    errors = checker(type_name).check(row).errors
+    assert ("OUT_OF_RANGE", field) in [(e.code, e.field) for e in errors]
+
+
+def test_composite_keys_cannot_collide_and_equal_values_share_one_key() -> None:
+    import_type = parse_import_type(
+        {
+            "name": "t",
+            "table": "t",
+            "key": ["a", "b"],
+            "columns": [{"name": "a", "type": "string"}, {"name": "b", "type": "string"}],
+        }
+    )
+    keys = RowChecker(import_type, {"a": [0], "b": [1]}, ImportMode.UPSERT).key
+    assert keys(["a|b", "c"]) != keys(["a", "b|c"])
+    moments = parse_import_type(
+        {"name": "m", "table": "m", "key": ["at"], "columns": [{"name": "at", "type": "timestamp"}]}
+    )
+    key = RowChecker(moments, {"at": [0]}, ImportMode.UPSERT).key
+    assert key(["2024-01-01T00:00:00Z"]) == key(["2024-01-01T01:00:00+01:00"])
+
+
+def test_key_columns_are_always_required() -> None:
+    import_type = parse_import_type(
+        {"name": "t", "table": "t", "key": ["n"], "columns": [{"name": "n", "type": "int"}]}
+    )
+    assert import_type.column("n").required
+
+
+def test_update_mode_does_not_fill_defaults() -> None:
+    import_type = TYPES["contacts"]
+    update = RowChecker(import_type, {"email": [0], "status": [1]}, ImportMode.UPDATE)
+    assert update.check(["a@x.com", ""]).values == ("a@x.com", None)
+    upsert = RowChecker(import_type, {"email": [0], "status": [1]}, ImportMode.UPSERT)
+    assert upsert.check(["a@x.com", ""]).values == (
+        "a@x.com",
+        None,
+        None,
+        None,
+        None,
+        "active",
+        None,
+    )
