@@ -48,22 +48,22 @@ def write_contacts(path: Path, rows: int) -> None:
             )
 
 
+async def upsert_contacts(path: Path) -> AsyncIterator[pb.StartImportRequest]:
+    """The StartImport stream for a contacts file: the spec, then the file in pieces."""
+    yield pb.StartImportRequest(
+        spec=pb.ImportSpec(import_type="contacts", mode=pb.IMPORT_MODE_UPSERT, file_name=path.name)
+    )
+    with path.open("rb") as source:
+        while piece := source.read(PIECE):
+            yield pb.StartImportRequest(chunk=piece)
+
+
 async def import_through_api(port: int, path: Path) -> tuple[float, pb.Job]:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = pb_grpc.ImportServiceStub(channel)
 
-        async def requests() -> AsyncIterator[pb.StartImportRequest]:
-            yield pb.StartImportRequest(
-                spec=pb.ImportSpec(
-                    import_type="contacts", mode=pb.IMPORT_MODE_UPSERT, file_name=path.name
-                )
-            )
-            with path.open("rb") as source:
-                while piece := source.read(PIECE):
-                    yield pb.StartImportRequest(chunk=piece)
-
         started = time.perf_counter()
-        job = await stub.StartImport(requests())
+        job = await stub.StartImport(upsert_contacts(path))
         received = time.perf_counter()
         while job.status in (pb.JOB_STATUS_QUEUED, pb.JOB_STATUS_RUNNING):
             await asyncio.sleep(0.05)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from pathlib import Path
@@ -68,3 +69,31 @@ async def test_kill_9_of_a_replica_mid_import_ends_with_exact_counts(
     assert statuses == {pb.ENTRY_STATUS_CREATED}
     assert await db.fetchval("SELECT count(*) FROM contacts") == ROWS
     assert await db.fetchval("SELECT sum(score) FROM contacts") == sum(i % 100 for i in range(ROWS))
+
+
+async def watch(port: int, job_id: str) -> list[pb.ProgressEvent]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.ImportServiceStub(channel)
+        return [e async for e in stub.StreamProgress(pb.StreamProgressRequest(id=job_id))]
+
+
+async def test_watchers_on_two_replicas_each_see_the_job_to_its_end(
+    make_app: AppFactory, database_url: str, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    local = await make_app(chunk_size=20, workers=1)
+    with serve(tmp_path, database_url, workers="2", poll_seconds="0.02") as (port, _):
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{local.port}") as channel:
+            stub = pb_grpc.ImportServiceStub(channel)
+            job = await start_import(stub, contacts_file(ROWS), piece=64 * 1024)
+            here, there = await asyncio.gather(watch(local.port, job.id), watch(port, job.id))
+            final = await stub.GetJob(pb.GetJobRequest(id=job.id))
+    assert final.status == pb.JOB_STATUS_SUCCEEDED
+    for events in (here, there):
+        processed = [e.job.processed_rows for e in events]
+        assert processed == sorted(processed)
+        assert [e.terminal for e in events].count(True) == 1
+        assert events[-1].terminal
+        assert events[-1].job.processed_rows == final.processed_rows == ROWS
+        assert events[-1].job.status == final.status
+        assert events[-1].job.created_count == final.created_count
+    assert len(here) > 2 and len(there) > 2, "no progress between snapshot and end"
