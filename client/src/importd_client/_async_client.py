@@ -1,0 +1,372 @@
+"""AsyncClient and AsyncJob: the importd API for asyncio code."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, TypeVar
+
+import grpc
+
+from importd.v1 import import_service_pb2 as pb
+from importd.v1 import import_service_pb2_grpc as pb_grpc
+from importd_client._errors import error_from_rpc
+from importd_client._names import (
+    TERMINAL_STATUSES,
+    entry_status_number,
+    format_number,
+    job_status_name,
+    job_status_number,
+    mode_number,
+)
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+PIECE_BYTES = 256 * 1024
+
+Response = TypeVar("Response")
+Source = str | os.PathLike[str] | bytes | BinaryIO
+"""What `start_import` reads: a path, the file's bytes, or a binary file object."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How calls that are safe to repeat are retried when the server is UNAVAILABLE."""
+
+    attempts: int = 6
+    initial_backoff: float = 0.1
+    max_backoff: float = 3.0
+    multiplier: float = 2.0
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait before retry number `attempt` (1-based)."""
+        return min(self.max_backoff, self.initial_backoff * self.multiplier ** (attempt - 1))
+
+
+class AsyncClient:
+    """A connection to importd for asyncio code. Use as `async with AsyncClient(...)`.
+
+    `token` is sent as `authorization: Bearer <token>` on every call; `timeout` is the
+    deadline of each unary call in seconds; `credentials` turns TLS on.
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        token: str | None = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        self._channel = (
+            grpc.aio.secure_channel(target, credentials)
+            if credentials is not None
+            else grpc.aio.insecure_channel(target)
+        )
+        self._stub = pb_grpc.ImportServiceStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._timeout = timeout
+        self._retry = retry or RetryPolicy()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Closes the connection."""
+        await self._channel.close()
+
+    async def start_import(
+        self,
+        source: Source,
+        *,
+        import_type: str,
+        mode: str | int = "upsert",
+        file_format: str | int | None = None,
+        file_name: str | None = None,
+        dry_run: bool = False,
+        max_errors: int | None = None,
+        all_or_nothing: bool = False,
+        labels: Mapping[str, str] | None = None,
+        delimiter: str = "",
+        quote: str = "",
+        header: bool | None = None,
+        encoding: str = "",
+        request_id: str | None = None,
+    ) -> AsyncJob:
+        """Uploads a file (streamed in pieces, never read whole) and returns its job, QUEUED
+        once the server has stored the file (or FAILED if the file cannot be read).
+
+        A `request_id` is generated when not given, so a retried upload (after UNAVAILABLE)
+        never makes two jobs. Paths, bytes and seekable files are retried; other streams
+        cannot be read twice and are not.
+        """
+        spec = pb.ImportSpec(
+            import_type=import_type,
+            mode=mode_number(mode),
+            format=(
+                format_number(file_format)
+                if file_format is not None
+                else pb.FILE_FORMAT_UNSPECIFIED
+            ),
+            file_name=file_name or _source_name(source),
+            dry_run=dry_run,
+            max_errors=max_errors,
+            all_or_nothing=all_or_nothing,
+            labels=dict(labels or {}),
+            csv=pb.CsvOptions(delimiter=delimiter, quote=quote, header=header, encoding=encoding),
+            request_id=request_id or str(uuid.uuid4()),
+        )
+        pieces, rereadable = _pieces(source)
+
+        async def requests() -> AsyncIterator[pb.StartImportRequest]:
+            yield pb.StartImportRequest(spec=spec)
+            async for piece in pieces():
+                yield pb.StartImportRequest(chunk=piece)
+
+        job = await self._with_retries(
+            lambda: self._stub.StartImport(requests(), metadata=self._metadata),
+            idempotent=rereadable,
+        )
+        return AsyncJob(self, job)
+
+    async def get_job(self, job_id: str) -> AsyncJob:
+        """The job with this id."""
+        return AsyncJob(self, await self._get(job_id))
+
+    async def list_jobs(
+        self,
+        *,
+        statuses: Iterable[str | int] = (),
+        import_type: str | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[AsyncJob]:
+        """The caller's jobs, newest first, fetched page by page as you iterate."""
+        token = ""
+        while True:
+            request = pb.ListJobsRequest(
+                page_size=page_size,
+                page_token=token,
+                statuses=[job_status_number(s) for s in statuses],
+                import_type=import_type or "",
+            )
+            page = await self._unary(self._stub.ListJobs, request)
+            for job in page.jobs:
+                yield AsyncJob(self, job)
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def list_import_types(self) -> list[pb.ImportType]:
+        """The import types the server knows, with their columns and rules."""
+        response = await self._unary(self._stub.ListImportTypes, pb.ListImportTypesRequest())
+        return list(response.import_types)
+
+    async def _get(self, job_id: str) -> pb.Job:
+        return await self._unary(self._stub.GetJob, pb.GetJobRequest(id=job_id))
+
+    async def _cancel(self, job_id: str) -> pb.Job:
+        return await self._unary(self._stub.CancelJob, pb.CancelJobRequest(id=job_id))
+
+    async def _entries(
+        self, job_id: str, statuses: Iterable[str | int], page_size: int
+    ) -> AsyncIterator[pb.Entry]:
+        wanted = [entry_status_number(s) for s in statuses]
+        token = ""
+        while True:
+            request = pb.ListEntriesRequest(
+                id=job_id, statuses=wanted, page_size=page_size, page_token=token
+            )
+            page = await self._unary(self._stub.ListEntries, request)
+            for entry in page.entries:
+                yield entry
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def _progress(self, job_id: str) -> AsyncIterator[pb.ProgressEvent]:
+        last: pb.ProgressEvent | None = None
+        failures = 0
+        while True:
+            try:
+                call = self._stub.StreamProgress(
+                    pb.StreamProgressRequest(id=job_id), metadata=self._metadata
+                )
+                async for event in call:
+                    failures = 0
+                    if last is None or _is_newer(event, last):
+                        last = event
+                        yield event
+                    if event.terminal:
+                        return
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise error_from_rpc(error) from None
+                failures += 1
+                if failures >= self._retry.attempts:
+                    raise error_from_rpc(error) from None
+            # The stream broke (a replica went away): resume from a fresh snapshot.
+            await asyncio.sleep(self._retry.backoff(max(failures, 1)))
+
+    async def _download(self, job_id: str, path: Path, statuses: Iterable[str | int]) -> Path:
+        request = pb.ExportEntriesRequest(
+            id=job_id, statuses=[entry_status_number(s) for s in statuses]
+        )
+        partial = path.with_name(path.name + ".partial")
+        try:
+            with partial.open("wb") as out:
+                async for piece in self._stub.ExportEntries(request, metadata=self._metadata):
+                    out.write(piece.chunk)
+        except grpc.aio.AioRpcError as error:
+            partial.unlink(missing_ok=True)
+            raise error_from_rpc(error) from None
+        partial.replace(path)  # the file appears whole or not at all
+        return path
+
+    async def _unary(self, method: Callable[..., Awaitable[Response]], request: Any) -> Response:
+        return await self._with_retries(
+            lambda: method(request, timeout=self._timeout, metadata=self._metadata),
+            idempotent=True,
+        )
+
+    async def _with_retries(
+        self, call: Callable[[], Awaitable[Response]], *, idempotent: bool
+    ) -> Response:
+        attempt = 0
+        while True:
+            try:
+                return await call()
+            except grpc.aio.AioRpcError as error:
+                attempt += 1
+                retry = (
+                    idempotent
+                    and error.code() == grpc.StatusCode.UNAVAILABLE
+                    and attempt < self._retry.attempts
+                )
+                if not retry:
+                    raise error_from_rpc(error) from None
+            await asyncio.sleep(self._retry.backoff(attempt))
+
+
+class AsyncJob:
+    """A handle on one job: `job` is its last known state; the methods call the server."""
+
+    def __init__(self, client: AsyncClient, job: pb.Job) -> None:
+        self._client = client
+        self.job = job
+
+    @property
+    def id(self) -> str:
+        """The job's id."""
+        return self.job.id
+
+    @property
+    def status(self) -> str:
+        """The last known status, e.g. "RUNNING" or "SUCCEEDED"."""
+        return job_status_name(self.job)
+
+    @property
+    def done(self) -> bool:
+        """Whether the job has ended (as last known)."""
+        return self.job.status in TERMINAL_STATUSES
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether the job ended with every row applied."""
+        return self.job.status == pb.JOB_STATUS_SUCCEEDED
+
+    async def refresh(self) -> pb.Job:
+        """Fetches the job's current state."""
+        self.job = await self._client._get(self.id)
+        return self.job
+
+    async def wait(self, timeout: float | None = None) -> pb.Job:  # noqa: ASYNC109 - the API's word
+        """Waits until the job ends and returns its final state. Raises TimeoutError after
+        `timeout` seconds; follows the progress stream, resuming it if a replica goes away."""
+        async with asyncio.timeout(timeout):
+            async for event in self.progress():
+                if event.terminal:
+                    break
+        return self.job
+
+    async def progress(self) -> AsyncIterator[pb.ProgressEvent]:
+        """Progress events until the job ends: a snapshot, each change, the terminal event.
+        A dropped stream or a restarted server is resumed transparently."""
+        async for event in self._client._progress(self.id):
+            self.job = event.job
+            yield event
+
+    def entries(
+        self, statuses: Iterable[str | int] = (), *, page_size: int = 500
+    ) -> AsyncIterator[pb.Entry]:
+        """The job's entries in row order (only these statuses, e.g. ["failed"]), fetched
+        page by page as you iterate."""
+        if isinstance(statuses, str | int):
+            statuses = [statuses]
+        return self._client._entries(self.id, statuses, page_size)
+
+    async def cancel(self) -> pb.Job:
+        """Cancels the job; committed chunks stay. FailedPrecondition if it already ended."""
+        self.job = await self._client._cancel(self.id)
+        return self.job
+
+    async def download_not_imported(
+        self, path: str | os.PathLike[str], statuses: Iterable[str | int] = ()
+    ) -> Path:
+        """Writes the rows that were not imported (failed and skipped, or `statuses`) as CSV
+        in the file's own columns plus importd_row, importd_status, importd_errors."""
+        return await self._client._download(self.id, Path(path), statuses)
+
+
+def _is_newer(event: pb.ProgressEvent, last: pb.ProgressEvent) -> bool:
+    """Whether a (possibly resumed) event says something the last one did not."""
+    if event.terminal != last.terminal:
+        return True
+    new, old = event.job.update_time, last.job.update_time
+    return (new.seconds, new.nanos) > (old.seconds, old.nanos)
+
+
+def _source_name(source: Source) -> str:
+    if isinstance(source, bytes):
+        return ""
+    if isinstance(source, str | os.PathLike):
+        return Path(source).name
+    return Path(str(getattr(source, "name", ""))).name
+
+
+def _pieces(source: Source) -> tuple[Callable[[], AsyncIterator[bytes]], bool]:
+    """A way to read the source from its start, in pieces, and whether it can be re-read."""
+    if isinstance(source, bytes):
+
+        async def from_bytes() -> AsyncIterator[bytes]:
+            for start in range(0, len(source), PIECE_BYTES):
+                yield source[start : start + PIECE_BYTES]
+
+        return from_bytes, True
+
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+
+        async def from_path() -> AsyncIterator[bytes]:
+            with path.open("rb") as file:  # noqa: ASYNC230 - reads run in a thread below
+                while piece := await asyncio.to_thread(file.read, PIECE_BYTES):
+                    yield piece
+
+        return from_path, True
+
+    stream = source
+    start = stream.tell() if stream.seekable() else None
+
+    async def from_stream() -> AsyncIterator[bytes]:
+        if start is not None:
+            stream.seek(start)
+        while piece := await asyncio.to_thread(stream.read, PIECE_BYTES):
+            yield piece
+
+    return from_stream, start is not None

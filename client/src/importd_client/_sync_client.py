@@ -1,0 +1,217 @@
+"""Client and Job: the same API as AsyncClient and AsyncJob, for code without asyncio.
+
+Each Client runs one AsyncClient on a private event loop in a background thread, so both
+clients share one implementation and behave alike (retries, resumed streams, errors).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+from importd.v1 import import_service_pb2 as pb
+from importd_client._async_client import DEFAULT_TARGET, AsyncClient, AsyncJob, RetryPolicy, Source
+
+T = TypeVar("T")
+
+
+class _LoopThread:
+    """An event loop on a daemon thread, and ways to run coroutines and iterators on it."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="importd-client", daemon=True
+        )
+        self._thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def iterate(self, iterator: AsyncIterator[T]) -> Iterator[T]:
+        async def step() -> tuple[bool, T | None]:
+            try:
+                return True, await anext(iterator)
+            except StopAsyncIteration:
+                return False, None
+
+        try:
+            while True:
+                more, item = self.run(step())
+                if not more:
+                    return
+                yield item  # type: ignore[misc]
+        finally:
+            close = getattr(iterator, "aclose", None)
+            if close is not None:
+                self.run(close())
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+
+class Client:
+    """A connection to importd. Use as `with Client(...) as client:`.
+
+    Takes the same options as AsyncClient: `token` (sent on every call), `timeout` (each
+    unary call's deadline), `retry` (for UNAVAILABLE on safe calls), `credentials` (TLS).
+    """
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        token: str | None = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        self._runner = _LoopThread()
+
+        async def connect() -> AsyncClient:
+            return AsyncClient(
+                target, token=token, timeout=timeout, retry=retry, credentials=credentials
+            )
+
+        self._async = self._runner.run(connect())
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Closes the connection and stops the background thread."""
+        self._runner.run(self._async.close())
+        self._runner.stop()
+
+    def start_import(
+        self,
+        source: Source,
+        *,
+        import_type: str,
+        mode: str | int = "upsert",
+        file_format: str | int | None = None,
+        file_name: str | None = None,
+        dry_run: bool = False,
+        max_errors: int | None = None,
+        all_or_nothing: bool = False,
+        labels: Mapping[str, str] | None = None,
+        delimiter: str = "",
+        quote: str = "",
+        header: bool | None = None,
+        encoding: str = "",
+        request_id: str | None = None,
+    ) -> Job:
+        """Uploads a file and returns its job; see AsyncClient.start_import."""
+        job = self._runner.run(
+            self._async.start_import(
+                source,
+                import_type=import_type,
+                mode=mode,
+                file_format=file_format,
+                file_name=file_name,
+                dry_run=dry_run,
+                max_errors=max_errors,
+                all_or_nothing=all_or_nothing,
+                labels=labels,
+                delimiter=delimiter,
+                quote=quote,
+                header=header,
+                encoding=encoding,
+                request_id=request_id,
+            )
+        )
+        return Job(self._runner, job)
+
+    def get_job(self, job_id: str) -> Job:
+        """The job with this id."""
+        return Job(self._runner, self._runner.run(self._async.get_job(job_id)))
+
+    def list_jobs(
+        self,
+        *,
+        statuses: Iterable[str | int] = (),
+        import_type: str | None = None,
+        page_size: int = 100,
+    ) -> Iterator[Job]:
+        """The caller's jobs, newest first, fetched page by page as you iterate."""
+        jobs = self._async.list_jobs(
+            statuses=statuses, import_type=import_type, page_size=page_size
+        )
+        for job in self._runner.iterate(jobs):
+            yield Job(self._runner, job)
+
+    def list_import_types(self) -> list[pb.ImportType]:
+        """The import types the server knows, with their columns and rules."""
+        return self._runner.run(self._async.list_import_types())
+
+
+class Job:
+    """A handle on one job; see AsyncJob. `job` is its last known state."""
+
+    def __init__(self, runner: _LoopThread, job: AsyncJob) -> None:
+        self._runner = runner
+        self._job = job
+
+    @property
+    def job(self) -> pb.Job:
+        """The last known state."""
+        return self._job.job
+
+    @property
+    def id(self) -> str:
+        """The job's id."""
+        return self._job.id
+
+    @property
+    def status(self) -> str:
+        """The last known status, e.g. "RUNNING" or "SUCCEEDED"."""
+        return self._job.status
+
+    @property
+    def done(self) -> bool:
+        """Whether the job has ended (as last known)."""
+        return self._job.done
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether the job ended with every row applied."""
+        return self._job.succeeded
+
+    def refresh(self) -> pb.Job:
+        """Fetches the job's current state."""
+        return self._runner.run(self._job.refresh())
+
+    def wait(self, timeout: float | None = None) -> pb.Job:
+        """Waits until the job ends; see AsyncJob.wait."""
+        return self._runner.run(self._job.wait(timeout))
+
+    def progress(self) -> Iterator[pb.ProgressEvent]:
+        """Progress events until the job ends, resumed transparently; see AsyncJob.progress."""
+        return self._runner.iterate(self._job.progress())
+
+    def entries(
+        self, statuses: Iterable[str | int] = (), *, page_size: int = 500
+    ) -> Iterator[pb.Entry]:
+        """The job's entries in row order, fetched page by page as you iterate."""
+        return self._runner.iterate(self._job.entries(statuses, page_size=page_size))
+
+    def cancel(self) -> pb.Job:
+        """Cancels the job; committed chunks stay."""
+        return self._runner.run(self._job.cancel())
+
+    def download_not_imported(
+        self, path: str | os.PathLike[str], statuses: Iterable[str | int] = ()
+    ) -> Path:
+        """Writes the rows that were not imported as CSV; see AsyncJob.download_not_imported."""
+        return self._runner.run(self._job.download_not_imported(path, statuses))

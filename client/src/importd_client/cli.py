@@ -1,0 +1,351 @@
+"""importctl: importd from a shell. Exit codes: 0 done (or queued), 1 the job did not
+fully succeed, 2 bad usage, 3 the server refused the request or could not be reached."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from importd.v1 import import_service_pb2 as pb
+from importd_client import Client, ImportdError, Job, entry_status_name, job_status_name
+from importd_client._async_client import DEFAULT_TARGET
+
+EXIT_NOT_SUCCEEDED = 1
+EXIT_REFUSED = 3
+COUNTS = ("created", "updated", "unchanged", "skipped", "failed", "deleted")
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+class _Settings:
+    def __init__(self, target: str, token: str | None, as_json: bool, timeout: float) -> None:
+        self.target = target
+        self.token = token
+        self.as_json = as_json
+        self.timeout = timeout
+
+    def client(self, context: click.Context) -> Client:
+        client = Client(self.target, token=self.token, timeout=self.timeout)
+        context.call_on_close(client.close)
+        return client
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ImportdError as error:
+            err.print(f"[red]error:[/red] {error}", markup=True)
+            sys.exit(EXIT_REFUSED)
+
+
+@click.group(cls=_Group)
+@click.option(
+    "--target",
+    envvar="IMPORTD_TARGET",
+    default=DEFAULT_TARGET,
+    show_default=True,
+    help="host:port of importd (env IMPORTD_TARGET).",
+)
+@click.option("--token", envvar="IMPORTD_TOKEN", help="Bearer token (env IMPORTD_TOKEN).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.option("--timeout", default=30.0, show_default=True, help="Deadline of each call (s).")
+@click.version_option(package_name="importd-client")
+@click.pass_context
+def main(
+    context: click.Context, target: str, token: str | None, as_json: bool, timeout: float
+) -> None:
+    """importctl: start, follow and inspect importd bulk-import jobs."""
+    context.obj = _Settings(target, token, as_json, timeout)
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--type", "-t", "import_type", required=True, help="Import type, e.g. contacts.")
+@click.option(
+    "--mode",
+    "-m",
+    default="upsert",
+    show_default=True,
+    type=click.Choice(["insert", "upsert", "update", "delete"], case_sensitive=False),
+)
+@click.option("--format", "file_format", type=click.Choice(["csv", "jsonl"], case_sensitive=False))
+@click.option("--dry-run", is_flag=True, help="Validate and count; write nothing.")
+@click.option("--max-errors", type=int, help="Fail the job when more rows than this fail.")
+@click.option("--all-or-nothing", is_flag=True, help="Commit nothing unless every row is valid.")
+@click.option("--delimiter", default="", help="CSV delimiter (default ,).")
+@click.option("--encoding", default="", help="utf-8 (default) or latin-1.")
+@click.option("--label", "labels", multiple=True, help="key=value, for your own references.")
+@click.option("--watch", "-w", is_flag=True, help="Follow the job to its end.")
+@click.pass_context
+def start(
+    context: click.Context,
+    file: Path,
+    import_type: str,
+    mode: str,
+    file_format: str | None,
+    dry_run: bool,
+    max_errors: int | None,
+    all_or_nothing: bool,
+    delimiter: str,
+    encoding: str,
+    labels: tuple[str, ...],
+    watch: bool,
+) -> None:
+    """Import FILE."""
+    settings: _Settings = context.obj
+    job = settings.client(context).start_import(
+        file,
+        import_type=import_type,
+        mode=mode,
+        file_format=file_format,
+        dry_run=dry_run,
+        max_errors=max_errors,
+        all_or_nothing=all_or_nothing,
+        delimiter=delimiter,
+        encoding=encoding,
+        labels=_labels(labels),
+    )
+    if watch:
+        _follow(settings, job)
+    else:
+        _show_job(settings, job.job)
+    _exit_for(job)
+
+
+@main.command()
+@click.argument("job_id")
+@click.pass_context
+def get(context: click.Context, job_id: str) -> None:
+    """Show a job's status and counts."""
+    settings: _Settings = context.obj
+    job = settings.client(context).get_job(job_id)
+    _show_job(settings, job.job)
+    _exit_for(job)
+
+
+@main.command(name="list")
+@click.option("--status", "statuses", multiple=True, help="Only jobs in this status.")
+@click.option("--type", "import_type", help="Only jobs of this import type.")
+@click.option("--limit", default=20, show_default=True, help="At most this many jobs.")
+@click.pass_context
+def list_jobs(
+    context: click.Context, statuses: tuple[str, ...], import_type: str | None, limit: int
+) -> None:
+    """List your jobs, newest first."""
+    settings: _Settings = context.obj
+    jobs = settings.client(context).list_jobs(
+        statuses=statuses, import_type=import_type, page_size=min(limit, 1000)
+    )
+    shown = [job.job for _, job in zip(range(limit), jobs, strict=False)]
+    if settings.as_json:
+        _print_json([_as_dict(job) for job in shown])
+        return
+    table = Table("id", "type", "mode", "status", "file", "rows", "created", "failed")
+    for job in shown:
+        table.add_row(
+            job.id,
+            job.import_type,
+            _mode_name(job.mode),
+            job_status_name(job),
+            job.file_name,
+            str(job.total_rows),
+            str(job.created_count),
+            str(job.failed_count),
+        )
+    out.print(table)
+
+
+@main.command()
+@click.argument("job_id")
+@click.pass_context
+def watch(context: click.Context, job_id: str) -> None:
+    """Follow a job to its end with a live progress bar."""
+    settings: _Settings = context.obj
+    job = settings.client(context).get_job(job_id)
+    _follow(settings, job)
+    _exit_for(job)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--status", "statuses", multiple=True, help="Only entries in this status.")
+@click.option("--limit", default=50, show_default=True, help="At most this many entries.")
+@click.pass_context
+def entries(context: click.Context, job_id: str, statuses: tuple[str, ...], limit: int) -> None:
+    """Show a job's rows and what happened to each."""
+    settings: _Settings = context.obj
+    job = settings.client(context).get_job(job_id)
+    shown = list(zip(range(limit), job.entries(statuses, page_size=min(limit, 1000)), strict=False))
+    if settings.as_json:
+        _print_json([_as_dict(entry) for _, entry in shown])
+        return
+    table = Table("row", "line", "status", "key", "errors")
+    for _, entry in shown:
+        problems = "; ".join(
+            f"{e.field + ': ' if e.field else ''}{e.message} ({e.value!r}) [{e.code}]"
+            for e in entry.errors
+        )
+        table.add_row(
+            str(entry.row_number),
+            str(entry.line_number),
+            entry_status_name(entry),
+            entry.key,
+            problems or entry.note,
+        )
+    out.print(table)
+
+
+@main.command()
+@click.argument("job_id")
+@click.pass_context
+def cancel(context: click.Context, job_id: str) -> None:
+    """Cancel a queued or running job."""
+    settings: _Settings = context.obj
+    job = settings.client(context).get_job(job_id)
+    job.cancel()
+    _show_job(settings, job.job)
+
+
+@main.command()
+@click.argument("job_id")
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--status", "statuses", multiple=True, help="Default: failed and skipped.")
+@click.pass_context
+def export(context: click.Context, job_id: str, output: Path, statuses: tuple[str, ...]) -> None:
+    """Download the rows that were not imported, as CSV to fix and import again."""
+    settings: _Settings = context.obj
+    job = settings.client(context).get_job(job_id)
+    path = job.download_not_imported(output, statuses)
+    if settings.as_json:
+        _print_json({"path": str(path), "bytes": path.stat().st_size})
+    else:
+        out.print(f"wrote {path} ({path.stat().st_size} bytes)")
+
+
+@main.command()
+@click.pass_context
+def types(context: click.Context) -> None:
+    """List the import types the server knows."""
+    settings: _Settings = context.obj
+    import_types = settings.client(context).list_import_types()
+    if settings.as_json:
+        _print_json([_as_dict(t) for t in import_types])
+        return
+    for import_type in import_types:
+        table = Table("column", "type", "required", "rules", title=_type_title(import_type))
+        for column in import_type.columns:
+            table.add_row(
+                column.name, column.type, "yes" if column.required else "", _rules(column)
+            )
+        out.print(table)
+
+
+def _follow(settings: _Settings, job: Job) -> None:
+    if settings.as_json:
+        for event in job.progress():
+            _print_json(_as_dict(event))
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} rows/s  ETA {task.fields[eta]}"),
+    )
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task(job.status, total=None, rate="-", eta="-")
+        for event in job.progress():
+            current = event.job
+            remaining = event.estimated_time_remaining.ToTimedelta()
+            bar.update(
+                task,
+                description=job_status_name(current),
+                total=current.total_rows if current.HasField("total_rows") else None,
+                completed=current.processed_rows,
+                rate=f"{current.rows_per_second:,.0f}",
+                eta=str(remaining - timedelta(microseconds=remaining.microseconds))
+                if event.HasField("estimated_time_remaining")
+                else "-",
+            )
+    _show_job(settings, job.job)
+
+
+def _show_job(settings: _Settings, job: pb.Job) -> None:
+    if settings.as_json:
+        _print_json(_as_dict(job))
+        return
+    table = Table(show_header=False, box=None)
+    table.add_row("job", job.id)
+    table.add_row("status", job_status_name(job) + (" (dry run)" if job.dry_run else ""))
+    table.add_row("import", f"{job.import_type}, {_mode_name(job.mode)}, {job.file_name or '-'}")
+    rows = f"{job.processed_rows} of {job.total_rows}" if job.HasField("total_rows") else "-"
+    table.add_row("rows", rows)
+    for name in COUNTS:
+        table.add_row(name, str(getattr(job, f"{name}_count")))
+    if job.HasField("error"):
+        table.add_row("error", f"[red]{job.error.message}[/red]")
+    out.print(table)
+
+
+def _exit_for(job: Job) -> None:
+    if job.done and not job.succeeded:
+        sys.exit(EXIT_NOT_SUCCEEDED)
+
+
+def _labels(pairs: Iterable[str]) -> dict[str, str]:
+    labels = {}
+    for pair in pairs:
+        key, separator, value = pair.partition("=")
+        if not separator:
+            raise click.UsageError(f"--label {pair!r} must be key=value")
+        labels[key] = value
+    return labels
+
+
+def _mode_name(mode: Any) -> str:
+    return str(pb.ImportMode.Name(mode)).removeprefix("IMPORT_MODE_")
+
+
+def _type_title(import_type: pb.ImportType) -> str:
+    modes = ", ".join(_mode_name(m) for m in import_type.modes)
+    key = ", ".join(import_type.key_columns)
+    return f"{import_type.name} (table {import_type.table}, key {key}; modes {modes})"
+
+
+def _rules(column: pb.ColumnSpec) -> str:
+    rules = []
+    if column.HasField("max_length"):
+        rules.append(f"max length {column.max_length}")
+    if column.HasField("pattern"):
+        rules.append(f"matches {column.pattern}")
+    if column.HasField("min"):
+        rules.append(f"min {column.min}")
+    if column.HasField("max"):
+        rules.append(f"max {column.max}")
+    if column.values:
+        rules.append("one of " + ", ".join(column.values))
+    if column.HasField("default"):
+        rules.append(f"default {column.default}")
+    if column.aliases:
+        rules.append("also " + ", ".join(column.aliases))
+    return "; ".join(rules)
+
+
+def _as_dict(message: Message) -> dict[str, Any]:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def _print_json(value: object) -> None:
+    click.echo(json.dumps(value, indent=None, separators=(",", ":")))
