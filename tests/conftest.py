@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -116,8 +116,10 @@ async def make_app(settings: Settings, database_url: str) -> AsyncIterator[AppFa
     await truncate(database_url)
     started: list[Application] = []
 
-    async def make(**overrides: Any) -> Application:
-        application = Application(replace(settings, **overrides), database_url)
+    async def make(
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (), **overrides: Any
+    ) -> Application:
+        application = Application(replace(settings, **overrides), database_url, interceptors)
         await application.start()
         started.append(application)
         return application

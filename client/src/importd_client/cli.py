@@ -349,3 +349,7 @@ def _as_dict(message: Message) -> dict[str, Any]:
 
 def _print_json(value: object) -> None:
     click.echo(json.dumps(value, indent=None, separators=(",", ":")))
+
+
+if __name__ == "__main__":
+    main()

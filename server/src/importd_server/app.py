@@ -5,6 +5,8 @@ Nothing here is global, so two servers can run side by side in one process (test
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import asyncpg
 import grpc
 import structlog
@@ -34,8 +36,14 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ImportService"].full_name
 class Application:
     """One importd server: its database pool, its stores and its gRPC server."""
 
-    def __init__(self, settings: Settings, database_url: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        database_url: str,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    ) -> None:
         self.settings = settings
+        self._interceptors = tuple(interceptors)
         self.database_url = database_url
         self.port: int | None = None
         self._pool: asyncpg.Pool | None = None
@@ -77,7 +85,7 @@ class Application:
             self.workers.wake,
         )
 
-        server = grpc.aio.server()
+        server = grpc.aio.server(interceptors=self._interceptors)
         pb_grpc.add_ImportServiceServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(

@@ -1,0 +1,130 @@
+"""importctl run as a real process against a real server: output, JSON, exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from importd_server.app import Application
+
+GOOD = b"email,first_name\na@x.com,A\nb@x.com,B\n"
+MIXED = b"email,first_name,score\na@x.com,A,1\nbad,B,2\n"
+
+
+async def importctl(app: Application, *args: str, **env: str) -> tuple[int, str, str]:
+    """Runs importctl (without blocking the server, which shares this event loop)."""
+    environment = {**os.environ, "IMPORTD_TARGET": f"127.0.0.1:{app.port}", **env}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "importd_client.cli",
+        *args,
+        env=environment,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+async def json_of(app: Application, *args: str) -> Any:
+    code, stdout, stderr = await importctl(app, "--json", *args)
+    assert code in (0, 1), stderr
+    return json.loads(stdout)
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> Path:
+    (tmp_path / "good.csv").write_bytes(GOOD)
+    (tmp_path / "mixed.csv").write_bytes(MIXED)
+    return tmp_path
+
+
+async def test_start_watch_succeeds_with_exit_code_zero_and_a_summary(
+    app: Application, files: Path
+) -> None:
+    code, stdout, _ = await importctl(
+        app, "start", str(files / "good.csv"), "--type", "contacts", "--watch"
+    )
+    assert code == 0
+    assert "SUCCEEDED" in stdout
+    assert "created    2" in stdout
+
+
+async def test_a_job_that_did_not_fully_succeed_exits_one(app: Application, files: Path) -> None:
+    code, stdout, _ = await importctl(
+        app, "--json", "start", str(files / "mixed.csv"), "-t", "contacts", "-m", "insert", "-w"
+    )
+    assert code == 1
+    events = [json.loads(line) for line in stdout.splitlines()]
+    assert events[-1]["terminal"] is True
+    job = events[-1]["job"]
+    assert job["status"] == "JOB_STATUS_PARTIALLY_SUCCEEDED"
+    assert (job["created_count"], job["failed_count"]) == ("1", "1")
+
+    code, _, _ = await importctl(app, "get", job["id"])
+    assert code == 1
+    entries = await json_of(app, "entries", job["id"], "--status", "failed")
+    assert [(e["row_number"], e["errors"][0]["code"]) for e in entries] == [("2", "INVALID_EMAIL")]
+    code, stdout, _ = await importctl(app, "entries", job["id"])
+    assert code == 0 and "not a valid e-mail address" in stdout
+
+
+async def test_get_list_export_cancel_and_types(app: Application, files: Path) -> None:
+    started = await json_of(app, "start", str(files / "mixed.csv"), "-t", "contacts")
+    assert started["status"] in (
+        "JOB_STATUS_QUEUED",
+        "JOB_STATUS_RUNNING",
+        "JOB_STATUS_PARTIALLY_SUCCEEDED",
+    )
+    code, _, _ = await importctl(app, "watch", started["id"])
+    assert code == 1
+
+    listed = await json_of(app, "list")
+    assert [j["id"] for j in listed] == [started["id"]]
+    assert (await json_of(app, "list", "--status", "succeeded")) == []
+
+    target = files / "fix.csv"
+    code, stdout, _ = await importctl(app, "export", started["id"], "-o", str(target))
+    assert code == 0 and "wrote" in stdout
+    assert target.read_text().splitlines()[1].startswith("bad,B,2,2,FAILED,")
+
+    code, _, stderr = await importctl(app, "cancel", started["id"])
+    assert code == 3
+    assert "FAILED_PRECONDITION" in stderr
+
+    types = await json_of(app, "types")
+    assert [t["name"] for t in types] == ["contacts", "transactions"]
+    code, stdout, _ = await importctl(app, "types")
+    assert code == 0 and "transaction_id" in stdout
+
+
+async def test_refused_requests_exit_three_with_the_reason(app: Application, files: Path) -> None:
+    code, _, stderr = await importctl(app, "get", "not-a-uuid")
+    assert code == 3
+    assert "INVALID_ARGUMENT: id: 'not-a-uuid' is not a UUID" in stderr
+    code, _, stderr = await importctl(app, "start", str(files / "good.csv"), "-t", "unicorns")
+    assert code == 3
+    assert "unknown import type 'unicorns'" in stderr
+
+
+async def test_target_and_token_come_from_flags_or_the_environment(
+    app: Application, files: Path
+) -> None:
+    code, _, stderr = await importctl(app, "--target", "127.0.0.1:1", "--timeout", "1", "types")
+    assert code == 3 and "UNAVAILABLE" in stderr
+    code, _, _ = await importctl(app, "types", IMPORTD_TOKEN="anything")
+    assert code == 0
+
+
+async def test_bad_usage_exits_two(app: Application, files: Path) -> None:
+    code, _, stderr = await importctl(app, "start", str(files / "good.csv"))
+    assert code == 2
+    assert "Missing option '--type'" in stderr
