@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
 from importd_server.api.servicer import ImportServicer
+from importd_server.auth import Authenticator
 from importd_server.config import Settings
 from importd_server.engine.import_types import default_types_dir, load_import_types
 from importd_server.engine.processing import ChunkProcessor
@@ -75,6 +76,12 @@ class Application:
             self._pool, jobs, StagingLimits(settings.max_file_bytes, settings.chunk_size)
         )
         self.hub = ProgressHub(self.database_url, jobs)
+        authenticator = Authenticator.from_settings(settings)
+        if not authenticator.enabled:
+            log.warning(
+                "authentication is off: no tokens are configured; every caller is"
+                " the tenant 'default' with every scope"
+            )
         servicer = ImportServicer(
             settings,
             import_types,
@@ -82,17 +89,31 @@ class Application:
             EntryStore(self._pool),
             stager,
             self.hub,
+            authenticator,
             self.workers.wake,
         )
 
-        server = grpc.aio.server(interceptors=self._interceptors)
+        limit = settings.max_message_bytes
+        server = grpc.aio.server(
+            interceptors=self._interceptors,
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+            ],
+        )
         pb_grpc.add_ImportServiceServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
         address = f"{self.settings.host}:{self.settings.port}"
-        self.port = server.add_insecure_port(address)
+        if settings.tls_cert is not None and settings.tls_key is not None:
+            credentials = grpc.ssl_server_credentials(
+                [(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())]
+            )
+            self.port = server.add_secure_port(address, credentials)
+        else:
+            self.port = server.add_insecure_port(address)
         if not self.port:
             raise OSError(f"cannot bind {address}")
         await server.start()

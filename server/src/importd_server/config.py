@@ -43,17 +43,30 @@ class Settings:
     max_attempts: int = 5
     max_file_bytes: int = 10 * 1024**3
     max_rows: int = 20_000_000
+    max_active_jobs_per_tenant: int = 20
+    max_streams_per_tenant: int = 200
+    max_message_bytes: int = 4 * 1024**2
+    auth_static_tokens: Path | None = None
+    auth_hs256_secrets: str | None = None
+    auth_rs256_public_keys: str | None = None
+    auth_issuer: str | None = None
+    auth_audience: str = "importd"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     def __post_init__(self) -> None:
         if self.data_dir == Path():
             object.__setattr__(self, "data_dir", default_data_dir())
         if self.log_format not in LOG_FORMATS:
             raise ValueError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
         if not 0 <= self.port <= 65535:
             raise ValueError("port must be between 0 and 65535")
         if self.workers < 0:
             raise ValueError("workers must not be negative (0: this replica only serves the API)")
-        for name in ("chunk_size", "max_attempts", "max_file_bytes", "max_rows"):
+        limits = ("max_active_jobs_per_tenant", "max_streams_per_tenant", "max_message_bytes")
+        for name in ("chunk_size", "max_attempts", "max_file_bytes", "max_rows", *limits):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
 

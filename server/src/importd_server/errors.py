@@ -89,3 +89,15 @@ class Unavailable(ImportdError):
     """The server cannot serve this now (e.g. it is shutting down); retry elsewhere."""
 
     default_reason = "UNAVAILABLE"
+
+
+class Unauthenticated(ImportdError):
+    """No credentials, or credentials that do not prove who the caller is."""
+
+    default_reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(ImportdError):
+    """The caller is known but may not do this (a missing scope, a test token on live data)."""
+
+    default_reason = "PERMISSION_DENIED"

@@ -115,6 +115,7 @@ class Job:
     start_time: datetime | None
     end_time: datetime | None
     update_time: datetime
+    live: bool = True
 
     @property
     def progress(self) -> tuple[object, ...]:
@@ -145,6 +146,7 @@ class JobFilter:
     tenant: str
     statuses: tuple[JobStatus, ...] = ()
     import_type: str | None = None
+    include_live: bool = True
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from google.rpc import code_pb2
 
 from importd.v1 import import_service_pb2 as pb
 from importd_server.api.status import build_rpc_status
+from importd_server.auth import Principal
 from importd_server.engine.import_types import ImportType
 from importd_server.engine.parsing import ENCODINGS, ParseOptions
 from importd_server.engine.staging import NewJob
@@ -167,7 +168,7 @@ MAX_LABELS = 64
 def new_job_from_spec(
     spec: pb.ImportSpec,
     import_types: Mapping[str, ImportType],
-    tenant: str,
+    caller: Principal,
     max_rows: int,
     max_chars: int,
 ) -> NewJob:
@@ -215,7 +216,8 @@ def new_job_from_spec(
     identity.CopyFrom(spec)
     identity.ClearField("request_id")
     return NewJob(
-        tenant=tenant,
+        tenant=caller.tenant,
+        live=caller.live,
         import_type=import_type,
         mode=mode,
         parse=ParseOptions(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
 
@@ -20,19 +21,24 @@ from importd_server.api.convert import (
     progress_event,
 )
 from importd_server.api.status import Context, maps_errors
+from importd_server.auth import READ, WRITE, Authenticator, Principal
 from importd_server.config import Settings
 from importd_server.engine.export import export_csv
 from importd_server.engine.import_types import ImportType
 from importd_server.engine.sources import resolve_source_uri
 from importd_server.engine.staging import Stager, file_chunks
-from importd_server.errors import FailedPrecondition, InvalidArgument, NotFound
+from importd_server.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+)
 from importd_server.model import EntryStatus, Job, JobCursor, JobFilter
 from importd_server.progress.hub import ProgressHub
 from importd_server.store.entries import EntryStore
 from importd_server.store.jobs import JobStore
 
-# Until authentication lands every caller is this one tenant.
-DEFAULT_TENANT = "default"
 NOT_IMPORTED = (EntryStatus.FAILED, EntryStatus.SKIPPED)
 
 
@@ -47,6 +53,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         entries: EntryStore,
         stager: Stager,
         hub: ProgressHub,
+        authenticator: Authenticator,
         on_job_queued: Callable[[], None] = lambda: None,
     ) -> None:
         self._settings = settings
@@ -55,29 +62,59 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         self._entries = entries
         self._stager = stager
         self._hub = hub
+        self._auth = authenticator
+        self._open_streams: Counter[str] = Counter()
         self._on_job_queued = on_job_queued
 
-    async def _job(self, job_id: uuid.UUID) -> Job:
-        job = await self._jobs.get_job(job_id, DEFAULT_TENANT)
+    def _caller(self, context: Context, scope: str) -> Principal:
+        """The authenticated caller, if its token grants `scope`."""
+        principal = self._auth.authenticate(context.invocation_metadata())
+        principal.require(scope)
+        return principal
+
+    async def _job(self, job_id: uuid.UUID, caller: Principal) -> Job:
+        """The caller's job: another tenant's is NOT_FOUND; a live one is not a test token's."""
+        job = await self._jobs.get_job(job_id, caller.tenant)
         if job is None:
             raise NotFound(f"job {job_id} not found", metadata={"id": str(job_id)})
+        if job.live and not caller.live:
+            raise PermissionDenied(
+                f"job {job_id} is a live job; a test token cannot touch it",
+                reason="TEST_TOKEN_ON_LIVE_JOB",
+                metadata={"id": str(job_id)},
+            )
         return job
 
     @maps_errors
     async def StartImport(
         self, request_iterator: AsyncIterator[pb.StartImportRequest], context: Context
     ) -> pb.Job:
+        caller = self._caller(context, WRITE)
         first = await anext(aiter(request_iterator), None)
         if first is None or not first.HasField("spec"):
             raise InvalidArgument.for_field("spec", "the first message must carry the spec")
         spec = first.spec
+        if not caller.live and not spec.dry_run:
+            raise PermissionDenied(
+                "a test token can only start dry runs (set dry_run); live imports need a"
+                " live token",
+                reason="TEST_TOKEN_LIVE_IMPORT",
+            )
         new_job = new_job_from_spec(
             spec,
             self._import_types,
-            DEFAULT_TENANT,
+            caller,
             self._settings.max_rows,
             self._settings.max_file_bytes,
         )
+        active = await self._jobs.count_active_jobs(caller.tenant)
+        if active >= self._settings.max_active_jobs_per_tenant:
+            raise ResourceExhausted(
+                f"tenant {caller.tenant} has {active} queued or running jobs, the most allowed;"
+                " start this one when one of them ends",
+                reason="TOO_MANY_ACTIVE_JOBS",
+                metadata={"limit": str(self._settings.max_active_jobs_per_tenant)},
+            )
         if spec.source_uri:
             path = resolve_source_uri(spec.source_uri, self._settings.source_dir)
             if await anext(aiter(request_iterator), None) is not None:
@@ -92,18 +129,25 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
 
     @maps_errors
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
-        return job_to_proto(await self._job(parse_id(request.id)))
+        caller = self._caller(context, READ)
+        return job_to_proto(await self._job(parse_id(request.id), caller))
 
     @maps_errors
     async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
+        caller = self._caller(context, READ)
         job_filter = JobFilter(
-            tenant=DEFAULT_TENANT,
+            tenant=caller.tenant,
             statuses=job_statuses_from_proto(request.statuses, "statuses"),
             import_type=request.import_type or None,
+            include_live=caller.live,
         )
         size = paging.page_size(request.page_size)
         filters = paging.fingerprint(
-            "ListJobs", job_filter.tenant, sorted(job_filter.statuses), job_filter.import_type
+            "ListJobs",
+            job_filter.tenant,
+            sorted(job_filter.statuses),
+            job_filter.import_type,
+            job_filter.include_live,
         )
         after = None
         if request.page_token:
@@ -127,7 +171,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
     async def ListEntries(
         self, request: pb.ListEntriesRequest, context: Context
     ) -> pb.ListEntriesResponse:
-        job = await self._job(parse_id(request.id))
+        job = await self._job(parse_id(request.id), self._caller(context, READ))
         statuses = entry_statuses_from_proto(request.statuses, "statuses")
         size = paging.page_size(request.page_size)
         if request.offset < 0:
@@ -157,11 +201,13 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
 
     @maps_errors
     async def CancelJob(self, request: pb.CancelJobRequest, context: Context) -> pb.Job:
+        caller = self._caller(context, WRITE)
         job_id = parse_id(request.id)
-        cancelled = await self._jobs.cancel_job(job_id, DEFAULT_TENANT)
+        job = await self._job(job_id, caller)
+        cancelled = await self._jobs.cancel_job(job_id, caller.tenant)
         if cancelled is not None:
             return job_to_proto(cancelled)
-        job = await self._job(job_id)
+        job = await self._job(job_id, caller)
         raise FailedPrecondition(
             f"job {job_id} has already ended ({job.status.value}); only a queued or running"
             " job can be cancelled",
@@ -173,7 +219,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
     async def ExportEntries(
         self, request: pb.ExportEntriesRequest, context: Context
     ) -> AsyncIterator[pb.ExportEntriesResponse]:
-        job = await self._job(parse_id(request.id))
+        job = await self._job(parse_id(request.id), self._caller(context, READ))
         statuses = entry_statuses_from_proto(request.statuses, "statuses") or NOT_IMPORTED
         columns = await self._jobs.file_columns(job.id)
         entries = self._entries.iter_entries(job.id, columns, statuses)
@@ -184,6 +230,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
     async def ListImportTypes(
         self, request: pb.ListImportTypesRequest, context: Context
     ) -> pb.ListImportTypesResponse:
+        self._caller(context, READ)
         return pb.ListImportTypesResponse(
             import_types=[import_type_to_proto(t) for _, t in sorted(self._import_types.items())]
         )
@@ -192,10 +239,29 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
     async def StreamProgress(
         self, request: pb.StreamProgressRequest, context: Context
     ) -> AsyncIterator[pb.ProgressEvent]:
+        caller = self._caller(context, READ)
         job_id = parse_id(request.id)
+        limit = self._settings.max_streams_per_tenant
+        if self._open_streams[caller.tenant] >= limit:
+            raise ResourceExhausted(
+                f"tenant {caller.tenant} has {limit} progress streams open on this server,"
+                " the most allowed",
+                reason="TOO_MANY_STREAMS",
+                metadata={"limit": str(limit)},
+            )
+        self._open_streams[caller.tenant] += 1
+        try:
+            async for event in self._follow(job_id, caller):
+                yield event
+        finally:
+            self._open_streams[caller.tenant] -= 1
+
+    async def _follow(
+        self, job_id: uuid.UUID, caller: Principal
+    ) -> AsyncIterator[pb.ProgressEvent]:
         # Subscribe before reading the snapshot, so no change falls between the two.
         async with self._hub.subscribe(job_id) as subscription:
-            job = await self._job(job_id)
+            job = await self._job(job_id, caller)
             yield progress_event(job)
             while not job.status.is_terminal:
                 latest = await subscription.next()

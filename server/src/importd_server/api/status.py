@@ -28,6 +28,8 @@ _CODES: dict[type[errors.ImportdError], int] = {
     errors.ResourceExhausted: code_pb2.RESOURCE_EXHAUSTED,
     errors.Unimplemented: code_pb2.UNIMPLEMENTED,
     errors.Unavailable: code_pb2.UNAVAILABLE,
+    errors.Unauthenticated: code_pb2.UNAUTHENTICATED,
+    errors.PermissionDenied: code_pb2.PERMISSION_DENIED,
 }
 
 

@@ -55,6 +55,7 @@ class NewJob:
     request_id: str | None
     spec_digest: str
     options: dict[str, Any] = field(default_factory=dict)
+    live: bool = True
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,7 @@ class Stager:
             new_job.labels,
             new_job.request_id,
             new_job.spec_digest,
+            new_job.live,
         )
 
     async def _stage(

@@ -34,6 +34,11 @@ class JobStore:
         row = await self._pool.fetchrow(QUERIES["get_job"], job_id, tenant)
         return job_from_row(row) if row else None
 
+    async def count_active_jobs(self, tenant: str) -> int:
+        """How many of the tenant's jobs are queued or running."""
+        count: int = await self._pool.fetchval(QUERIES["count_active_jobs"], tenant)
+        return count
+
     async def get_jobs(self, job_ids: list[uuid.UUID]) -> list[Job]:
         """The jobs with these ids, whoever's they are (for the progress hub)."""
         return [job_from_row(r) for r in await self._pool.fetch(QUERIES["get_jobs"], job_ids)]
@@ -70,6 +75,7 @@ class JobStore:
             after.job_id if after else None,
             job_filter.import_type,
             page_size + 1,  # one more tells whether a next page exists
+            job_filter.include_live,
         )
         jobs = tuple(job_from_row(r) for r in rows[:page_size])
         has_more = len(rows) > page_size
@@ -115,4 +121,5 @@ def job_from_row(row: asyncpg.Record) -> Job:
         start_time=row["start_time"],
         end_time=row["end_time"],
         update_time=row["update_time"],
+        live=row["live"],
     )

@@ -6,13 +6,15 @@ SELECT * FROM import_jobs WHERE id = $1 AND tenant = $2;
 
 -- name: list_jobs
 -- A keyset page of one tenant's jobs, newest first. $3/$4 are the cursor
--- (create_time, id) of the previous page's last job, both NULL on the first page.
+-- (create_time, id) of the previous page's last job, both NULL on the first page; $7 false
+-- hides live jobs (from a test token).
 SELECT *
 FROM import_jobs
 WHERE tenant = $1
   AND (cardinality($2::text[]) = 0 OR status = ANY($2::text[]))
   AND ($5::text IS NULL OR import_type = $5)
   AND ($3::timestamptz IS NULL OR (create_time, id) < ($3, $4::uuid))
+  AND ($7::boolean OR NOT live)
 ORDER BY create_time DESC, id DESC
 LIMIT $6;
 
@@ -22,8 +24,8 @@ SELECT * FROM import_jobs WHERE tenant = $1 AND request_id = $2;
 -- name: insert_job
 INSERT INTO import_jobs (
     id, tenant, import_type, mode, format, options, status, file_name, dry_run,
-    all_or_nothing, max_errors, labels, request_id, spec_digest
-) VALUES ($1, $2, $3, $4, $5, $6, 'QUEUED', $7, $8, $9, $10, $11, $12, $13);
+    all_or_nothing, max_errors, labels, request_id, spec_digest, live
+) VALUES ($1, $2, $3, $4, $5, $6, 'QUEUED', $7, $8, $9, $10, $11, $12, $13, $14);
 
 -- name: finish_staging
 -- The file is received: record what it was and queue the job. $8 = rows that already
@@ -84,3 +86,6 @@ RETURNING *;
 
 -- name: get_jobs
 SELECT * FROM import_jobs WHERE id = ANY($1::uuid[]);
+
+-- name: count_active_jobs
+SELECT count(*) FROM import_jobs WHERE tenant = $1 AND status IN ('QUEUED', 'RUNNING');
