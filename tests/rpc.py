@@ -143,3 +143,11 @@ def counts(job: pb.Job) -> dict[str, int]:
     names = ("created", "updated", "unchanged", "skipped", "failed", "deleted")
     found = {n: getattr(job, f"{n}_count") for n in names}
     return {n: c for n, c in found.items() if c}
+
+
+async def read_to_end(stream: Any) -> list[pb.ProgressEvent]:
+    """The rest of a stream read with `read()` (grpc.aio forbids mixing in iteration)."""
+    events = []
+    while (event := await stream.read()) is not grpc.aio.EOF:
+        events.append(event)
+    return events

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 import asyncpg
 import grpc
@@ -17,7 +16,14 @@ from importd.v1 import import_service_pb2_grpc as pb_grpc
 from importd_server.app import Application
 from importd_server.progress.hub import LISTENER_NAME
 from tests.conftest import AppFactory
-from tests.rpc import import_and_wait, rich_error, start_import, wait_for_job, wait_for_progress
+from tests.rpc import (
+    import_and_wait,
+    read_to_end,
+    rich_error,
+    start_import,
+    wait_for_job,
+    wait_for_progress,
+)
 
 
 async def wait_until(condition: Callable[[], bool], within: float = 5) -> None:
@@ -26,14 +32,6 @@ async def wait_until(condition: Callable[[], bool], within: float = 5) -> None:
             if condition():
                 return
             await asyncio.sleep(0.02)
-
-
-async def read_to_end(stream: Any) -> list[pb.ProgressEvent]:
-    """The rest of a stream read with `read()` (grpc.aio forbids mixing in iteration)."""
-    events = []
-    while (event := await stream.read()) is not grpc.aio.EOF:
-        events.append(event)
-    return events
 
 
 def contacts_file(rows: int) -> bytes:

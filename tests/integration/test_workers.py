@@ -42,7 +42,9 @@ async def test_a_worker_killed_mid_chunk_loses_its_lease_and_another_finishes_ex
     transaction = doomed.transaction()
     await transaction.start()
     await doomed.fetchrow(CHUNKS["lock_claimed_chunk"], claim["job_id"], 1, "doomed-worker")
-    await doomed.execute("INSERT INTO contacts (email, first_name) VALUES ('p0@x.com', 'half')")
+    await doomed.execute(
+        "INSERT INTO contacts (tenant, email, first_name) VALUES ('default', 'p0@x.com', 'half')"
+    )
     await db.execute("SELECT pg_terminate_backend($1)", doomed.get_server_pid())
 
     worker = await make_app(workers=2)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from rich.console import Console
@@ -30,14 +31,24 @@ err = Console(stderr=True, highlight=False)
 
 
 class _Settings:
-    def __init__(self, target: str, token: str | None, as_json: bool, timeout: float) -> None:
+    def __init__(
+        self, target: str, token: str | None, as_json: bool, timeout: float, tls_ca: Path | None
+    ) -> None:
         self.target = target
         self.token = token
         self.as_json = as_json
         self.timeout = timeout
+        self.tls_ca = tls_ca
 
     def client(self, context: click.Context) -> Client:
-        client = Client(self.target, token=self.token, timeout=self.timeout)
+        credentials = (
+            grpc.ssl_channel_credentials(root_certificates=self.tls_ca.read_bytes())
+            if self.tls_ca is not None
+            else None
+        )
+        client = Client(
+            self.target, token=self.token, timeout=self.timeout, credentials=credentials
+        )
         context.call_on_close(client.close)
         return client
 
@@ -62,13 +73,24 @@ class _Group(click.Group):
 @click.option("--token", envvar="IMPORTD_TOKEN", help="Bearer token (env IMPORTD_TOKEN).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 @click.option("--timeout", default=30.0, show_default=True, help="Deadline of each call (s).")
+@click.option(
+    "--tls-ca",
+    envvar="IMPORTD_TLS_CA",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Use TLS, trusting this CA certificate (env IMPORTD_TLS_CA).",
+)
 @click.version_option(package_name="importd-client")
 @click.pass_context
 def main(
-    context: click.Context, target: str, token: str | None, as_json: bool, timeout: float
+    context: click.Context,
+    target: str,
+    token: str | None,
+    as_json: bool,
+    timeout: float,
+    tls_ca: Path | None,
 ) -> None:
     """importctl: start, follow and inspect importd bulk-import jobs."""
-    context.obj = _Settings(target, token, as_json, timeout)
+    context.obj = _Settings(target, token, as_json, timeout, tls_ca)
 
 
 @main.command()

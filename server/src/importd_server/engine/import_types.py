@@ -69,6 +69,14 @@ class ImportType:
     modes: tuple[ImportMode, ...]
     columns: tuple[ColumnSpec, ...]
     row_validator: RowValidator | None = None
+    # A text column of the target table holding the job's tenant, first in the table's key:
+    # tenants then never see or overwrite each other's rows. None: one table for all.
+    tenant_column: str | None = None
+
+    @property
+    def table_key(self) -> tuple[str, ...]:
+        """The target table's key: the tenant column (if any), then the key columns."""
+        return (self.tenant_column, *self.key) if self.tenant_column else self.key
 
     def column(self, name: str) -> ColumnSpec:
         """The column with this name."""
@@ -121,7 +129,13 @@ def parse_import_type(document: Mapping[str, Any]) -> ImportType:
         modes = tuple(ImportMode(m) for m in document.get("modes", list(ImportMode)))
     except ValueError as error:
         raise ImportTypeError(str(error)) from None
+    tenant_column = document.get("tenant_column")
+    if tenant_column is not None:
+        _identifier(tenant_column, "tenant_column")
+        if tenant_column in names:
+            raise ImportTypeError(f"tenant_column {tenant_column!r} is also a declared column")
     return ImportType(
+        tenant_column=tenant_column,
         name=document["name"],
         description=document.get("description", ""),
         table=table,

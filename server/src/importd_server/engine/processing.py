@@ -9,7 +9,7 @@ import json
 import uuid
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -80,6 +80,20 @@ async def fail_if_too_many_errors(
     return True
 
 
+@dataclass
+class _Work:
+    """One chunk in progress: where it runs, how its rows are checked and applied, and the
+    counts of its outcomes so far."""
+
+    connection: Connection
+    claim: Claim
+    checker: RowChecker
+    plan: ApplyPlan
+    tenant: tuple[str, ...]  # (the job's tenant,) for tenant-scoped targets, else ()
+    dry_run: bool
+    counts: Counter[str] = field(default_factory=Counter)
+
+
 class _JobNotRunning(Exception):
     """The job was cancelled or failed while the chunk ran: roll the chunk back."""
 
@@ -118,25 +132,21 @@ class ChunkProcessor:
         mode = ImportMode(job["mode"])
         columns = FileColumns.of(job["columns"], import_type)
         checker = RowChecker(import_type, columns.positions, mode)
-        plan = apply_plan(import_type, checker.columns, mode, frozenset(columns.positions))
-        await connection.execute(plan.create_stage)
-
-        counts: Counter[str] = Counter()
+        work = _Work(
+            connection=connection,
+            claim=claim,
+            checker=checker,
+            plan=apply_plan(import_type, checker.columns, mode, frozenset(columns.positions)),
+            tenant=(job["tenant"],) if import_type.tenant_column else (),
+            dry_run=job["dry_run"],
+        )
+        await connection.execute(work.plan.create_stage)
         if job["all_or_nothing"]:
-            await self._all_or_nothing(connection, claim, job, checker, plan, counts)
+            await self._all_or_nothing(work, already_failed=job["failed_count"] > 0)
         else:
-            await self._batch(
-                connection,
-                claim,
-                claim.first_row,
-                claim.last_row,
-                checker,
-                plan,
-                counts,
-                apply=True,
-                dry_run=job["dry_run"],
-            )
+            await self._batch(work, claim.first_row, claim.last_row, apply=True)
 
+        counts = work.counts
         await connection.execute(CHUNK_QUERIES["complete_chunk"], claim.job_id, claim.chunk_number)
         updated = await connection.fetchrow(
             JOB_QUERIES["add_counts"],
@@ -158,37 +168,20 @@ class ChunkProcessor:
         await connection.execute("SELECT pg_notify('importd_progress', $1)", str(claim.job_id))
         return True
 
-    async def _all_or_nothing(
-        self,
-        connection: Connection,
-        claim: Claim,
-        job: asyncpg.Record,
-        checker: RowChecker,
-        plan: ApplyPlan,
-        counts: Counter[str],
-    ) -> None:
+    async def _all_or_nothing(self, work: _Work, *, already_failed: bool) -> None:
         # Pass 1 validates every row and records the failures; pass 2 applies only if there
         # were none. Memory stays at one batch; the whole job is one chunk, one transaction.
+        claim = work.claim
         for first, last in self._batches(claim):
-            await self._batch(connection, claim, first, last, checker, plan, counts, apply=False)
-        if counts[EntryStatus.FAILED] or job["failed_count"]:
-            skipped = await connection.fetchval(
+            await self._batch(work, first, last, apply=False)
+        if work.counts[EntryStatus.FAILED] or already_failed:
+            skipped = await work.connection.fetchval(
                 ENTRY_QUERIES["skip_pending_rows"], claim.job_id, claim.first_row, claim.last_row
             )
-            counts[EntryStatus.SKIPPED] += skipped
+            work.counts[EntryStatus.SKIPPED] += skipped
             return
         for first, last in self._batches(claim):
-            await self._batch(
-                connection,
-                claim,
-                first,
-                last,
-                checker,
-                plan,
-                counts,
-                apply=True,
-                dry_run=job["dry_run"],
-            )
+            await self._batch(work, first, last, apply=True)
 
     def _batches(self, claim: Claim) -> list[tuple[int, int]]:
         return [
@@ -196,27 +189,16 @@ class ChunkProcessor:
             for first in range(claim.first_row, claim.last_row + 1, self._batch_rows)
         ]
 
-    async def _batch(
-        self,
-        connection: Connection,
-        claim: Claim,
-        first: int,
-        last: int,
-        checker: RowChecker,
-        plan: ApplyPlan,
-        counts: Counter[str],
-        *,
-        apply: bool,
-        dry_run: bool = False,
-    ) -> None:
+    async def _batch(self, work: _Work, first: int, last: int, *, apply: bool) -> None:
         """Validates rows first..last; records failures; applies the valid rows if `apply`."""
+        connection, claim, plan = work.connection, work.claim, work.plan
         await connection.execute(
             CHUNK_QUERIES["extend_lease"], claim.job_id, claim.chunk_number, self._lease_seconds
         )
         rows = await connection.fetch(ENTRY_QUERIES["pending_entries"], claim.job_id, first, last)
         if not rows:
             return
-        checked = await asyncio.to_thread(_check_rows, checker, rows)
+        checked = await asyncio.to_thread(_check_rows, work.checker, rows)
         outcomes = _Outcomes.empty()
         valid: list[tuple[Any, ...]] = []
         for row_number, result in checked:
@@ -224,13 +206,13 @@ class ChunkProcessor:
                 problems = json.dumps(errors_to_json(result.errors))
                 outcomes.add(row_number, EntryStatus.FAILED, None, problems)
             else:
-                valid.append((row_number, *result.values))
+                valid.append((row_number, *work.tenant, *result.values))
         if apply and valid:
             await connection.execute(f"TRUNCATE {quote(plan.stage_table)}")
             await connection.copy_records_to_table(
                 plan.stage_table, records=valid, columns=plan.columns
             )
-            if dry_run:
+            if work.dry_run:
                 # Run the real statement, keep its verdicts, undo its writes.
                 savepoint = connection.transaction()
                 await savepoint.start()
@@ -240,7 +222,7 @@ class ChunkProcessor:
                     outcomes.add(row["row_number"], row["status"], row["note"])
             else:
                 recorded = await connection.fetch(plan.apply_and_record, claim.job_id)
-                counts.update({row["status"]: row["n"] for row in recorded})
+                work.counts.update({row["status"]: row["n"] for row in recorded})
         if outcomes.row_numbers:
             await connection.execute(
                 ENTRY_QUERIES["record_outcomes"],
@@ -250,7 +232,7 @@ class ChunkProcessor:
                 outcomes.notes,
                 outcomes.errors,
             )
-            counts.update(outcomes.statuses)
+            work.counts.update(outcomes.statuses)
 
 
 def _check_rows(checker: RowChecker, rows: Sequence[asyncpg.Record]) -> list[tuple[int, Any]]:

@@ -39,11 +39,14 @@ def quote(identifier: str) -> str:
 
 async def ensure_target_table(connection: Connection, import_type: ImportType) -> None:
     """Creates the import type's table, or checks that the existing one fits it."""
-    columns = ",\n    ".join(
+    declared = [
         f"{quote(c.name)} {SQL_TYPES[c.type]}{' NOT NULL' if c.name in import_type.key else ''}"
         for c in import_type.columns
-    )
-    key = ", ".join(quote(k) for k in import_type.key)
+    ]
+    if import_type.tenant_column:
+        declared.insert(0, f"{quote(import_type.tenant_column)} text NOT NULL")
+    columns = ",\n    ".join(declared)
+    key = ", ".join(quote(k) for k in import_type.table_key)
     await connection.execute(
         f"CREATE TABLE IF NOT EXISTS {quote(import_type.table)} (\n    {columns},\n"
         f"    PRIMARY KEY ({key}))"
@@ -55,17 +58,20 @@ async def ensure_target_table(connection: Connection, import_type: ImportType) -
         quote(import_type.table),
     )
     existing = {r["name"]: r["type"] for r in rows}
-    for column in import_type.columns:
-        found = existing.get(column.name)
+    needed = {c.name: SQL_TYPES[c.type] for c in import_type.columns}
+    if import_type.tenant_column:
+        needed[import_type.tenant_column] = "text"
+    for name, sql_type in needed.items():
+        found = existing.get(name)
         if found is None:
             raise TargetTableError(
-                f"table {import_type.table} has no column {column.name}"
-                f" ({SQL_TYPES[column.type]}) that import type {import_type.name} needs"
+                f"table {import_type.table} has no column {name} ({sql_type})"
+                f" that import type {import_type.name} needs"
             )
-        if found != SQL_TYPES[column.type]:
+        if found != sql_type:
             raise TargetTableError(
-                f"column {import_type.table}.{column.name} is {found},"
-                f" import type {import_type.name} needs {SQL_TYPES[column.type]}"
+                f"column {import_type.table}.{name} is {found},"
+                f" import type {import_type.name} needs {sql_type}"
             )
     unique = await connection.fetchval(
         """SELECT count(*) FROM pg_index i
@@ -75,11 +81,12 @@ async def ensure_target_table(connection: Connection, import_type: ImportType) -
                   WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey))
                  = (SELECT array_agg(k ORDER BY k) FROM unnest($2::text[]) k)""",
         quote(import_type.table),
-        list(import_type.key),
+        list(import_type.table_key),
     )
     if not unique:
         raise TargetTableError(
-            f"table {import_type.table} needs a unique index on ({', '.join(import_type.key)})"
+            f"table {import_type.table} needs a unique index on"
+            f" ({', '.join(import_type.table_key)})"
         )
 
 
@@ -87,7 +94,8 @@ async def ensure_target_table(connection: Connection, import_type: ImportType) -
 class ApplyPlan:
     """The SQL that applies one chunk's valid rows to a target table in one mode.
 
-    `stage_table` is a temporary table (row_number + the staged columns). `verdicts` applies
+    `stage_table` is a temporary table (row_number, the tenant when the type is tenant-scoped
+    (`tenant_scoped`), then the staged columns). `verdicts` applies
     the staged rows and returns one (row_number, status, note) row for each; `apply_and_record`
     does the same and writes each verdict into the row's entry of job $1, returning
     (status, n) counts.
@@ -96,6 +104,7 @@ class ApplyPlan:
     stage_table: str
     create_stage: str
     columns: tuple[str, ...]
+    tenant_scoped: bool
     verdicts: str
     apply_and_record: str
 
@@ -109,14 +118,15 @@ def apply_plan(
 ) -> ApplyPlan:
     """The plan for rows of `staged` columns; only columns present in the file are updated."""
     table = quote(import_type.table)
-    names = [c.name for c in staged]
+    tenant = [import_type.tenant_column] if import_type.tenant_column else []
+    names = [*tenant, *(c.name for c in staged)]
     # One temporary table per column set, reused by every chunk on the connection.
     shape = hashlib.sha256(repr((import_type.table, names)).encode()).hexdigest()[:16]
     stage = quote(f"importd_stage_{shape}")
     column_list = ", ".join(quote(n) for n in names)
-    keys = [quote(k) for k in import_type.key]
+    keys = [quote(k) for k in import_type.table_key]
     key_list = ", ".join(keys)
-    updated = [quote(n) for n in names if n not in import_type.key and n in file_columns]
+    updated = [quote(n) for n in names if n not in import_type.table_key and n in file_columns]
 
     def match(left: str, right: str) -> str:
         return " AND ".join(f"{left}.{k} = {right}.{k}" for k in keys)
@@ -127,7 +137,10 @@ def apply_plan(
             f" ({', '.join(f'{right}.{u}' for u in updated)})"
         )
 
-    stage_columns = ", ".join(f"{quote(c.name)} {SQL_TYPES[c.type]}" for c in staged)
+    stage_columns = ", ".join(
+        [f"{quote(n)} text" for n in tenant]
+        + [f"{quote(c.name)} {SQL_TYPES[c.type]}" for c in staged]
+    )
     create_stage = (
         f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage}"
         f" (row_number bigint PRIMARY KEY, {stage_columns}) ON COMMIT DELETE ROWS"
@@ -195,6 +208,7 @@ def apply_plan(
         stage_table=stage.strip('"'),
         create_stage=create_stage,
         columns=("row_number", *names),
+        tenant_scoped=bool(tenant),
         verdicts=f"WITH applied AS ({applied}) {outcome}",
         apply_and_record=f"""
             WITH applied AS ({applied}),
