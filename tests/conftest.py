@@ -102,6 +102,7 @@ def settings(tmp_path: Path, source_dir: Path) -> Settings:
         chunk_size=4,
         poll_seconds=0.05,
         source_dir=source_dir,
+        metrics_port=None,  # off; tests of metrics turn it on (port 0: any free port)
     )
 
 

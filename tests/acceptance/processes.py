@@ -54,6 +54,7 @@ def serve(
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env["IMPORTD_DATA_DIR"] = str(data_dir)
     env["IMPORTD_LOG_FORMAT"] = "json"
+    env["IMPORTD_METRICS_PORT"] = "0"
     env.update({f"IMPORTD_{name.upper()}": value for name, value in settings.items()})
     if database_url is not None:
         env["DATABASE_URL"] = database_url

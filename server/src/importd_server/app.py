@@ -18,10 +18,12 @@ from importd.v1 import import_service_pb2_grpc as pb_grpc
 from importd_server.api.servicer import ImportServicer
 from importd_server.auth import Authenticator
 from importd_server.config import Settings
+from importd_server.engine.housekeeping import Housekeeper
 from importd_server.engine.import_types import default_types_dir, load_import_types
 from importd_server.engine.processing import ChunkProcessor
 from importd_server.engine.staging import Stager, StagingLimits
 from importd_server.engine.workers import WorkerPool
+from importd_server.metrics import Metrics, MetricsInterceptor
 from importd_server.progress.hub import ProgressHub
 from importd_server.store.entries import EntryStore
 from importd_server.store.jobs import JobStore
@@ -52,6 +54,8 @@ class Application:
         self._health = health.aio.HealthServicer()
         self.workers: WorkerPool | None = None
         self.hub: ProgressHub | None = None
+        self.metrics: Metrics | None = None
+        self.housekeeper: Housekeeper | None = None
 
     async def start(self) -> int:
         """Connects, migrates, and starts serving; returns the bound port."""
@@ -63,10 +67,12 @@ class Application:
             for import_type in import_types.values():
                 await ensure_target_table(connection, import_type)
         jobs = JobStore(self._pool)
+        self.metrics = Metrics()
         processor = ChunkProcessor(import_types, settings.lease_seconds, settings.chunk_size)
         self.workers = WorkerPool(
             self._pool,
             processor,
+            self.metrics,
             size=settings.workers,
             lease_seconds=settings.lease_seconds,
             poll_seconds=settings.poll_seconds,
@@ -94,8 +100,14 @@ class Application:
         )
 
         limit = settings.max_message_bytes
+        self.housekeeper = Housekeeper(
+            self._pool,
+            self.metrics,
+            retention_days=settings.retention_days,
+            interval=settings.housekeeping_seconds,
+        )
         server = grpc.aio.server(
-            interceptors=self._interceptors,
+            interceptors=(MetricsInterceptor(self.metrics), *self._interceptors),
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
@@ -120,6 +132,10 @@ class Application:
         self._grpc = server
         self.workers.start()
         self.hub.start()
+        self.housekeeper.start()
+        if settings.metrics_port is not None:
+            metrics_port = self.metrics.serve(settings.metrics_host, settings.metrics_port)
+            log.info("metrics served", url=f"http://{settings.metrics_host}:{metrics_port}/")
         for service in ("", SERVICE_NAME):
             await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         log.info("importd serving", host=self.settings.host, port=self.port)
@@ -132,6 +148,10 @@ class Application:
         if self.hub is not None:
             # Open progress streams end now with UNAVAILABLE, so watchers resume elsewhere.
             await self.hub.close()
+        if self.housekeeper is not None:
+            await self.housekeeper.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
         if self.workers is not None:
             await self.workers.stop(grace)
         if self._grpc is not None:

@@ -53,6 +53,10 @@ class Settings:
     auth_audience: str = "importd"
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = 9464
+    retention_days: float = 30.0
+    housekeeping_seconds: float = 300.0
 
     def __post_init__(self) -> None:
         if self.data_dir == Path():

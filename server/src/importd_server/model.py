@@ -116,6 +116,7 @@ class Job:
     end_time: datetime | None
     update_time: datetime
     live: bool = True
+    entries_removed_time: datetime | None = None
 
     @property
     def progress(self) -> tuple[object, ...]:

@@ -171,7 +171,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
     async def ListEntries(
         self, request: pb.ListEntriesRequest, context: Context
     ) -> pb.ListEntriesResponse:
-        job = await self._job(parse_id(request.id), self._caller(context, READ))
+        job = _with_entries(await self._job(parse_id(request.id), self._caller(context, READ)))
         statuses = entry_statuses_from_proto(request.statuses, "statuses")
         size = paging.page_size(request.page_size)
         if request.offset < 0:
@@ -219,7 +219,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
     async def ExportEntries(
         self, request: pb.ExportEntriesRequest, context: Context
     ) -> AsyncIterator[pb.ExportEntriesResponse]:
-        job = await self._job(parse_id(request.id), self._caller(context, READ))
+        job = _with_entries(await self._job(parse_id(request.id), self._caller(context, READ)))
         statuses = entry_statuses_from_proto(request.statuses, "statuses") or NOT_IMPORTED
         columns = await self._jobs.file_columns(job.id)
         entries = self._entries.iter_entries(job.id, columns, statuses)
@@ -269,6 +269,18 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
                 if latest.update_time >= job.update_time and latest.progress != job.progress:
                     job = latest
                     yield progress_event(job)
+
+
+def _with_entries(job: Job) -> Job:
+    """The job, if its entries are still kept (see the retention setting)."""
+    if job.entries_removed_time is not None:
+        raise FailedPrecondition(
+            f"the entries of job {job.id} were removed at {job.entries_removed_time:%Y-%m-%d}"
+            " by the retention setting",
+            reason="ENTRIES_EXPIRED",
+            metadata={"id": str(job.id)},
+        )
+    return job
 
 
 async def _file_bytes(

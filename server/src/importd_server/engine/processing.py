@@ -42,6 +42,14 @@ class Claim:
     attempts: int
 
 
+@dataclass(frozen=True)
+class ChunkOutcome:
+    """What a processed chunk did: rows by outcome (CREATED, FAILED, ...)."""
+
+    import_type: str
+    counts: dict[str, int]
+
+
 @dataclass
 class _Outcomes:
     """Row outcomes gathered for one batch, written with one statement."""
@@ -111,23 +119,28 @@ class ChunkProcessor:
         self._lease_seconds = lease_seconds
         self._batch_rows = batch_rows
 
-    async def process(self, connection: Connection, claim: Claim, owner: str) -> bool:
-        """Processes the chunk if `owner` still holds it; returns whether it did."""
+    async def process(
+        self, connection: Connection, claim: Claim, owner: str
+    ) -> ChunkOutcome | None:
+        """Processes the chunk if `owner` still holds it; returns its outcome once committed,
+        or None if there was nothing (left) to do."""
         try:
             async with connection.transaction():
                 return await self._process(connection, claim, owner)
         except _JobNotRunning:
-            return False
+            return None
 
-    async def _process(self, connection: Connection, claim: Claim, owner: str) -> bool:
+    async def _process(
+        self, connection: Connection, claim: Claim, owner: str
+    ) -> ChunkOutcome | None:
         locked = await connection.fetchrow(
             CHUNK_QUERIES["lock_claimed_chunk"], claim.job_id, claim.chunk_number, owner
         )
         if locked is None:
-            return False  # done meanwhile, or taken over after our lease expired
+            return None  # done meanwhile, or taken over after our lease expired
         job = await connection.fetchrow("SELECT * FROM import_jobs WHERE id = $1", claim.job_id)
         if job is None or job["status"] not in ("QUEUED", "RUNNING"):
-            return False
+            return None
         import_type = self._import_types[job["import_type"]]
         mode = ImportMode(job["mode"])
         columns = FileColumns.of(job["columns"], import_type)
@@ -166,7 +179,7 @@ class ChunkProcessor:
         ):
             await connection.execute(JOB_QUERIES["finish_job_if_done"], claim.job_id)
         await connection.execute("SELECT pg_notify('importd_progress', $1)", str(claim.job_id))
-        return True
+        return ChunkOutcome(import_type.name, dict(counts))
 
     async def _all_or_nothing(self, work: _Work, *, already_failed: bool) -> None:
         # Pass 1 validates every row and records the failures; pass 2 applies only if there

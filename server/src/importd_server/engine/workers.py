@@ -12,6 +12,7 @@ import asyncpg
 import structlog
 
 from importd_server.engine.processing import ChunkProcessor, Claim
+from importd_server.metrics import Metrics
 from importd_server.store.jobs import QUERIES as JOB_QUERIES
 from importd_server.store.sql import load_queries
 
@@ -27,6 +28,7 @@ class WorkerPool:
         self,
         pool: asyncpg.Pool,
         processor: ChunkProcessor,
+        metrics: Metrics,
         *,
         size: int,
         lease_seconds: float,
@@ -35,6 +37,7 @@ class WorkerPool:
     ) -> None:
         self._pool = pool
         self._processor = processor
+        self._metrics = metrics
         self._size = size
         self._lease_seconds = lease_seconds
         self._poll_seconds = poll_seconds
@@ -112,9 +115,7 @@ class WorkerPool:
                     "SELECT pg_notify('importd_progress', $1)", str(claim.job_id)
                 )
                 return True
-            processed = await self._processor.process(connection, claim, owner)
-            if processed:
-                log.debug(
-                    "chunk done", worker=owner, job_id=str(claim.job_id), chunk=claim.chunk_number
-                )
+            outcome = await self._processor.process(connection, claim, owner)
+            if outcome is not None:
+                self._metrics.count_rows(outcome.import_type, outcome.counts)
             return True

@@ -122,4 +122,5 @@ def job_from_row(row: asyncpg.Record) -> Job:
         end_time=row["end_time"],
         update_time=row["update_time"],
         live=row["live"],
+        entries_removed_time=row["entries_removed_time"],
     )

@@ -89,3 +89,25 @@ SELECT * FROM import_jobs WHERE id = ANY($1::uuid[]);
 
 -- name: count_active_jobs
 SELECT count(*) FROM import_jobs WHERE tenant = $1 AND status IN ('QUEUED', 'RUNNING');
+
+-- name: count_jobs_by_status
+SELECT status, count(*) AS n FROM import_jobs GROUP BY status;
+
+-- name: remove_expired_entries
+-- Up to $2 jobs that ended more than $1 seconds ago lose their entries and chunks; the job
+-- rows stay, marked. SKIP LOCKED: replicas doing this together share the work.
+WITH expired AS (
+    SELECT id FROM import_jobs
+    WHERE end_time < now() - make_interval(secs => $1) AND entries_removed_time IS NULL
+    ORDER BY end_time
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), entries AS (
+    DELETE FROM import_entries e USING expired x WHERE e.job_id = x.id
+), chunks AS (
+    DELETE FROM import_chunks c USING expired x WHERE c.job_id = x.id
+)
+UPDATE import_jobs j SET entries_removed_time = now()
+FROM expired x
+WHERE j.id = x.id
+RETURNING j.id;
