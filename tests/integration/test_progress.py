@@ -181,7 +181,7 @@ async def test_a_killed_listen_connection_reconnects_and_no_terminal_event_is_mi
             rest = await read_to_end(stream)
             final = await wait_for_job(stub, job_id)
     assert_well_formed([first, *rest], final)
-    assert app.hub.listening.is_set()
+    await asyncio.wait_for(app.hub.listening.wait(), 5)  # and it is listening again
 
 
 async def test_shutdown_ends_open_streams_with_unavailable(
