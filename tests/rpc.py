@@ -6,42 +6,21 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
+from importd_client import ImportdError
+from importd_client._errors import error_from_rpc
 
 
-@dataclass
-class RichError:
-    """A failed call's code, message and AIP-193 details."""
-
-    code: grpc.StatusCode
-    message: str
-    reason: str | None
-    metadata: dict[str, str]
-    field_violations: dict[str, str]
-
-
-def rich_error(error: grpc.aio.AioRpcError) -> RichError:
-    """The code and unpacked google.rpc details of a failed call."""
-    status = rpc_status.from_call(error)
-    reason, metadata, violations = None, {}, {}
-    for detail in status.details if status else ():
-        info = error_details_pb2.ErrorInfo()
-        bad = error_details_pb2.BadRequest()
-        if detail.Unpack(info):
-            reason, metadata = info.reason, dict(info.metadata)
-        elif detail.Unpack(bad):
-            violations = {v.field: v.description for v in bad.field_violations}
-    return RichError(error.code(), error.details() or "", reason, metadata, violations)
+def rich_error(error: grpc.aio.AioRpcError) -> ImportdError:
+    """The code and unpacked google.rpc details of a failed call (as the client sees them)."""
+    return error_from_rpc(error)
 
 
 async def insert_job(connection: asyncpg.Connection, **columns: Any) -> uuid.UUID:

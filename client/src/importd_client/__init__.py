@@ -12,7 +12,13 @@ AsyncClient and AsyncJob offer the same calls to asyncio code. Messages (Job, En
 ProgressEvent, ImportType) are the generated `importd.v1` protobuf classes.
 """
 
-from importd_client._async_client import DEFAULT_TARGET, AsyncClient, AsyncJob, RetryPolicy
+from importd_client._async_client import (
+    DEFAULT_TARGET,
+    AsyncClient,
+    AsyncJob,
+    ImportOptions,
+    RetryPolicy,
+)
 from importd_client._errors import (
     AlreadyExists,
     DeadlineExceeded,
@@ -37,6 +43,7 @@ __all__ = [
     "Client",
     "DeadlineExceeded",
     "FailedPrecondition",
+    "ImportOptions",
     "ImportdError",
     "InternalError",
     "InvalidArgument",

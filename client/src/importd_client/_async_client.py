@@ -8,7 +8,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypedDict, TypeVar, Unpack
 
 import grpc
 
@@ -30,6 +30,23 @@ PIECE_BYTES = 256 * 1024
 Response = TypeVar("Response")
 Source = str | os.PathLike[str] | bytes | BinaryIO
 """What `start_import` reads: a path, the file's bytes, or a binary file object."""
+
+
+class ImportOptions(TypedDict, total=False):
+    """How `start_import` imports a file; every key is optional."""
+
+    mode: str | int  # "insert", "upsert" (the default), "update" or "delete"
+    file_format: str | int | None  # "csv" or "jsonl"; by default from the file name
+    file_name: str | None  # by default the source's own name
+    dry_run: bool  # validate and count; write nothing
+    max_errors: int | None  # fail the job when more rows than this fail
+    all_or_nothing: bool  # commit nothing unless every row is valid
+    labels: Mapping[str, str] | None  # your own references, returned on the job
+    delimiter: str  # CSV: "," by default
+    quote: str  # CSV: '"' by default
+    header: bool | None  # CSV: whether the first row names the columns (default yes)
+    encoding: str  # "utf-8" (default) or "latin-1"
+    request_id: str | None  # idempotency key; generated when not given
 
 
 @dataclass(frozen=True)
@@ -83,45 +100,36 @@ class AsyncClient:
         await self._channel.close()
 
     async def start_import(
-        self,
-        source: Source,
-        *,
-        import_type: str,
-        mode: str | int = "upsert",
-        file_format: str | int | None = None,
-        file_name: str | None = None,
-        dry_run: bool = False,
-        max_errors: int | None = None,
-        all_or_nothing: bool = False,
-        labels: Mapping[str, str] | None = None,
-        delimiter: str = "",
-        quote: str = "",
-        header: bool | None = None,
-        encoding: str = "",
-        request_id: str | None = None,
+        self, source: Source, *, import_type: str, **options: Unpack[ImportOptions]
     ) -> AsyncJob:
         """Uploads a file (streamed in pieces, never read whole) and returns its job, QUEUED
         once the server has stored the file (or FAILED if the file cannot be read).
 
-        A `request_id` is generated when not given, so a retried upload (after UNAVAILABLE)
-        never makes two jobs. Paths, bytes and seekable files are retried; other streams
-        cannot be read twice and are not.
+        `options` are ImportOptions (mode "upsert" by default). A `request_id` is generated
+        when not given, so a retried upload (after UNAVAILABLE) never makes two jobs. Paths,
+        bytes and seekable files are retried; other streams cannot be read twice and are not.
         """
+        file_format = options.get("file_format")
         spec = pb.ImportSpec(
             import_type=import_type,
-            mode=mode_number(mode),
+            mode=mode_number(options.get("mode", "upsert")),
             format=(
                 format_number(file_format)
                 if file_format is not None
                 else pb.FILE_FORMAT_UNSPECIFIED
             ),
-            file_name=file_name or _source_name(source),
-            dry_run=dry_run,
-            max_errors=max_errors,
-            all_or_nothing=all_or_nothing,
-            labels=dict(labels or {}),
-            csv=pb.CsvOptions(delimiter=delimiter, quote=quote, header=header, encoding=encoding),
-            request_id=request_id or str(uuid.uuid4()),
+            file_name=options.get("file_name") or _source_name(source),
+            dry_run=options.get("dry_run", False),
+            max_errors=options.get("max_errors"),
+            all_or_nothing=options.get("all_or_nothing", False),
+            labels=dict(options.get("labels") or {}),
+            csv=pb.CsvOptions(
+                delimiter=options.get("delimiter", ""),
+                quote=options.get("quote", ""),
+                header=options.get("header"),
+                encoding=options.get("encoding", ""),
+            ),
+            request_id=options.get("request_id") or str(uuid.uuid4()),
         )
         pieces, rereadable = _pieces(source)
 

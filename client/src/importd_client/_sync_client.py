@@ -9,14 +9,21 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import grpc
 
 from importd.v1 import import_service_pb2 as pb
-from importd_client._async_client import DEFAULT_TARGET, AsyncClient, AsyncJob, RetryPolicy, Source
+from importd_client._async_client import (
+    DEFAULT_TARGET,
+    AsyncClient,
+    AsyncJob,
+    ImportOptions,
+    RetryPolicy,
+    Source,
+)
 
 T = TypeVar("T")
 
@@ -95,42 +102,10 @@ class Client:
         self._runner.stop()
 
     def start_import(
-        self,
-        source: Source,
-        *,
-        import_type: str,
-        mode: str | int = "upsert",
-        file_format: str | int | None = None,
-        file_name: str | None = None,
-        dry_run: bool = False,
-        max_errors: int | None = None,
-        all_or_nothing: bool = False,
-        labels: Mapping[str, str] | None = None,
-        delimiter: str = "",
-        quote: str = "",
-        header: bool | None = None,
-        encoding: str = "",
-        request_id: str | None = None,
+        self, source: Source, *, import_type: str, **options: Unpack[ImportOptions]
     ) -> Job:
         """Uploads a file and returns its job; see AsyncClient.start_import."""
-        job = self._runner.run(
-            self._async.start_import(
-                source,
-                import_type=import_type,
-                mode=mode,
-                file_format=file_format,
-                file_name=file_name,
-                dry_run=dry_run,
-                max_errors=max_errors,
-                all_or_nothing=all_or_nothing,
-                labels=labels,
-                delimiter=delimiter,
-                quote=quote,
-                header=header,
-                encoding=encoding,
-                request_id=request_id,
-            )
-        )
+        job = self._runner.run(self._async.start_import(source, import_type=import_type, **options))
         return Job(self._runner, job)
 
     def get_job(self, job_id: str) -> Job:
