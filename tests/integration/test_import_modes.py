@@ -248,3 +248,20 @@ async def test_max_errors_counts_rows_that_failed_to_parse_and_then_nothing_runs
     assert job.status == pb.JOB_STATUS_FAILED
     assert job.error.message == "1 rows failed, more than max_errors (0)"
     assert await contacts(db) == {}
+
+
+async def test_a_row_the_database_refuses_fails_alone_with_the_databases_reason(
+    stub: pb_grpc.ImportServiceStub, db: asyncpg.Connection
+) -> None:
+    # A rule importd does not know: the table's owner added it.
+    await db.execute("ALTER TABLE contacts ADD CONSTRAINT low_scores CHECK (score < 50)")
+    try:
+        job = await import_and_wait(stub, b"email,score\na@x.com,10\nb@x.com,60\nc@x.com,20\n")
+    finally:
+        await db.execute("ALTER TABLE contacts DROP CONSTRAINT low_scores")
+    assert job.status == pb.JOB_STATUS_PARTIALLY_SUCCEEDED
+    assert counts(job) == {"created": 2, "failed": 1}
+    failed = await entries_of(stub, job.id, pb.ENTRY_STATUS_FAILED)
+    assert [(e.row_number, e.errors[0].code) for e in failed] == [(2, "REJECTED_BY_DATABASE")]
+    assert "low_scores" in failed[0].errors[0].message
+    assert set(await contacts(db)) == {"a@x.com", "c@x.com"}

@@ -18,7 +18,7 @@ import structlog
 from importd_server.engine.import_types import ImportType
 from importd_server.engine.parsing import FileColumns
 from importd_server.engine.validation import RowChecker
-from importd_server.model import EntryStatus, ImportMode
+from importd_server.model import EntryStatus, ImportMode, RowError
 from importd_server.store.entries import errors_to_json
 from importd_server.store.jobs import QUERIES as JOB_QUERIES
 from importd_server.store.pool import Connection
@@ -28,6 +28,9 @@ from importd_server.store.targets import ApplyPlan, apply_plan, quote
 log = structlog.get_logger(__name__)
 
 CHUNK_QUERIES = load_queries("chunks.sql")
+# Refusals of one row's values; anything else (lost connection, deadlock) fails the chunk,
+# which is then retried.
+REFUSED_BY_DATABASE = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 ENTRY_QUERIES = load_queries("entries.sql")
 
 
@@ -196,6 +199,27 @@ class ChunkProcessor:
         for first, last in self._batches(claim):
             await self._batch(work, first, last, apply=True)
 
+    async def _apply(self, work: _Work, valid: list[tuple[Any, ...]], outcomes: _Outcomes) -> None:
+        """Applies the valid rows set-wise. If the database refuses a value that passed
+        validation (a constraint importd does not know, such as a CHECK added to the target
+        table), each row is applied alone instead, and the refused ones are FAILED with the
+        database's reason: one bad row never fails the chunk, let alone the job."""
+        try:
+            async with work.connection.transaction():  # a savepoint
+                await _apply_rows(work, valid)
+            return
+        except REFUSED_BY_DATABASE:
+            pass
+        for row in valid:
+            try:
+                async with work.connection.transaction():
+                    await _apply_rows(work, [row])
+            except REFUSED_BY_DATABASE as refusal:
+                problem = RowError("REJECTED_BY_DATABASE", "", "", str(refusal).split("\n")[0])
+                outcomes.add(
+                    row[0], EntryStatus.FAILED, None, json.dumps(errors_to_json([problem]))
+                )
+
     def _batches(self, claim: Claim) -> list[tuple[int, int]]:
         return [
             (first, min(first + self._batch_rows - 1, claim.last_row))
@@ -221,11 +245,8 @@ class ChunkProcessor:
             else:
                 valid.append((row_number, *work.tenant, *result.values))
         if apply and valid:
-            await connection.execute(f"TRUNCATE {quote(plan.stage_table)}")
-            await connection.copy_records_to_table(
-                plan.stage_table, records=valid, columns=plan.columns
-            )
             if work.dry_run:
+                await _stage(work, valid)
                 # Run the real statement, keep its verdicts, undo its writes.
                 savepoint = connection.transaction()
                 await savepoint.start()
@@ -234,8 +255,7 @@ class ChunkProcessor:
                 for row in verdicts:
                     outcomes.add(row["row_number"], row["status"], row["note"])
             else:
-                recorded = await connection.fetch(plan.apply_and_record, claim.job_id)
-                work.counts.update({row["status"]: row["n"] for row in recorded})
+                await self._apply(work, valid, outcomes)
         if outcomes.row_numbers:
             await connection.execute(
                 ENTRY_QUERIES["record_outcomes"],
@@ -246,6 +266,22 @@ class ChunkProcessor:
                 outcomes.errors,
             )
             work.counts.update(outcomes.statuses)
+
+
+async def _stage(work: _Work, valid: list[tuple[Any, ...]]) -> None:
+    """Puts the rows, typed, into the (emptied) stage table."""
+    plan = work.plan
+    await work.connection.execute(f"TRUNCATE {quote(plan.stage_table)}")
+    await work.connection.copy_records_to_table(
+        plan.stage_table, records=valid, columns=plan.columns
+    )
+
+
+async def _apply_rows(work: _Work, valid: list[tuple[Any, ...]]) -> None:
+    """Stages the rows and applies them in one statement that records their verdicts."""
+    await _stage(work, valid)
+    recorded = await work.connection.fetch(work.plan.apply_and_record, work.claim.job_id)
+    work.counts.update({row["status"]: row["n"] for row in recorded})
 
 
 def _check_rows(checker: RowChecker, rows: Sequence[asyncpg.Record]) -> list[tuple[int, Any]]:
