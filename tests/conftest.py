@@ -85,9 +85,9 @@ async def prepare_schema(database_url: str) -> None:
 
 @pytest.fixture
 def source_dir(tmp_path: Path) -> Path:
-    """The folder source_uri imports may read from."""
-    folder = tmp_path / "sources"
-    folder.mkdir()
+    """The folder source_uri imports of the tenant "default" may read from."""
+    folder = tmp_path / "sources" / "default"
+    folder.mkdir(parents=True)
     return folder
 
 
@@ -101,7 +101,7 @@ def settings(tmp_path: Path, source_dir: Path) -> Settings:
         grace_seconds=1.0,
         chunk_size=4,
         poll_seconds=0.05,
-        source_dir=source_dir,
+        source_dir=source_dir.parent,
         metrics_port=None,  # off; tests of metrics turn it on (port 0: any free port)
     )
 

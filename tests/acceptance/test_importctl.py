@@ -128,3 +128,9 @@ async def test_bad_usage_exits_two(app: Application, files: Path) -> None:
     code, _, stderr = await importctl(app, "start", str(files / "good.csv"))
     assert code == 2
     assert "Missing option '--type'" in stderr
+
+
+async def test_an_unknown_status_is_bad_usage(app: Application) -> None:
+    code, _, stderr = await importctl(app, "list", "--status", "bogus")
+    assert code == 2
+    assert "'bogus' is not one of" in stderr

@@ -390,3 +390,49 @@ async def test_tenants_never_see_or_overwrite_each_others_target_rows(
         assert (await deleted.wait(timeout=30)).deleted_count == 1
     rows = await db.fetch("SELECT tenant, email, first_name FROM contacts ORDER BY tenant")
     assert [tuple(r) for r in rows] == [("acme", "a@x.com", "Acme")]
+
+
+def test_a_token_source_that_yields_nothing_refuses_to_start(tmp_path: Path) -> None:
+    from importd_server.auth import Authenticator
+    from importd_server.config import Settings
+
+    typo = tmp_path / "tokens.toml"
+    typo.write_text('[[token]]\ntoken = "x"\ntenant = "acme"\n')  # [[token]], not [[tokens]]
+    with pytest.raises(ValueError, match="yields no token, secret or key"):
+        Authenticator.from_settings(Settings(auth_static_tokens=typo))
+    with pytest.raises(ValueError, match="yields no token, secret or key"):
+        Authenticator.from_settings(Settings(auth_hs256_secrets=" , "))
+
+
+async def test_a_jwt_with_a_malformed_header_is_unauthenticated(
+    secured: pb_grpc.ImportServiceStub, signer: Callable[..., str], rsa_key: rsa.RSAPrivateKey
+) -> None:
+    import base64
+    import json
+
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    token = f"{part({'alg': 'RS256', 'kid': 7})}.{part({'tenant': 'acme'})}.c2ln"
+    _, error = await outcome(RPCS["ListImportTypes"](secured, bearer(token), ""))
+    assert error is not None and error.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_request_ids_neither_leak_live_jobs_to_test_tokens_nor_hit_the_job_limit(
+    make_app: AppFactory, signer: Callable[..., str], rsa_key: rsa.RSAPrivateKey, tmp_path: Path
+) -> None:
+    static = tmp_path / "tokens.toml"
+    static.write_text(
+        '[[tokens]]\ntoken = "live"\ntenant = "acme"\nlive = true\n'
+        '[[tokens]]\ntoken = "test"\ntenant = "acme"\nlive = false\n'
+    )
+    app = await make_app(auth_static_tokens=static, workers=0, max_active_jobs_per_tenant=1)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        stub = pb_grpc.ImportServiceStub(channel)
+        first = await start(stub, bearer("live"), dry_run=True, request_id="r")
+        retried = await start(stub, bearer("live"), dry_run=True, request_id="r")
+        assert retried.id == first.id  # not TOO_MANY_ACTIVE_JOBS: it is the same start
+        _, error = await outcome(start(stub, bearer("test"), dry_run=True, request_id="r"))
+    assert error is not None
+    assert rich_error(error).reason == "TEST_TOKEN_ON_LIVE_JOB"
+    assert first.id not in (error.details() or "")

@@ -222,3 +222,24 @@ async def _until(condition: Callable[[], bool], within: float = 10) -> None:
             if condition():
                 return
             await asyncio.sleep(0.02)
+
+
+async def test_closing_the_sync_client_ends_calls_still_waiting_in_other_threads() -> None:
+    import threading
+
+    client = Client(f"127.0.0.1:{free_port()}", retry=RetryPolicy(attempts=1000, max_backoff=0.2))
+    outcome: list[BaseException] = []
+
+    def wait_forever() -> None:
+        try:
+            client.list_import_types()
+        except BaseException as error:
+            outcome.append(error)
+
+    waiter = threading.Thread(target=wait_forever)
+    waiter.start()
+    await asyncio.sleep(0.5)
+    await asyncio.to_thread(client.close)
+    await asyncio.to_thread(waiter.join, 5)
+    assert not waiter.is_alive()
+    assert outcome and isinstance(outcome[0], BaseException)

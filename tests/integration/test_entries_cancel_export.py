@@ -127,11 +127,20 @@ async def test_cancelling_a_queued_job_leaves_every_entry_pending(
         pending = await entries_of(stub, job.id, pb.ENTRY_STATUS_PENDING)
         assert len(pending) == 2
 
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.CancelJob(pb.CancelJobRequest(id=job.id))
-        error = rich_error(caught.value)
-        assert error.code == grpc.StatusCode.FAILED_PRECONDITION
-        assert error.metadata == {"id": job.id, "status": "CANCELLED"}
+        # A retried cancel is no error: the job is cancelled, as asked.
+        again = await stub.CancelJob(pb.CancelJobRequest(id=job.id))
+        assert again.status == pb.JOB_STATUS_CANCELLED
+
+
+async def test_cancelling_a_finished_job_is_failed_precondition(
+    stub: pb_grpc.ImportServiceStub,
+) -> None:
+    job = await import_and_wait(stub, b"email\na@x.com\n")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.CancelJob(pb.CancelJobRequest(id=job.id))
+    error = rich_error(caught.value)
+    assert error.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert error.metadata == {"id": job.id, "status": "SUCCEEDED"}
 
 
 async def test_cancelling_an_unknown_job_is_not_found(stub: pb_grpc.ImportServiceStub) -> None:

@@ -26,6 +26,13 @@ from importd_client._names import (
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 PIECE_BYTES = 256 * 1024
+# Keepalive pings find a peer that went silent without closing the connection, so a
+# stream on it fails (and resumes) instead of hanging.
+CHANNEL_OPTIONS = (
+    ("grpc.keepalive_time_ms", 20_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 0),
+)
 
 Response = TypeVar("Response")
 Source = str | os.PathLike[str] | bytes | BinaryIO
@@ -51,12 +58,14 @@ class ImportOptions(TypedDict, total=False):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How calls that are safe to repeat are retried when the server is UNAVAILABLE."""
+    """How calls that are safe to repeat are retried when the server is UNAVAILABLE, and for
+    how long a broken progress stream is resumed (`resume_seconds`, e.g. a rolling restart)."""
 
     attempts: int = 6
     initial_backoff: float = 0.1
     max_backoff: float = 3.0
     multiplier: float = 2.0
+    resume_seconds: float = 120.0
 
     def backoff(self, attempt: int) -> float:
         """Seconds to wait before retry number `attempt` (1-based)."""
@@ -80,9 +89,9 @@ class AsyncClient:
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         self._channel = (
-            grpc.aio.secure_channel(target, credentials)
+            grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
             if credentials is not None
-            else grpc.aio.insecure_channel(target)
+            else grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
         )
         self._stub = pb_grpc.ImportServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
@@ -201,13 +210,15 @@ class AsyncClient:
     async def _progress(self, job_id: str) -> AsyncIterator[pb.ProgressEvent]:
         last: pb.ProgressEvent | None = None
         failures = 0
+        broken_since: float | None = None
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 call = self._stub.StreamProgress(
                     pb.StreamProgressRequest(id=job_id), metadata=self._metadata
                 )
                 async for event in call:
-                    failures = 0
+                    failures, broken_since = 0, None
                     if last is None or _is_newer(event, last):
                         last = event
                         yield event
@@ -217,7 +228,8 @@ class AsyncClient:
                 if error.code() != grpc.StatusCode.UNAVAILABLE:
                     raise error_from_rpc(error) from None
                 failures += 1
-                if failures >= self._retry.attempts:
+                broken_since = broken_since or loop.time()
+                if loop.time() - broken_since > self._retry.resume_seconds:
                     raise error_from_rpc(error) from None
             # The stream broke (a replica went away): resume from a fresh snapshot.
             await asyncio.sleep(self._retry.backoff(max(failures, 1)))

@@ -60,6 +60,15 @@ class _LoopThread:
                 self.run(close())
 
     def stop(self) -> None:
+        async def cancel_the_rest() -> None:
+            # Calls still running in other threads end (CancelledError) instead of hanging.
+            current = asyncio.current_task()
+            tasks = [t for t in asyncio.all_tasks() if t is not current]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        self.run(cancel_the_rest())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()

@@ -25,6 +25,14 @@ from importd_client._async_client import DEFAULT_TARGET
 EXIT_NOT_SUCCEEDED = 1
 EXIT_REFUSED = 3
 COUNTS = ("created", "updated", "unchanged", "skipped", "failed", "deleted")
+JOB_STATUSES = click.Choice(
+    ["queued", "running", "succeeded", "partially_succeeded", "failed", "cancelled"],
+    case_sensitive=False,
+)
+ENTRY_STATUSES = click.Choice(
+    ["pending", "created", "updated", "unchanged", "skipped", "failed", "deleted"],
+    case_sensitive=False,
+)
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -159,7 +167,7 @@ def get(context: click.Context, job_id: str) -> None:
 
 
 @main.command(name="list")
-@click.option("--status", "statuses", multiple=True, help="Only jobs in this status.")
+@click.option("--status", "statuses", multiple=True, type=JOB_STATUSES, help="Only these.")
 @click.option("--type", "import_type", help="Only jobs of this import type.")
 @click.option("--limit", default=20, show_default=True, help="At most this many jobs.")
 @click.pass_context
@@ -203,7 +211,7 @@ def watch(context: click.Context, job_id: str) -> None:
 
 @main.command()
 @click.argument("job_id")
-@click.option("--status", "statuses", multiple=True, help="Only entries in this status.")
+@click.option("--status", "statuses", multiple=True, type=ENTRY_STATUSES, help="Only these.")
 @click.option("--limit", default=50, show_default=True, help="At most this many entries.")
 @click.pass_context
 def entries(context: click.Context, job_id: str, statuses: tuple[str, ...], limit: int) -> None:
@@ -244,7 +252,9 @@ def cancel(context: click.Context, job_id: str) -> None:
 @main.command()
 @click.argument("job_id")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--status", "statuses", multiple=True, help="Default: failed and skipped.")
+@click.option(
+    "--status", "statuses", multiple=True, type=ENTRY_STATUSES, help="Default: failed, skipped."
+)
 @click.pass_context
 def export(context: click.Context, job_id: str, output: Path, statuses: tuple[str, ...]) -> None:
     """Download the rows that were not imported, as CSV to fix and import again."""

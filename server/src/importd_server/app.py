@@ -111,6 +111,12 @@ class Application:
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
+                # Clients ping every 20 s to find dead peers (importd_client does); accept
+                # that, and ping quiet clients in turn so abandoned streams are released.
+                ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+                ("grpc.http2.max_ping_strikes", 0),
+                ("grpc.keepalive_time_ms", 60_000),
+                ("grpc.keepalive_timeout_ms", 20_000),
             ],
         )
         pb_grpc.add_ImportServiceServicer_to_server(servicer, server)

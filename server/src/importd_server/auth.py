@@ -75,10 +75,18 @@ class Authenticator:
             for p in (settings.auth_rs256_public_keys or "").split(",")
             if p.strip()
         ]
-        secrets = [s for s in (settings.auth_hs256_secrets or "").split(",") if s]
+        secrets = [s.strip() for s in (settings.auth_hs256_secrets or "").split(",") if s.strip()]
         static = (
             load_static_tokens(settings.auth_static_tokens) if settings.auth_static_tokens else {}
         )
+        configured = (
+            settings.auth_static_tokens
+            or settings.auth_hs256_secrets
+            or settings.auth_rs256_public_keys
+        )
+        if configured and not (static or secrets or keys):
+            # A typo must not turn authentication off.
+            raise ValueError("authentication is configured but yields no token, secret or key")
         return cls(
             static_tokens=static,
             hs256_secrets=secrets,
@@ -110,7 +118,7 @@ class Authenticator:
     def _verify_jwt(self, token: str) -> Principal:
         try:
             algorithm = jwt.get_unverified_header(token).get("alg")
-        except jwt.DecodeError:
+        except jwt.PyJWTError:
             raise Unauthenticated(
                 "the token is not a known token or a JWT", reason="MALFORMED_TOKEN"
             ) from None

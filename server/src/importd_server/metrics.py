@@ -111,17 +111,27 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
     def _timed_stream(self, method: str, behavior: Any) -> Any:
         async def timed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             started = time.perf_counter()
+            finished = False
             try:
                 async for message in behavior(request, context):
                     yield message
+                finished = True
             finally:
-                self._observe(method, context, started)
+                # A stream closed before its end was cancelled by the caller.
+                self._observe(method, context, started, None if finished else "CANCELLED")
 
         return timed
 
     def _observe(
-        self, method: str, context: grpc.aio.ServicerContext[Any, Any], started: float
+        self,
+        method: str,
+        context: grpc.aio.ServicerContext[Any, Any],
+        started: float,
+        unfinished: str | None = None,
     ) -> None:
         code = context.code()
-        name = code.name if isinstance(code, grpc.StatusCode) else "OK" if not code else str(code)
+        if isinstance(code, grpc.StatusCode):
+            name = code.name
+        else:
+            name = unfinished or ("OK" if not code else str(code))
         self._metrics.rpc_seconds.labels(method, name).observe(time.perf_counter() - started)

@@ -36,7 +36,7 @@ from importd_server.errors import (
     PermissionDenied,
     ResourceExhausted,
 )
-from importd_server.model import EntryStatus, Job, JobCursor, JobFilter
+from importd_server.model import EntryStatus, Job, JobCursor, JobFilter, JobStatus
 from importd_server.progress.hub import ProgressHub
 from importd_server.store.entries import EntryStore
 from importd_server.store.jobs import JobStore
@@ -119,6 +119,9 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
             self._settings.max_rows,
             self._settings.max_file_bytes,
         )
+        existing = await self._stager.existing(new_job)
+        if existing is not None:
+            return job_to_proto(existing)  # a retried start: the limit was checked the first time
         active = await self._jobs.count_active_jobs(caller.tenant)
         if active >= self._settings.max_active_jobs_per_tenant:
             raise ResourceExhausted(
@@ -128,7 +131,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
                 metadata={"limit": str(self._settings.max_active_jobs_per_tenant)},
             )
         if spec.source_uri:
-            path = resolve_source_uri(spec.source_uri, self._settings.source_dir)
+            path = resolve_source_uri(spec.source_uri, self._settings.source_dir, caller.tenant)
             if await anext(aiter(request_iterator), None) is not None:
                 raise InvalidArgument.for_field(
                     "chunk", "no file chunks may follow a spec with a source_uri"
@@ -220,6 +223,8 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         if cancelled is not None:
             return job_to_proto(cancelled)
         job = await self._job(job_id, caller)
+        if job.status is JobStatus.CANCELLED:
+            return job_to_proto(job)  # cancelling twice (a retried call) is no error
         raise FailedPrecondition(
             f"job {job_id} has already ended ({job.status.value}); only a queued or running"
             " job can be cancelled",

@@ -10,8 +10,9 @@ from importd_server.errors import FailedPrecondition, InvalidArgument
 FIELD = "spec.source_uri"
 
 
-def resolve_source_uri(uri: str, allowed_dir: Path | None) -> Path:
-    """The file a `file://` URI names, if it lies inside `allowed_dir` (symlinks resolved)."""
+def resolve_source_uri(uri: str, allowed_dir: Path | None, tenant: str) -> Path:
+    """The file a `file://` URI names, if it lies inside the tenant's folder of `allowed_dir`
+    (`<allowed_dir>/<tenant>/`, symlinks resolved): no tenant reads another's files."""
     if allowed_dir is None:
         raise FailedPrecondition(
             "source_uri imports are disabled on this server (IMPORTD_SOURCE_DIR is not set)",
@@ -24,7 +25,7 @@ def resolve_source_uri(uri: str, allowed_dir: Path | None) -> Path:
         )
     if parts.netloc not in ("", "localhost"):
         raise InvalidArgument.for_field(FIELD, "a file:// URI must name a local path")
-    root = allowed_dir.resolve()
+    root = (allowed_dir / tenant).resolve()
     raw_path = unquote(parts.path)
     if "\x00" in raw_path:
         raise InvalidArgument.for_field(FIELD, "the path contains a NUL character")

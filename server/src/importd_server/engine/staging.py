@@ -22,7 +22,7 @@ from importd_server.engine.import_types import ImportType
 from importd_server.engine.parsing import FileColumns, FileError, ParseOptions, parse_rows
 from importd_server.engine.processing import fail_if_too_many_errors
 from importd_server.engine.validation import RowChecker
-from importd_server.errors import AlreadyExists
+from importd_server.errors import AlreadyExists, PermissionDenied
 from importd_server.model import EntryStatus, ImportMode, Job
 from importd_server.store.entries import EntryRecord, copy_entries, errors_to_json
 from importd_server.store.jobs import QUERIES as JOB_QUERIES
@@ -131,25 +131,31 @@ class Stager:
     async def start(self, new_job: NewJob, chunks: AsyncIterator[bytes]) -> Job:
         """The job for this request: the existing one for a repeated request_id (AIP-155),
         else a new one made from the file."""
-        existing = await self._existing(new_job)
+        existing = await self.existing(new_job)
         if existing is not None:
             return existing
         try:
             return await self.receive(new_job, chunks)
         except asyncpg.UniqueViolationError:
             # The same request_id raced us and committed first.
-            existing = await self._existing(new_job)
+            existing = await self.existing(new_job)
             if existing is None:
                 raise
             return existing
 
-    async def _existing(self, new_job: NewJob) -> Job | None:
+    async def existing(self, new_job: NewJob) -> Job | None:
+        """The job an earlier start with the same request_id made, if any (AIP-155)."""
         if new_job.request_id is None:
             return None
         found = await self._jobs.find_by_request_id(new_job.tenant, new_job.request_id)
         if found is None:
             return None
         job, digest = found
+        if job.live and not new_job.live:
+            raise PermissionDenied(
+                "request_id belongs to a live job; a test token cannot touch it",
+                reason="TEST_TOKEN_ON_LIVE_JOB",
+            )
         if digest != new_job.spec_digest:
             raise AlreadyExists(
                 f"request_id {new_job.request_id!r} was used for another import (job {job.id})",
