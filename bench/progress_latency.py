@@ -58,10 +58,12 @@ async def main() -> None:
         path = Path(folder) / "contacts.csv"
         write_contacts(path, args.rows)
         await reset(database_url)
-        with serve(Path(folder), database_url, workers="2", chunk_size=args.chunk_size) as (
-            port,
-            _,
-        ):
+        settings = {
+            "workers": "2",
+            "chunk_size": args.chunk_size,
+            "max_streams_per_tenant": str(args.watchers),  # every watcher is one tenant's
+        }
+        with serve(Path(folder), database_url, **settings) as (port, _):
             channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for _ in range(CHANNELS)]
             stubs = [pb_grpc.ImportServiceStub(c) for c in channels]
             job = await stubs[0].StartImport(upsert_contacts(path))
