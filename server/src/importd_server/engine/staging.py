@@ -169,7 +169,12 @@ class Stager:
         row needs processing), or FAILED with a job-level error when the file is unreadable.
         An exception (the caller went away, the database failed) leaves nothing stored."""
         job_id = uuid.uuid4()
-        bound = log.bind(job_id=str(job_id), import_type=new_job.import_type.name)
+        bound = log.bind(
+            job_id=str(job_id),
+            import_type=new_job.import_type.name,
+            tenant=new_job.tenant,
+            request_id=new_job.request_id,
+        )
         received = _Received()
         async with self._pool.acquire() as connection:
             try:
