@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -130,3 +130,12 @@ async def read_to_end(stream: Any) -> list[pb.ProgressEvent]:
     while (event := await stream.read()) is not grpc.aio.EOF:
         events.append(event)
     return events
+
+
+async def wait_until(condition: Callable[[], bool], within: float = 10) -> None:
+    """Returns once `condition()` holds; fails after `within` seconds."""
+    async with asyncio.timeout(within):
+        while True:
+            if condition():
+                return
+            await asyncio.sleep(0.02)

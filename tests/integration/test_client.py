@@ -26,6 +26,7 @@ from importd_client import (
 )
 from tests.acceptance.processes import free_port
 from tests.conftest import AppFactory
+from tests.rpc import wait_until
 
 MIXED = b"email,first_name,score\na@x.com,A,1\nbad,B,2\nc@x.com,C,300\nd@x.com,D,4\n"
 
@@ -182,7 +183,7 @@ async def test_progress_resumes_across_a_server_restart(make_app: AppFactory) ->
                 events.append(event)
 
         following = asyncio.create_task(follow())
-        await _until(lambda: len(events) >= 1)
+        await wait_until(lambda: len(events) >= 1)
         await first.stop(grace=1)  # the stream ends UNAVAILABLE; the job is still queued
         await make_app(port=port, workers=2)  # a new server on the same address
         await asyncio.wait_for(following, 30)
@@ -214,14 +215,6 @@ def use_the_sync_client(target: str, tmp_path: Path) -> None:
 async def _start_later(make_app: AppFactory, port: int, delay: float) -> None:
     await asyncio.sleep(delay)
     await make_app(port=port)
-
-
-async def _until(condition: Callable[[], bool], within: float = 10) -> None:
-    async with asyncio.timeout(within):
-        while True:
-            if condition():
-                return
-            await asyncio.sleep(0.02)
 
 
 async def test_closing_the_sync_client_ends_calls_still_waiting_in_other_threads() -> None:

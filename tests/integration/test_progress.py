@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
 
 import asyncpg
 import grpc
@@ -24,14 +23,6 @@ from tests.rpc import (
     wait_for_job,
     wait_for_progress,
 )
-
-
-async def wait_until(condition: Callable[[], bool], within: float = 5) -> None:
-    async with asyncio.timeout(within):
-        while True:
-            if condition():
-                return
-            await asyncio.sleep(0.02)
 
 
 def contacts_file(rows: int) -> bytes:
