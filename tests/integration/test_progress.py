@@ -22,6 +22,7 @@ from tests.rpc import (
     start_import,
     wait_for_job,
     wait_for_progress,
+    wait_until,
 )
 
 
