@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 
@@ -162,3 +163,32 @@ async def test_rpcs_on_an_unknown_job_are_not_found(stub: pb_grpc.ImportServiceS
         async for _ in stub.ExportEntries(pb.ExportEntriesRequest(id=unknown)):
             pass
     assert exported.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_export_shows_rows_the_columns_cannot_hold(stub: pb_grpc.ImportServiceStub) -> None:
+    jsonl = await import_and_wait(stub, b'{"email": "a@x.com"}\n[1, 2]\n', file_name="x.jsonl")
+    csv_job = await import_and_wait(stub, b"email\nb@x.com,extra\n")
+    for job, expected in (
+        (jsonl, "a line must be a JSON object [NOT_AN_OBJECT]: [1, 2]"),
+        (csv_job, "the row has 2 fields, the header has 1 [WRONG_FIELD_COUNT]: b@x.com,extra"),
+    ):
+        data = b"".join(
+            [r.chunk async for r in stub.ExportEntries(pb.ExportEntriesRequest(id=job.id))]
+        )
+        rows = list(csv.reader(io.StringIO(data.decode())))
+        assert rows[1][-1] == expected
+
+
+async def test_overlapping_update_jobs_finish_without_deadlocks(
+    stub: pb_grpc.ImportServiceStub,
+) -> None:
+    keys = [f"k{i}@x.com" for i in range(40)]
+    await import_and_wait(stub, ("email\n" + "\n".join(keys) + "\n").encode())
+    forward = ("email,score\n" + "".join(f"{k},1\n" for k in keys)).encode()
+    backward = ("email,score\n" + "".join(f"{k},2\n" for k in reversed(keys))).encode()
+    jobs = await asyncio.gather(
+        *(import_and_wait(stub, data, mode=pb.IMPORT_MODE_UPDATE) for data in (forward, backward))
+    )
+    for job in jobs:
+        assert job.status == pb.JOB_STATUS_SUCCEEDED
+        assert job.updated_count + job.unchanged_count == 40

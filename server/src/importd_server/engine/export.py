@@ -15,7 +15,12 @@ FLUSH_BYTES = 64 * 1024
 
 def describe_errors(entry: Entry) -> str:
     """A row's errors (or its note) in one readable cell."""
-    described = [f"{e.field + ': ' if e.field else ''}{e.message} [{e.code}]" for e in entry.errors]
+    # A row-level error (no field) shows the row as read: the export's columns cannot hold
+    # a line that was not a JSON object, or a row with more fields than the header.
+    described = [
+        f"{e.field}: {e.message} [{e.code}]" if e.field else f"{e.message} [{e.code}]: {e.value}"
+        for e in entry.errors
+    ]
     if not described and entry.note:
         described.append(entry.note)
     return "; ".join(described)

@@ -217,7 +217,7 @@ def _csv_rows(
             wrong_count = RowError(
                 "WRONG_FIELD_COUNT",
                 "",
-                str(len(fields)),
+                options.delimiter.join(fields)[:MAX_EXCERPT_CHARS],
                 f"the row has {len(fields)} fields, the header has {len(header)}",
             )
             yield ParsedRow(row_number, start_line, fields, wrong_count)

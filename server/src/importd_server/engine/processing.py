@@ -280,6 +280,8 @@ async def _stage(work: _Work, valid: list[tuple[Any, ...]]) -> None:
 async def _apply_rows(work: _Work, valid: list[tuple[Any, ...]]) -> None:
     """Stages the rows and applies them in one statement that records their verdicts."""
     await _stage(work, valid)
+    if work.plan.lock_targets is not None:
+        await work.connection.execute(work.plan.lock_targets)
     recorded = await work.connection.fetch(work.plan.apply_and_record, work.claim.job_id)
     work.counts.update({row["status"]: row["n"] for row in recorded})
 

@@ -105,6 +105,10 @@ class ApplyPlan:
     create_stage: str
     columns: tuple[str, ...]
     tenant_scoped: bool
+    # Locks the target rows the stage matches, in key order, before an UPDATE or DELETE
+    # (which would lock them in plan order): two jobs touching the same keys then wait for
+    # each other instead of deadlocking. INSERTs already go in key order.
+    lock_targets: str | None
     verdicts: str
     apply_and_record: str
 
@@ -209,6 +213,12 @@ def apply_plan(
         create_stage=create_stage,
         columns=("row_number", *names),
         tenant_scoped=bool(tenant),
+        lock_targets=(
+            f"SELECT 1 FROM {table} t JOIN {stage} s ON {match('t', 's')}"
+            f" ORDER BY {', '.join(f't.{k}' for k in keys)} FOR UPDATE OF t"
+            if mode in (ImportMode.UPDATE, ImportMode.DELETE)
+            else None
+        ),
         verdicts=f"WITH applied AS ({applied}) {outcome}",
         apply_and_record=f"""
             WITH applied AS ({applied}),
