@@ -255,8 +255,12 @@ async def test_a_row_the_database_refuses_fails_alone_with_the_databases_reason(
 ) -> None:
     # A rule importd does not know: the table's owner added it.
     await db.execute("ALTER TABLE contacts ADD CONSTRAINT low_scores CHECK (score < 50)")
+    data = b"email,score\na@x.com,10\nb@x.com,60\nc@x.com,20\n"
     try:
-        job = await import_and_wait(stub, b"email,score\na@x.com,10\nb@x.com,60\nc@x.com,20\n")
+        dry = await import_and_wait(stub, data, dry_run=True)
+        assert counts(dry) == {"created": 2, "failed": 1}
+        assert await contacts(db) == {}
+        job = await import_and_wait(stub, data)
     finally:
         await db.execute("ALTER TABLE contacts DROP CONSTRAINT low_scores")
     assert job.status == pb.JOB_STATUS_PARTIALLY_SUCCEEDED

@@ -27,7 +27,7 @@ from importd_server.auth import READ, WRITE, Authenticator, Principal
 from importd_server.config import Settings
 from importd_server.engine.export import export_csv
 from importd_server.engine.import_types import ImportType
-from importd_server.engine.sources import resolve_source_uri
+from importd_server.engine.sources import open_source
 from importd_server.engine.staging import Stager, file_chunks
 from importd_server.errors import (
     FailedPrecondition,
@@ -131,12 +131,12 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
                 metadata={"limit": str(self._settings.max_active_jobs_per_tenant)},
             )
         if spec.source_uri:
-            path = resolve_source_uri(spec.source_uri, self._settings.source_dir, caller.tenant)
             if await anext(aiter(request_iterator), None) is not None:
                 raise InvalidArgument.for_field(
                     "chunk", "no file chunks may follow a spec with a source_uri"
                 )
-            job = await self._stager.start(new_job, file_chunks(str(path)))
+            source = open_source(spec.source_uri, self._settings.source_dir, caller.tenant)
+            job = await self._stager.start(new_job, file_chunks(source))
         else:
             job = await self._stager.start(new_job, _file_bytes(request_iterator))
         self._on_job_queued()

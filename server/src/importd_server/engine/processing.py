@@ -205,15 +205,13 @@ class ChunkProcessor:
         table), each row is applied alone instead, and the refused ones are FAILED with the
         database's reason: one bad row never fails the chunk, let alone the job."""
         try:
-            async with work.connection.transaction():  # a savepoint
-                await _apply_rows(work, valid)
+            await _apply_rows(work, valid, outcomes)
             return
         except REFUSED_BY_DATABASE:
             pass
         for row in valid:
             try:
-                async with work.connection.transaction():
-                    await _apply_rows(work, [row])
+                await _apply_rows(work, [row], outcomes)
             except REFUSED_BY_DATABASE as refusal:
                 problem = RowError("REJECTED_BY_DATABASE", "", "", str(refusal).split("\n")[0])
                 outcomes.add(
@@ -228,7 +226,7 @@ class ChunkProcessor:
 
     async def _batch(self, work: _Work, first: int, last: int, *, apply: bool) -> None:
         """Validates rows first..last; records failures; applies the valid rows if `apply`."""
-        connection, claim, plan = work.connection, work.claim, work.plan
+        connection, claim = work.connection, work.claim
         await connection.execute(
             CHUNK_QUERIES["extend_lease"], claim.job_id, claim.chunk_number, self._lease_seconds
         )
@@ -245,17 +243,7 @@ class ChunkProcessor:
             else:
                 valid.append((row_number, *work.tenant, *result.values))
         if apply and valid:
-            if work.dry_run:
-                await _stage(work, valid)
-                # Run the real statement, keep its verdicts, undo its writes.
-                savepoint = connection.transaction()
-                await savepoint.start()
-                verdicts = await connection.fetch(plan.verdicts)
-                await savepoint.rollback()
-                for row in verdicts:
-                    outcomes.add(row["row_number"], row["status"], row["note"])
-            else:
-                await self._apply(work, valid, outcomes)
+            await self._apply(work, valid, outcomes)
         if outcomes.row_numbers:
             await connection.execute(
                 ENTRY_QUERIES["record_outcomes"],
@@ -277,12 +265,27 @@ async def _stage(work: _Work, valid: list[tuple[Any, ...]]) -> None:
     )
 
 
-async def _apply_rows(work: _Work, valid: list[tuple[Any, ...]]) -> None:
-    """Stages the rows and applies them in one statement that records their verdicts."""
-    await _stage(work, valid)
-    if work.plan.lock_targets is not None:
-        await work.connection.execute(work.plan.lock_targets)
-    recorded = await work.connection.fetch(work.plan.apply_and_record, work.claim.job_id)
+async def _apply_rows(work: _Work, valid: list[tuple[Any, ...]], outcomes: _Outcomes) -> None:
+    """Applies the rows in a savepoint: set-wise, recording each verdict in its entry; or,
+    for a dry run, keeping the verdicts and rolling the writes back."""
+    connection, plan = work.connection, work.plan
+    savepoint = connection.transaction()
+    await savepoint.start()
+    try:
+        await _stage(work, valid)
+        if plan.lock_targets is not None:
+            await connection.execute(plan.lock_targets)
+        if work.dry_run:
+            verdicts = await connection.fetch(plan.verdicts)
+            await savepoint.rollback()
+            for row in verdicts:
+                outcomes.add(row["row_number"], row["status"], row["note"])
+            return
+        recorded = await connection.fetch(plan.apply_and_record, work.claim.job_id)
+    except BaseException:
+        await savepoint.rollback()
+        raise
+    await savepoint.commit()
     work.counts.update({row["status"]: row["n"] for row in recorded})
 
 

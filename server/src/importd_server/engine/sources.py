@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
 from importd_server.errors import FailedPrecondition, InvalidArgument
@@ -35,3 +36,18 @@ def resolve_source_uri(uri: str, allowed_dir: Path | None, tenant: str) -> Path:
     if not path.is_file():
         raise InvalidArgument.for_field(FIELD, f"no file at {path}")
     return path
+
+
+def open_source(uri: str, allowed_dir: Path | None, tenant: str) -> BinaryIO:
+    """The file a `file://` URI names, opened for reading, if it lies inside the tenant's
+    folder. The check is repeated on the file actually opened, so a symlink swapped in
+    between cannot lead outside."""
+    path = resolve_source_uri(uri, allowed_dir, tenant)
+    source = path.open("rb")
+    opened = Path(f"/proc/self/fd/{source.fileno()}")
+    if opened.exists():  # Linux: where the open descriptor really points
+        root = (allowed_dir / tenant).resolve() if allowed_dir else path.parent
+        if not opened.resolve().is_relative_to(root):
+            source.close()
+            raise InvalidArgument.for_field(FIELD, "the path left the allowed folder")
+    return source

@@ -13,7 +13,7 @@ import queue
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import asyncpg
 import structlog
@@ -335,8 +335,8 @@ async def _notify(connection: Connection, job_id: uuid.UUID) -> None:
     await connection.execute("SELECT pg_notify('importd_progress', $1)", str(job_id))
 
 
-async def file_chunks(path: str, block_size: int = 1 << 20) -> AsyncIterator[bytes]:
-    """A file's bytes in blocks, read in a worker thread (for source_uri imports)."""
-    with open(path, "rb") as source:  # noqa: ASYNC230 - opening is instant; reads are threaded
+async def file_chunks(source: BinaryIO, block_size: int = 1 << 20) -> AsyncIterator[bytes]:
+    """An open file's bytes in blocks, read in a worker thread; closes it at the end."""
+    with source:
         while block := await asyncio.to_thread(source.read, block_size):
             yield block
