@@ -53,3 +53,9 @@ def test_flags_override_the_environment() -> None:
 def test_bad_settings_are_refused_with_a_precise_message(env: dict[str, str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Settings.from_env(env)
+
+
+def test_optional_settings_can_be_turned_off() -> None:
+    assert Settings.from_env({"IMPORTD_METRICS_PORT": "off"}).metrics_port is None
+    assert Settings.from_env({"IMPORTD_METRICS_PORT": "9100"}).metrics_port == 9100
+    assert Settings.from_env({}).metrics_port == 9464

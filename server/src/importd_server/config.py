@@ -110,7 +110,10 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _parse(name: str, raw: str) -> Any:
-    kind = str({f.name: f.type for f in fields(Settings)}[name]).removesuffix(" | None")
+    declared = str({f.name: f.type for f in fields(Settings)}[name])
+    if declared.endswith(" | None") and raw.lower() in ("off", "none"):
+        return None  # e.g. IMPORTD_METRICS_PORT=off
+    kind = declared.removesuffix(" | None")
     try:
         if kind == "int":
             return int(raw)
