@@ -10,11 +10,9 @@ import grpc
 
 from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
-from importd_server.store.sql import load_queries
+from importd_server.store.sql import CHUNK_QUERIES as CHUNKS
 from tests.conftest import AppFactory
 from tests.rpc import counts, entries_of, start_import, wait_for_job, wait_for_progress
-
-CHUNKS = load_queries("chunks.sql")
 
 
 def contacts_file(rows: int) -> bytes:

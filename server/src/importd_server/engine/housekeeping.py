@@ -11,7 +11,7 @@ import structlog
 
 from importd_server.metrics import Metrics
 from importd_server.model import JobStatus
-from importd_server.store.jobs import QUERIES as JOB_QUERIES
+from importd_server.store.sql import JOB_QUERIES
 
 log = structlog.get_logger(__name__)
 

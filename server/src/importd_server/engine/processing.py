@@ -20,18 +20,16 @@ from importd_server.engine.parsing import FileColumns
 from importd_server.engine.validation import RowChecker
 from importd_server.model import EntryStatus, ImportMode, RowError
 from importd_server.store.entries import errors_to_json
-from importd_server.store.jobs import QUERIES as JOB_QUERIES
+from importd_server.store.jobs import notify_progress
 from importd_server.store.pool import Connection
-from importd_server.store.sql import load_queries
+from importd_server.store.sql import CHUNK_QUERIES, ENTRY_QUERIES, JOB_QUERIES
 from importd_server.store.targets import ApplyPlan, apply_plan, quote
 
 log = structlog.get_logger(__name__)
 
-CHUNK_QUERIES = load_queries("chunks.sql")
 # Refusals of one row's values; anything else (lost connection, deadlock) fails the chunk,
 # which is then retried.
 REFUSED_BY_DATABASE = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
-ENTRY_QUERIES = load_queries("entries.sql")
 
 
 @dataclass(frozen=True)
@@ -181,7 +179,7 @@ class ChunkProcessor:
             connection, claim.job_id, updated["failed_count"], updated["max_errors"]
         ):
             await connection.execute(JOB_QUERIES["finish_job_if_done"], claim.job_id)
-        await connection.execute("SELECT pg_notify('importd_progress', $1)", str(claim.job_id))
+        await notify_progress(connection, claim.job_id)
         return ChunkOutcome(import_type.name, dict(counts))
 
     async def _all_or_nothing(self, work: _Work, *, already_failed: bool) -> None:

@@ -25,15 +25,12 @@ from importd_server.engine.validation import RowChecker
 from importd_server.errors import AlreadyExists, PermissionDenied
 from importd_server.model import EntryStatus, ImportMode, Job
 from importd_server.store.entries import EntryRecord, copy_entries, errors_to_json
-from importd_server.store.jobs import QUERIES as JOB_QUERIES
-from importd_server.store.jobs import JobStore
+from importd_server.store.jobs import JobStore, notify_progress
 from importd_server.store.pool import Connection
-from importd_server.store.sql import load_queries
+from importd_server.store.sql import CHUNK_QUERIES, ENTRY_QUERIES, JOB_QUERIES
 
 log = structlog.get_logger(__name__)
 
-CHUNK_QUERIES = load_queries("chunks.sql")
-ENTRY_QUERIES = load_queries("entries.sql")
 COPY_BATCH_ROWS = 5000
 PENDING = EntryStatus.PENDING.value
 FAILED = EntryStatus.FAILED.value
@@ -193,7 +190,7 @@ class Stager:
                         error.reason,
                         error.message,
                     )
-                    await _notify(connection, job_id)
+                    await notify_progress(connection, job_id)
         job = await self._jobs.get_job(job_id, new_job.tenant)
         assert job is not None
         bound.info(
@@ -306,7 +303,7 @@ class Stager:
             await connection.execute(CHUNK_QUERIES["create_chunks"], job_id, total, chunk_size)
         else:
             await connection.execute(JOB_QUERIES["finish_job_if_done"], job_id)
-        await _notify(connection, job_id)
+        await notify_progress(connection, job_id)
 
 
 async def _record_file(
@@ -329,10 +326,6 @@ async def _record_file(
         failed,
         skipped,
     )
-
-
-async def _notify(connection: Connection, job_id: uuid.UUID) -> None:
-    await connection.execute("SELECT pg_notify('importd_progress', $1)", str(job_id))
 
 
 async def file_chunks(source: BinaryIO, block_size: int = 1 << 20) -> AsyncIterator[bytes]:

@@ -13,12 +13,10 @@ import structlog
 
 from importd_server.engine.processing import ChunkProcessor, Claim
 from importd_server.metrics import Metrics
-from importd_server.store.jobs import QUERIES as JOB_QUERIES
-from importd_server.store.sql import load_queries
+from importd_server.store.jobs import notify_progress
+from importd_server.store.sql import CHUNK_QUERIES, JOB_QUERIES
 
 log = structlog.get_logger(__name__)
-
-CHUNK_QUERIES = load_queries("chunks.sql")
 
 
 class WorkerPool:
@@ -111,9 +109,7 @@ class WorkerPool:
                     f"chunk {claim.chunk_number} (rows {claim.first_row}-{claim.last_row})"
                     f" failed {claim.attempts - 1} times; see the server log",
                 )
-                await connection.execute(
-                    "SELECT pg_notify('importd_progress', $1)", str(claim.job_id)
-                )
+                await notify_progress(connection, claim.job_id)
                 return True
             outcome = await self._processor.process(connection, claim, owner)
             if outcome is not None:

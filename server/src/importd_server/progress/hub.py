@@ -14,12 +14,11 @@ import structlog
 
 from importd_server.errors import Unavailable
 from importd_server.model import Job
-from importd_server.store.jobs import JobStore
+from importd_server.store.jobs import PROGRESS_CHANNEL, JobStore
 from importd_server.store.pool import Connection
 
 log = structlog.get_logger(__name__)
 
-CHANNEL = "importd_progress"
 LISTENER_NAME = "importd-progress-listener"
 
 
@@ -149,7 +148,7 @@ class ProgressHub:
         lost = asyncio.Event()
         connection.add_termination_listener(lambda _: lost.set())
         try:
-            await connection.add_listener(CHANNEL, self._on_notification)
+            await connection.add_listener(PROGRESS_CHANNEL, self._on_notification)
             self.listening.set()
             log.debug("progress listener connected")
             self._resync()

@@ -10,9 +10,8 @@ import asyncpg
 
 from importd_server.model import Entry, EntryPage, EntryStatus, RowError
 from importd_server.store.pool import Connection
-from importd_server.store.sql import load_queries
+from importd_server.store.sql import ENTRY_QUERIES
 
-QUERIES = load_queries("entries.sql")
 ENTRY_COLUMNS = ("job_id", "row_number", "line_number", "status", "key", "raw", "errors")
 
 # One entry as COPY takes it, in ENTRY_COLUMNS order.
@@ -48,9 +47,9 @@ class EntryStore:
         wanted = [s.value for s in statuses]
         async with self._pool.acquire() as connection:
             rows = await connection.fetch(
-                QUERIES["list_entries"], job_id, wanted, after_row, offset, page_size + 1
+                ENTRY_QUERIES["list_entries"], job_id, wanted, after_row, offset, page_size + 1
             )
-            total = await connection.fetchval(QUERIES["count_entries"], job_id, wanted)
+            total = await connection.fetchval(ENTRY_QUERIES["count_entries"], job_id, wanted)
         entries = tuple(entry_from_row(r, columns) for r in rows[:page_size])
         next_after = entries[-1].row_number if len(rows) > page_size else None
         return EntryPage(entries, next_after, total)
@@ -67,7 +66,7 @@ class EntryStore:
         after = 0
         while True:
             rows = await self._pool.fetch(
-                QUERIES["list_entries"], job_id, wanted, after, 0, batch_size
+                ENTRY_QUERIES["list_entries"], job_id, wanted, after, 0, batch_size
             )
             for row in rows:
                 yield entry_from_row(row, columns)

@@ -18,9 +18,16 @@ from importd_server.model import (
     JobStage,
     JobStatus,
 )
-from importd_server.store.sql import load_queries
+from importd_server.store.pool import Connection
+from importd_server.store.sql import JOB_QUERIES
 
-QUERIES = load_queries("jobs.sql")
+PROGRESS_CHANNEL = "importd_progress"
+
+
+async def notify_progress(connection: Connection, job_id: uuid.UUID) -> None:
+    """Tells every replica's progress hub the job changed (delivered when the transaction
+    commits)."""
+    await connection.execute("SELECT pg_notify($1, $2)", PROGRESS_CHANNEL, str(job_id))
 
 
 class JobStore:
@@ -31,29 +38,29 @@ class JobStore:
 
     async def get_job(self, job_id: uuid.UUID, tenant: str) -> Job | None:
         """The tenant's job with this id, or None."""
-        row = await self._pool.fetchrow(QUERIES["get_job"], job_id, tenant)
+        row = await self._pool.fetchrow(JOB_QUERIES["get_job"], job_id, tenant)
         return job_from_row(row) if row else None
 
     async def count_active_jobs(self, tenant: str) -> int:
         """How many of the tenant's jobs are queued or running."""
-        count: int = await self._pool.fetchval(QUERIES["count_active_jobs"], tenant)
+        count: int = await self._pool.fetchval(JOB_QUERIES["count_active_jobs"], tenant)
         return count
 
     async def get_jobs(self, job_ids: list[uuid.UUID]) -> list[Job]:
         """The jobs with these ids, whoever's they are (for the progress hub)."""
-        return [job_from_row(r) for r in await self._pool.fetch(QUERIES["get_jobs"], job_ids)]
+        return [job_from_row(r) for r in await self._pool.fetch(JOB_QUERIES["get_jobs"], job_ids)]
 
     async def find_by_request_id(self, tenant: str, request_id: str) -> tuple[Job, str] | None:
         """The tenant's job started with this request_id, and the digest of its spec."""
-        row = await self._pool.fetchrow(QUERIES["find_job_by_request_id"], tenant, request_id)
+        row = await self._pool.fetchrow(JOB_QUERIES["find_job_by_request_id"], tenant, request_id)
         return (job_from_row(row), row["spec_digest"]) if row else None
 
     async def cancel_job(self, job_id: uuid.UUID, tenant: str) -> Job | None:
         """Cancels a queued or running job; None if it is not (or no longer) cancellable."""
         async with self._pool.acquire() as connection, connection.transaction():
-            row = await connection.fetchrow(QUERIES["cancel_job"], job_id, tenant)
+            row = await connection.fetchrow(JOB_QUERIES["cancel_job"], job_id, tenant)
             if row is not None:
-                await connection.execute("SELECT pg_notify('importd_progress', $1)", str(job_id))
+                await notify_progress(connection, job_id)
         return job_from_row(row) if row else None
 
     async def file_columns(self, job_id: uuid.UUID) -> list[str]:
@@ -68,7 +75,7 @@ class JobStore:
     ) -> JobPage:
         """One page of the filter's jobs, newest first, starting after `after`."""
         rows = await self._pool.fetch(
-            QUERIES["list_jobs"],
+            JOB_QUERIES["list_jobs"],
             job_filter.tenant,
             [s.value for s in job_filter.statuses],
             after.create_time if after else None,

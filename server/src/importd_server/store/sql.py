@@ -14,3 +14,9 @@ def load_queries(file_name: str) -> dict[str, str]:
     parts = _NAME.split(text)
     # parts = [preamble, name1, body1, name2, body2, ...]
     return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+
+
+# Each file read once; the stores and the engine share these.
+JOB_QUERIES = load_queries("jobs.sql")
+CHUNK_QUERIES = load_queries("chunks.sql")
+ENTRY_QUERIES = load_queries("entries.sql")
