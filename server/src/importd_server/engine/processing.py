@@ -72,6 +72,10 @@ class _Outcomes:
         self.notes.append(note)
         self.errors.append(errors)
 
+    def fail(self, row_number: int, errors: Sequence[RowError]) -> None:
+        """Records a FAILED row with its errors."""
+        self.add(row_number, EntryStatus.FAILED, None, json.dumps(errors_to_json(errors)))
+
 
 async def fail_if_too_many_errors(
     connection: Connection, job_id: uuid.UUID, failed: int, max_errors: int | None
@@ -212,9 +216,7 @@ class ChunkProcessor:
                 await _apply_rows(work, [row], outcomes)
             except REFUSED_BY_DATABASE as refusal:
                 problem = RowError("REJECTED_BY_DATABASE", "", "", str(refusal).split("\n")[0])
-                outcomes.add(
-                    row[0], EntryStatus.FAILED, None, json.dumps(errors_to_json([problem]))
-                )
+                outcomes.fail(row[0], [problem])
 
     def _batches(self, claim: Claim) -> list[tuple[int, int]]:
         return [
@@ -236,8 +238,7 @@ class ChunkProcessor:
         valid: list[tuple[Any, ...]] = []
         for row_number, result in checked:
             if result.values is None:
-                problems = json.dumps(errors_to_json(result.errors))
-                outcomes.add(row_number, EntryStatus.FAILED, None, problems)
+                outcomes.fail(row_number, result.errors)
             else:
                 valid.append((row_number, *work.tenant, *result.values))
         if apply and valid:
