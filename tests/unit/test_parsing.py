@@ -129,7 +129,7 @@ def test_jsonl_rows_and_bad_lines() -> None:
             "TOO_MANY_ROWS",
             "the file has more than 2 rows",
         ),
-        (gzip.compress(b"email\na@x.com\n")[:-6], {}, "INVALID_GZIP", None),
+        (gzip.compress(b"email\na@x.com\n", mtime=0)[:-6], {}, "INVALID_GZIP", None),
         (b"email\n", {"encoding": "utf-16"}, "UNSUPPORTED_ENCODING", None),
     ],
 )
@@ -164,7 +164,7 @@ def test_update_and_delete_need_only_the_key_column() -> None:
         ),
         (b"email\na@x.com\x00\n", {}, "NUL_CHARACTER", "line 2 contains a NUL character"),
         (
-            gzip.compress(b"email\n" + b"a@x.com\n" * 10_000),
+            gzip.compress(b"email\n" + b"a@x.com\n" * 10_000, mtime=0),
             {"max_chars": 1000},
             "FILE_TOO_LARGE",
             "the file holds more than 1000 characters",

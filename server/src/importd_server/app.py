@@ -68,7 +68,7 @@ class Application:
                 await ensure_target_table(connection, import_type)
         jobs = JobStore(self._pool)
         self.metrics = Metrics()
-        processor = ChunkProcessor(import_types, settings.lease_seconds, settings.chunk_size)
+        processor = ChunkProcessor(import_types, settings.lease_seconds)
         self.workers = WorkerPool(
             self._pool,
             processor,
@@ -79,7 +79,10 @@ class Application:
             max_attempts=settings.max_attempts,
         )
         stager = Stager(
-            self._pool, jobs, StagingLimits(settings.max_file_bytes, settings.chunk_size)
+            self._pool,
+            jobs,
+            StagingLimits(settings.max_file_bytes, settings.chunk_size),
+            self.metrics,
         )
         self.hub = ProgressHub(self.database_url, jobs)
         authenticator = Authenticator.from_settings(settings)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -129,6 +129,21 @@ class Job:
         if self.status.is_terminal or not self.total_rows or self.rows_per_second <= 0:
             return None
         return max(0.0, (self.total_rows - self.counts.processed) / self.rows_per_second)
+
+    def count_entries(self, statuses: Collection[EntryStatus]) -> int:
+        """How many of the job's entries have one of these statuses (any, when empty): the
+        counts change in the same transactions as the entries' outcomes, so they agree."""
+        counts = self.counts
+        by_status = {
+            EntryStatus.PENDING: (self.total_rows or 0) - counts.processed,
+            EntryStatus.CREATED: counts.created,
+            EntryStatus.UPDATED: counts.updated,
+            EntryStatus.UNCHANGED: counts.unchanged,
+            EntryStatus.SKIPPED: counts.skipped,
+            EntryStatus.FAILED: counts.failed,
+            EntryStatus.DELETED: counts.deleted,
+        }
+        return sum(by_status[s] for s in set(statuses)) if statuses else self.total_rows or 0
 
     @property
     def progress_percent(self) -> float:

@@ -203,7 +203,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
             after_row = row
         columns = await self._jobs.file_columns(job.id)
         page = await self._entries.list_entries(
-            job.id, columns, statuses, size, after_row=after_row, offset=request.offset
+            job, columns, statuses, size, after_row=after_row, offset=request.offset
         )
         next_token = ""
         if page.next_after_row is not None:

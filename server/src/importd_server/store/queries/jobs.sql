@@ -28,12 +28,12 @@ INSERT INTO import_jobs (
 ) VALUES ($1, $2, $3, $4, $5, $6, 'QUEUED', $7, $8, $9, $10, $11, $12, $13, $14);
 
 -- name: finish_staging
--- The file is received: record what it was and queue the job. $8 = rows that already
--- have an outcome (failed to parse, or superseded by a later row with the same key).
+-- The file is received: record what it was. $6 and $7 = rows that already have an outcome
+-- (failed, or superseded by a later row with the same key); $8 = rows per chunk.
 UPDATE import_jobs
 SET file_size_bytes = $2, sha256 = $3, total_rows = $4, columns = $5,
     failed_count = $6, skipped_count = $7, processed_rows = $6::bigint + $7::bigint,
-    update_time = clock_timestamp()
+    chunk_rows = $8, update_time = clock_timestamp()
 WHERE id = $1;
 
 -- name: fail_job
