@@ -22,15 +22,20 @@ Row = tuple[int, int, list[str], str | None]
 def by_blocks(data: bytes, options: ParseOptions, block_bytes: int) -> tuple[list[Row], list[str]]:
     columns = FileColumns()
     rows: list[Row] = []
-    arrow_rows = 0
     for block in read_blocks(
         io.BytesIO(data), options, CONTACTS, ImportMode.UPSERT, columns, block_bytes
     ):
         if isinstance(block, ColumnBlock):
             values = [c.to_pylist() for c in block.table.columns]
-            for i, fields in enumerate(zip(*values, strict=True)):
-                rows.append((block.first_row + i, block.first_line + i, list(fields), None))
-            arrow_rows += block.table.num_rows
+            numbers = zip(
+                block.row_numbers.to_pylist(), block.line_numbers.to_pylist(), strict=True
+            )
+            for (row, line), fields in zip(numbers, zip(*values, strict=True), strict=True):
+                rows.append((row, line, list(fields), None))
+            rows.extend(
+                (r.row_number, r.line_number, r.values, r.error.code) for r in block.odd_rows
+            )  # type: ignore[union-attr]
+            rows.sort()
         else:
             rows.extend(
                 (r.row_number, r.line_number, r.values, r.error.code if r.error else None)
@@ -120,7 +125,8 @@ def test_plain_blocks_are_read_by_arrow_with_their_row_and_line_numbers() -> Non
     assert [type(b) for b in blocks] == [ColumnBlock]
     block = blocks[0]
     assert isinstance(block, ColumnBlock)
-    assert (block.first_row, block.first_line) == (1, 2)
+    assert block.row_numbers.to_pylist() == [1, 2, 3]
+    assert block.line_numbers.to_pylist() == [2, 3, 4]
     assert block.table.to_pylist() == [
         {"c0": "a@x.com", "c1": "Ann"},
         {"c0": "b@x.com", "c1": ""},

@@ -1,6 +1,7 @@
 """Reading an upload in blocks of whole lines. A plain block of a UTF-8 CSV file (no quote
-character, no blank line, no lone carriage return, every row as long as the header) is parsed
-by Arrow's CSV reader into columns; any other block goes to the reference parser
+character, no NUL, no lone carriage return) is parsed by Arrow into columns, its blank lines
+and rows with a wrong number of fields found by Arrow too; any other block goes to the
+reference parser
 (`parsing.csv_rows`), and so does the rest of the file once a quote character appears (a
 quoted field may hold a line break, so lines stop being rows). Row and line numbers, errors
 and limits are therefore the reference's own. Other formats and encodings are read by the
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from importd_server.engine.import_types import ImportType
@@ -29,6 +31,7 @@ from importd_server.engine.parsing import (
     file_errors,
     open_binary,
     parse_rows,
+    wrong_field_count,
 )
 from importd_server.model import FileFormat, ImportMode
 
@@ -40,11 +43,14 @@ BOM = b"\xef\xbb\xbf"
 
 @dataclass(frozen=True)
 class ColumnBlock:
-    """Consecutive rows, one line each, parsed by Arrow: one string column per file column."""
+    """Rows of plain lines parsed by Arrow, one string column per file column, with each
+    row's row and line number; and the block's rows with a wrong number of fields, as the
+    reference parser gives them."""
 
-    first_row: int
-    first_line: int
+    row_numbers: pa.Array  # int64
+    line_numbers: pa.Array  # int64
     table: pa.Table
+    odd_rows: list[ParsedRow]
 
 
 Block = ColumnBlock | list[ParsedRow]
@@ -136,22 +142,67 @@ class _BlockReader:
         state, options = self._state, self._options
         lines = block.count(b"\n") + (not block.endswith(b"\n"))
         chars = _characters(block)
-        table = None
         if (
-            chars is not None
-            and _plain(block)
-            and (options.max_rows is None or state.rows + lines <= options.max_rows)
-            and (options.max_chars is None or state.chars + chars <= options.max_chars)
+            chars is None
+            or not _plain(block)
+            or (options.max_rows is not None and state.rows + lines > options.max_rows)
+            or (options.max_chars is not None and state.chars + chars > options.max_chars)
         ):
-            table = self._arrow(block)
-        if chars is None or table is None or table.num_rows != lines:
-            # The reference parser finds the exact row error, file error, or limit.
+            # The reference parser finds the exact file error, or limit.
             yield from self._reference(io.BytesIO(block))
             return
-        yield ColumnBlock(state.rows + 1, state.lines + 1, table)
-        state.rows += lines
+        table = None
+        if (
+            b"\n\n" not in block
+            and b"\n\r\n" not in block
+            and not block.startswith((b"\n", b"\r\n"))
+        ):
+            table = self._arrow(block)
+        if table is not None and table.num_rows == lines:
+            parsed = ColumnBlock(
+                _counting(state.rows + 1, lines), _counting(state.lines + 1, lines), table, []
+            )
+        else:
+            parsed = self._irregular(block)
+        state.rows += parsed.table.num_rows + len(parsed.odd_rows)
         state.lines += lines
         state.chars += chars
+        yield parsed
+
+    def _irregular(self, block: bytes) -> ColumnBlock:
+        """A plain block with blank lines (skipped) or rows with a wrong number of fields:
+        split into lines and fields with Arrow, since no field holds a quote or line break."""
+        state, delimiter = self._state, self._options.delimiter
+        assert state.header is not None
+        width = len(state.header)
+        text = pa.array([block], pa.binary()).cast(pa.string())
+        lines = pc.list_flatten(pc.split_pattern(text, "\n"))
+        if block.endswith(b"\n"):
+            lines = lines.slice(0, len(lines) - 1)
+        lines = pc.utf8_rtrim(lines, characters="\r")
+        written = pc.not_equal(lines, "")
+        regular = pc.and_(written, pc.equal(pc.count_substring(lines, delimiter), width - 1))
+        odd = pc.and_(written, pc.invert(regular))
+        # Blank lines hold no row: a line's row number counts the written lines up to it.
+        row_numbers = pc.add(pc.cumulative_sum(pc.cast(written, pa.int64())), state.rows)
+        line_numbers = _counting(state.lines + 1, len(lines))
+        fields = pc.split_pattern(lines.filter(regular), delimiter)
+        table = pa.table(
+            [pc.list_element(fields, i) for i in range(width)],
+            names=[f"c{i}" for i in range(width)],
+        )
+        odd_rows = [
+            ParsedRow(row, line, values, wrong_field_count(values, state.header, self._options))
+            for row, line, values in zip(
+                row_numbers.filter(odd).to_pylist(),
+                line_numbers.filter(odd).to_pylist(),
+                (line.split(delimiter) for line in lines.filter(odd).to_pylist()),
+                strict=True,
+            )
+        ]
+        return ColumnBlock(
+            row_numbers.filter(regular), line_numbers.filter(regular), table, odd_rows
+        )
 
     def _arrow(self, block: bytes) -> pa.Table | None:
         assert self._state.header is not None
@@ -186,16 +237,18 @@ class _BlockReader:
 
 
 def _plain(block: bytes) -> bool:
-    """No NUL, no blank line, every carriage return ends a line with a line feed, and no
-    byte order mark in front (Arrow would drop it; inside a file it is a character)."""
+    """No NUL, every carriage return ends a line with a line feed, and no byte order mark
+    in front (Arrow would drop it; inside a file it is a character)."""
     return (
         not block.startswith(BOM)
         and b"\x00" not in block
-        and block.count(b"\r") == block.count(b"\r\n")
-        and b"\n\n" not in block
-        and b"\n\r\n" not in block
-        and not block.startswith((b"\n", b"\r\n"))
+        and (b"\r" not in block or block.count(b"\r") == block.count(b"\r\n"))
     )
+
+
+def _counting(first: int, count: int) -> pa.Array:
+    """first, first + 1, ... (count numbers, int64)."""
+    return pc.add(pa.arange(0, count), first).cast(pa.int64())
 
 
 def _characters(block: bytes) -> int | None:

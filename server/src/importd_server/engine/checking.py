@@ -82,15 +82,16 @@ class BlockChecker:
             keys = pc.replace_with_mask(keys, refused, pa.array(checked.keys, pa.string()))
             clean = pc.replace_with_mask(clean, refused, pa.array(checked.clean, pa.string()))
             errors = pc.replace_with_mask(errors, refused, pa.array(checked.errors, pa.string()))
-        return NewEntries(
-            row_numbers=pa.array(range(block.first_row, block.first_row + rows), pa.int64()),
-            line_numbers=pa.array(range(block.first_line, block.first_line + rows), pa.int64()),
+        entries = NewEntries(
+            row_numbers=block.row_numbers,
+            line_numbers=block.line_numbers,
             statuses=statuses,
             keys=keys,
             raw=array_literals(fields),
             clean=clean,
             errors=errors,
         )
+        return entries.concat(self._check_rows(block.odd_rows)) if block.odd_rows else entries
 
     def _fast_keys(self, fields: list[pa.Array], rows: int) -> pa.Array:
         """The keys of the rows the fast path accepts."""

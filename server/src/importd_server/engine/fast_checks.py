@@ -93,23 +93,30 @@ def _valid_and_canonical(column: ColumnSpec, values: pa.Array) -> pa.Array:
     if kind == "decimal":
         return _decimal(column, values)
     if kind == "date":
-        return _round_trips(values, pc.match_substring_regex(values, _DATE), 10, "%Y-%m-%d")
+        shaped = pc.match_substring_regex(values, _DATE)
+        parsed = _parse(values, shaped, 10, "%Y-%m-%d")
+        return _same(shaped, pc.cast(pc.cast(parsed, pa.date32()), pa.string()), values)
     if kind == "timestamp":
-        ok = pc.and_(
+        shaped = pc.and_(
             pc.match_substring_regex(values, _TIMESTAMP),
             pc.invert(pc.match_substring_regex(values, _TIMESTAMP_ZERO_MICROS)),
         )
-        return _round_trips(values, ok, 19, "%Y-%m-%dT%H:%M:%S")
+        parsed = _parse(values, shaped, 19, "%Y-%m-%dT%H:%M:%S")
+        written = pc.replace_substring(pc.cast(parsed, pa.string()), " ", "T")
+        return _same(shaped, written, pc.utf8_slice_codeunits(values, 0, 19))
     raise ValueError(f"no fast check for column type {kind!r}")
 
 
-def _round_trips(values: pa.Array, shaped: pa.Array, width: int, layout: str) -> pa.Array:
-    """Whether the first `width` characters are a real date (and time): parsing them and
-    writing them back gives the same text (2021-02-30 would come back as 2021-03-01)."""
+def _parse(values: pa.Array, shaped: pa.Array, width: int, layout: str) -> pa.Array:
+    """The first `width` characters of the well-shaped values as timestamps (null if not)."""
     head = pc.utf8_slice_codeunits(pc.if_else(shaped, values, "2000-01-01T00:00:00"), 0, width)
-    parsed = pc.strptime(head, format=layout, unit="s", error_is_null=True)
-    again = pc.strftime(parsed, format=layout)
-    return pc.and_(shaped, pc.fill_null(pc.equal(again, head), False))
+    return pc.strptime(head, format=layout, unit="s", error_is_null=True)
+
+
+def _same(shaped: pa.Array, written: pa.Array, values: pa.Array) -> pa.Array:
+    """Whether a parsed date (and time) written back is the text it came from: strptime
+    rolls 2021-02-30 over to 2021-03-01."""
+    return pc.and_(shaped, pc.fill_null(pc.equal(written, values), False))
 
 
 def _int(column: ColumnSpec, values: pa.Array) -> pa.Array:

@@ -270,15 +270,20 @@ def _csv_rows(
             continue
         state.rows += 1
         if len(fields) != len(state.header):
-            wrong_count = RowError(
-                "WRONG_FIELD_COUNT",
-                "",
-                options.delimiter.join(fields)[:MAX_EXCERPT_CHARS],
-                f"the row has {len(fields)} fields, the header has {len(state.header)}",
-            )
-            yield ParsedRow(state.rows, start_line, fields, wrong_count)
+            wrong = wrong_field_count(fields, state.header, options)
+            yield ParsedRow(state.rows, start_line, fields, wrong)
         else:
             yield ParsedRow(state.rows, start_line, fields)
+
+
+def wrong_field_count(fields: list[str], header: list[str], options: ParseOptions) -> RowError:
+    """The error of a CSV row with more or fewer fields than the header."""
+    return RowError(
+        "WRONG_FIELD_COUNT",
+        "",
+        options.delimiter.join(fields)[:MAX_EXCERPT_CHARS],
+        f"the row has {len(fields)} fields, the header has {len(header)}",
+    )
 
 
 def _csv_problem(error: csv.Error, start_line: int) -> str:

@@ -6,7 +6,6 @@ runs again, exactly once."""
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -263,8 +262,7 @@ async def _fail_rows(work: _Work, errors: Mapping[int, Sequence[RowError]]) -> N
     await work.connection.execute(
         ENTRY_QUERIES["fail_rows"],
         work.claim.job_id,
-        list(errors),
-        [json.dumps(errors_to_json(e)) for e in errors.values()],
+        {row: errors_to_json(e) for row, e in errors.items()},
     )
 
 
@@ -280,16 +278,11 @@ async def _check_rows_staged_unchecked(work: _Work, checker: RowChecker) -> int:
     failed = {r["row_number"]: c.errors for r, c in results if c.values is None}
     if failed:
         await _fail_rows(work, failed)
-    clean = [
-        (r["row_number"], array_literal(cleaned))
+    clean = {
+        r["row_number"]: array_literal(cleaned)
         for r, c in results
         if c.values is not None and (cleaned := checker.clean_row(r["raw"], c.values))
-    ]
+    }
     if clean:
-        await connection.execute(
-            ENTRY_QUERIES["set_clean"],
-            claim.job_id,
-            [number for number, _ in clean],
-            [literal for _, literal in clean],
-        )
+        await connection.execute(ENTRY_QUERIES["set_clean"], claim.job_id, clean)
     return len(failed)

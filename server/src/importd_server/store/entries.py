@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import asyncpg
@@ -30,6 +30,17 @@ class NewEntries:
     clean: pa.Array  # the fields PostgreSQL casts the target row from; null: raw is clean
     errors: pa.Array  # JSON list of the row's errors (errors_to_json); null: none
 
+    def concat(self, other: NewEntries) -> NewEntries:
+        """These entries and then the other's."""
+        return NewEntries(
+            **{
+                f.name: pa.concat_arrays(
+                    [_array(getattr(self, f.name)), _array(getattr(other, f.name))]
+                )
+                for f in fields(self)
+            }
+        )
+
     @property
     def failed(self) -> int:
         """How many of the rows failed."""
@@ -38,7 +49,9 @@ class NewEntries:
 
 def errors_to_json(errors: Sequence[RowError]) -> list[dict[str, str]]:
     """Row errors as stored in the entries' jsonb column."""
-    return [asdict(e) for e in errors]
+    return [
+        {"code": e.code, "field": e.field, "value": e.value, "message": e.message} for e in errors
+    ]
 
 
 def array_literal(fields: Sequence[str]) -> str:
@@ -68,9 +81,7 @@ def encode_entries(job_id: uuid.UUID, entries: NewEntries) -> pa.Buffer:
         _copy_text(entries.clean),
         pc.binary_join_element_wise(_copy_text(entries.errors), "\n", ""),
     ]
-    lines = pc.binary_join_element_wise(str(job_id), *fields, "\t")
-    if isinstance(lines, pa.ChunkedArray):
-        lines = lines.combine_chunks()
+    lines = _array(pc.binary_join_element_wise(str(job_id), *fields, "\t"))
     # The lines end with a newline each, so the array's character data is the COPY input.
     offsets = memoryview(lines.buffers()[1]).cast("i")
     start, end = offsets[lines.offset], offsets[lines.offset + len(lines)]
@@ -89,6 +100,10 @@ def _array_escaped(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
+def _array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
 def _copy_text(values: pa.Array) -> pa.Array:
     """Text escaped for COPY's text format; null as \\N."""
     escaped = _replace(values, (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r")))
@@ -96,9 +111,13 @@ def _copy_text(values: pa.Array) -> pa.Array:
 
 
 def _replace(values: pa.Array, pairs: Sequence[tuple[str, str]]) -> pa.Array:
+    values = _array(values)
+    if values.null_count == len(values):
+        return values
+    # Most values hold none of these characters: one scan of the array's characters tells.
+    text = values.buffers()[2].to_pybytes()
     for old, new in pairs:
-        # Most values hold none of these characters: skip the copy then.
-        if pc.any(pc.match_substring(values, old)).as_py():
+        if old.encode() in text:
             values = pc.replace_substring(values, old, new)
     return values
 

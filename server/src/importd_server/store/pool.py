@@ -14,8 +14,7 @@ Connection: TypeAlias = (
 )
 
 
-# jsonb's binary form is a version byte (1) and the JSON text. Binary, because COPY
-# (used for entries) speaks only binary.
+# jsonb's binary form is a version byte (1) and the JSON text.
 JSONB_VERSION = b"\x01"
 
 

@@ -141,6 +141,18 @@ def apply_plan(
     column_list = ", ".join(quote(n) for n in names)
     keys = [quote(k) for k in import_type.table_key]
     key_list = ", ".join(keys)
+
+    def in_key_order(alias: str) -> str:
+        # Every writer takes rows in this order, so two jobs on the same keys queue instead
+        # of deadlocking; byte order ("C") sorts text several times faster than a locale.
+        text_keys = {import_type.tenant_column} | {
+            c.name for c in import_type.columns if SQL_TYPES[c.type] == "text"
+        }
+        return ", ".join(
+            f'{alias}{quote(k)} COLLATE "C"' if k in text_keys else f"{alias}{quote(k)}"
+            for k in import_type.table_key
+        )
+
     updated = [
         quote(s.column.name)
         for s in sources
@@ -176,7 +188,7 @@ def apply_plan(
         )
         applied = f"""
             INSERT INTO {table} AS t ({column_list})
-            SELECT {column_list} FROM source WHERE pending ORDER BY {key_list}
+            SELECT {column_list} FROM source WHERE pending ORDER BY {in_key_order("")}
             ON CONFLICT ({key_list}) {on_conflict}
             RETURNING {key_list}, (xmax = 0) AS inserted"""
         outcome = f"""CASE WHEN {among("applied WHERE inserted")} THEN 'C'
@@ -184,7 +196,7 @@ def apply_plan(
     elif mode is ImportMode.INSERT:
         applied = f"""
             INSERT INTO {table} ({column_list})
-            SELECT {column_list} FROM source WHERE pending ORDER BY {key_list}
+            SELECT {column_list} FROM source WHERE pending ORDER BY {in_key_order("")}
             ON CONFLICT ({key_list}) DO NOTHING
             RETURNING {key_list}"""
         outcome = f"CASE WHEN {among('applied')} THEN 'C' ELSE 'S' END"
@@ -212,7 +224,7 @@ def apply_plan(
         lock_targets=(
             f"""SELECT count(*) FROM (
                 SELECT 1 FROM {table} t JOIN ({source}) s ON s.pending AND {match("t", "s")}
-                ORDER BY {", ".join(f"t.{k}" for k in keys)} FOR UPDATE OF t) locked"""
+                ORDER BY {in_key_order("t.")} FOR UPDATE OF t) locked"""
             if mode in (ImportMode.UPDATE, ImportMode.DELETE)
             else None
         ),

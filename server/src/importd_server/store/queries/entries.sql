@@ -4,25 +4,34 @@
 
 -- name: skip_superseded_rows
 -- A key repeated in one file: the last row with it wins, the earlier ones are SKIPPED and
--- say which row superseded them, even if they are invalid (their errors are dropped). The
--- window form sorts once and looks each skipped row up by its primary key: no statistics of
--- the freshly copied entries are needed. Returns how many rows were skipped, and how many of
--- those had failed.
-WITH keyed AS (
-    SELECT row_number, key, status,
-           max(row_number) OVER (PARTITION BY key COLLATE "C") AS last_row
-    FROM import_entries
-    WHERE job_id = $1 AND key IS NOT NULL
+-- say which row superseded them, even if they are invalid (their errors are dropped).
+-- Returns how many rows were skipped, and how many of those had failed.
+-- No join the planner could misjudge: the freshly copied entries have no statistics, and
+-- an estimate of one row for the job made a nested loop over the window quadratic. The
+-- window sorts the job's keys once; the skipped rows are found by primary key (= ANY) and
+-- their superseding rows looked up in one jsonb object.
+WITH superseded AS (
+    SELECT array_agg(row_number) AS row_numbers,
+           jsonb_object_agg(row_number, last_row) AS last_rows,
+           count(*) FILTER (WHERE status = 'FAILED') AS were_failed
+    FROM (
+        SELECT row_number, status,
+               max(row_number) OVER (PARTITION BY key COLLATE "C") AS last_row
+        FROM import_entries
+        WHERE job_id = $1 AND key IS NOT NULL
+    ) keyed
+    WHERE row_number < last_row
 ), skipped AS (
     UPDATE import_entries e
     SET status = 'SKIPPED', errors = NULL, clean = NULL, process_time = now(),
-        note = 'key ' || k.key || ' is repeated later in the file, at row ' || k.last_row
-    FROM keyed k
-    WHERE k.row_number < k.last_row AND e.job_id = $1 AND e.row_number = k.row_number
-    RETURNING k.status AS was
+        note = 'key ' || e.key || ' is repeated later in the file, at row '
+               || (s.last_rows ->> e.row_number::text)
+    FROM superseded s
+    WHERE e.job_id = $1 AND e.row_number = ANY (s.row_numbers)
+    RETURNING 1
 )
-SELECT count(*) AS skipped, count(*) FILTER (WHERE was = 'FAILED') AS were_failed
-FROM skipped;
+SELECT (SELECT count(*) FROM skipped) AS skipped,
+       (SELECT coalesce(were_failed, 0) FROM superseded) AS were_failed;
 
 -- name: skip_pending_rows
 -- An all-or-nothing job with failed rows: every row still pending is not imported.
@@ -38,17 +47,21 @@ SELECT count(*) FROM skipped;
 -- name: skip_rows
 -- The rows a chunk's statement skipped: those whose character in the outcome string $3 (of
 -- rows $2, $2 + 1, ...) is 'S'. They become SKIPPED with the note $4.
-UPDATE import_entries e
+UPDATE import_entries
 SET status = 'SKIPPED', note = $4, process_time = now()
-FROM unnest(string_to_array($3::text, NULL)) WITH ORDINALITY AS o(outcome, n)
-WHERE o.outcome = 'S' AND e.job_id = $1 AND e.row_number = $2::bigint + o.n - 1;
+WHERE job_id = $1
+  AND row_number = ANY (ARRAY(
+      SELECT $2::bigint + o.n - 1
+      FROM unnest(string_to_array($3::text, NULL)) WITH ORDINALITY AS o(outcome, n)
+      WHERE o.outcome = 'S'));
 
 -- name: fail_rows
--- Rows the database refused (row numbers $2, errors as JSON text $3): FAILED.
-UPDATE import_entries e
-SET status = 'FAILED', errors = o.errors::jsonb, process_time = now()
-FROM unnest($2::bigint[], $3::text[]) AS o(row_number, errors)
-WHERE e.job_id = $1 AND e.row_number = o.row_number;
+-- Rows the database refused: FAILED with their errors ($2: a JSON object of row number ->
+-- list of errors).
+UPDATE import_entries
+SET status = 'FAILED', errors = $2::jsonb -> row_number::text, process_time = now()
+WHERE job_id = $1
+  AND row_number = ANY (ARRAY(SELECT jsonb_object_keys($2::jsonb)::bigint));
 
 -- name: pending_rows
 SELECT row_number, raw
@@ -57,11 +70,11 @@ WHERE job_id = $1 AND row_number BETWEEN $2 AND $3 AND status = 'PENDING'
 ORDER BY row_number;
 
 -- name: set_clean
--- The clean fields (text[] literals $3) of rows $2.
-UPDATE import_entries e
-SET clean = o.clean::text[]
-FROM unnest($2::bigint[], $3::text[]) AS o(row_number, clean)
-WHERE e.job_id = $1 AND e.row_number = o.row_number;
+-- The clean fields of rows ($2: a JSON object of row number -> text[] literal).
+UPDATE import_entries
+SET clean = ($2::jsonb ->> row_number::text)::text[]
+WHERE job_id = $1
+  AND row_number = ANY (ARRAY(SELECT jsonb_object_keys($2::jsonb)::bigint));
 
 -- name: list_entries
 -- A page of a job's entries in row order after row $3, filtered by status ($2 empty = all),
