@@ -32,8 +32,10 @@ import random
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -319,6 +321,18 @@ async def exported_outcomes(port: int, job_id: str) -> dict[int, tuple[str, froz
     }
 
 
+def _drain_log(process: subprocess.Popen[bytes], path: Path) -> None:
+    """Copies a server's log to a file as it comes: a full pipe would block the server."""
+    assert process.stderr is not None
+    stderr = process.stderr
+
+    def copy() -> None:
+        with path.open("wb") as log:
+            shutil.copyfileobj(stderr, log)
+
+    threading.Thread(target=copy, daemon=True).start()
+
+
 def _peak_rss_mb(pid: int) -> float:
     """The process's high-water mark of resident memory (Linux)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -367,10 +381,14 @@ async def main() -> None:
             port, server = replicas.enter_context(
                 serve(work / "data", os.environ.get("DATABASE_URL"), **settings)
             )
+            servers = [server]
             for _ in range(args.replicas - 1):
-                replicas.enter_context(
+                _, other = replicas.enter_context(
                     serve(work / "data", os.environ.get("DATABASE_URL"), **settings)
                 )
+                servers.append(other)
+            for process in servers:
+                _drain_log(process, work / f"server-{process.pid}.log")
             database_url = os.environ.get("DATABASE_URL") or _embedded_url(work / "data")
             for case in cases:
                 # again and updates start from the clean file's rows in the table.

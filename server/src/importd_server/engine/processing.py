@@ -30,6 +30,9 @@ log = structlog.get_logger(__name__)
 # Refusals of one row's values; anything else (lost connection, deadlock) fails the chunk,
 # which is then retried.
 REFUSED_BY_DATABASE = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+# Rows per statement: bounds each statement's memory and hash tables, however big the chunk
+# (an all-or-nothing job is one chunk).
+BATCH_ROWS = 5000
 
 
 @dataclass(frozen=True)
@@ -143,11 +146,8 @@ class ChunkProcessor:
             dry_run=job["dry_run"],
             all_or_nothing=job["all_or_nothing"],
         )
-        await connection.execute(
-            CHUNK_QUERIES["extend_lease"], claim.job_id, claim.chunk_number, self._lease_seconds
-        )
         failed_unchecked = 0
-        if job["chunk_rows"] is None:
+        if not job["validated_at_staging"]:
             failed_unchecked = await _check_rows_staged_unchecked(work, checker)
         applied = await self._apply(work)
 
@@ -194,52 +194,66 @@ class ChunkProcessor:
         return ChunkOutcome(import_type.name, {s.value: n for s, n in counts.items() if n})
 
     async def _apply(self, work: _Work) -> _Applied:
-        """Applies the chunk's pending rows set-wise, in a savepoint (rolled back for a dry
-        run, which keeps the outcomes). If the database refuses a value that passed
-        validation (a constraint importd does not know, such as a CHECK added to the target
-        table), each row is applied alone instead, and the refused ones are FAILED with the
-        database's reason: one bad row never fails the chunk, let alone the job."""
-        connection, plan, claim = work.connection, work.plan, work.claim
-        if plan.lock_targets is not None:
-            await connection.fetchval(
-                plan.lock_targets, *work.rows(claim.first_row, claim.last_row)
-            )
-        try:
-            async with _savepoint(connection, keep=not work.dry_run):
-                outcomes: str = await connection.fetchval(
-                    plan.apply, *work.rows(claim.first_row, claim.last_row)
-                )
-            return _Applied(outcomes, {})
-        except REFUSED_BY_DATABASE:
-            pass
-        pending = await connection.fetch(
-            ENTRY_QUERIES["pending_rows"], claim.job_id, claim.first_row, claim.last_row
-        )
-        outcome: dict[int, str] = {}
+        """Applies the chunk's pending rows set-wise, one statement per batch of at most
+        BATCH_ROWS rows, each in a savepoint (rolled back for a dry run, which keeps the
+        outcomes). If the database refuses a value that passed validation (a constraint
+        importd does not know, such as a CHECK added to the target table), the batch's rows
+        are applied one by one instead, and the refused ones are FAILED with the database's
+        reason: one bad row never fails the chunk, let alone the job. An all-or-nothing job
+        (one chunk) then keeps nothing: its other rows are SKIPPED."""
+        connection, claim = work.connection, work.claim
+        outcomes: list[str] = []
         refused: dict[int, str] = {}
-        # An all-or-nothing job keeps nothing if a row is refused.
         everything = connection.transaction()
         await everything.start()
         try:
-            for row in pending:
-                number = row["row_number"]
-                try:
-                    async with _savepoint(connection, keep=not work.dry_run):
-                        outcome[number] = await connection.fetchval(
-                            plan.apply, *work.rows(number, number)
-                        )
-                except REFUSED_BY_DATABASE as refusal:
-                    refused[number] = str(refusal).split("\n")[0]
+            for first in range(claim.first_row, claim.last_row + 1, BATCH_ROWS):
+                last = min(first + BATCH_ROWS - 1, claim.last_row)
+                await connection.execute(
+                    CHUNK_QUERIES["extend_lease"],
+                    claim.job_id,
+                    claim.chunk_number,
+                    self._lease_seconds,
+                )
+                # After a refusal an all-or-nothing job only looks for further ones.
+                keep = not work.dry_run and not (work.all_or_nothing and refused)
+                outcomes.append(await _apply_batch(work, first, last, keep, refused))
         except BaseException:
             await everything.rollback()
             raise
-        span = range(claim.first_row, claim.last_row + 1)
         if work.all_or_nothing and refused:
             await everything.rollback()
             skipped = await connection.fetchval(ENTRY_QUERIES["skip_pending_rows"], claim.job_id)
-            return _Applied(NOT_APPLIED * len(span), refused, skipped - len(refused))
+            rows = claim.last_row - claim.first_row + 1
+            return _Applied(NOT_APPLIED * rows, refused, skipped - len(refused))
         await everything.commit()
-        return _Applied("".join(outcome.get(n, NOT_APPLIED) for n in span), refused)
+        return _Applied("".join(outcomes), refused)
+
+
+async def _apply_batch(
+    work: _Work, first: int, last: int, keep: bool, refused: dict[int, str]
+) -> str:
+    """The outcomes of rows first..last, applied set-wise, or one by one if the database
+    refuses a row (added to `refused`); `keep`: release the writes, else roll them back."""
+    connection, plan = work.connection, work.plan
+    if plan.lock_targets is not None:
+        await connection.fetchval(plan.lock_targets, *work.rows(first, last))
+    try:
+        async with _savepoint(connection, keep=keep):
+            outcomes: str = await connection.fetchval(plan.apply, *work.rows(first, last))
+        return outcomes
+    except REFUSED_BY_DATABASE:
+        pass
+    pending = await connection.fetch(ENTRY_QUERIES["pending_rows"], work.claim.job_id, first, last)
+    outcome: dict[int, str] = {}
+    for row in pending:
+        number = row["row_number"]
+        try:
+            async with _savepoint(connection, keep=keep):
+                outcome[number] = await connection.fetchval(plan.apply, *work.rows(number, number))
+        except REFUSED_BY_DATABASE as refusal:
+            refused[number] = str(refusal).split("\n")[0]
+    return "".join(outcome.get(n, NOT_APPLIED) for n in range(first, last + 1))
 
 
 @asynccontextmanager
@@ -259,9 +273,12 @@ async def _savepoint(connection: Connection, *, keep: bool) -> AsyncIterator[Non
 
 
 async def _fail_rows(work: _Work, errors: Mapping[int, Sequence[RowError]]) -> None:
+    claim = work.claim
     await work.connection.execute(
         ENTRY_QUERIES["fail_rows"],
-        work.claim.job_id,
+        claim.job_id,
+        claim.first_row,
+        claim.last_row,
         {row: errors_to_json(e) for row, e in errors.items()},
     )
 
@@ -284,5 +301,7 @@ async def _check_rows_staged_unchecked(work: _Work, checker: RowChecker) -> int:
         if c.values is not None and (cleaned := checker.clean_row(r["raw"], c.values))
     }
     if clean:
-        await connection.execute(ENTRY_QUERIES["set_clean"], claim.job_id, clean)
+        await connection.execute(
+            ENTRY_QUERIES["set_clean"], claim.job_id, claim.first_row, claim.last_row, clean
+        )
     return len(failed)

@@ -9,9 +9,15 @@ ALTER TABLE import_entries SET (fillfactor = 100);
 -- their job's chunks by retention (remove_expired_entries), and jobs are never deleted.
 ALTER TABLE import_entries DROP CONSTRAINT import_entries_job_id_fkey;
 
--- Rows per chunk: row n of a job is in chunk (n - 1) / chunk_rows + 1. NULL for jobs staged
--- before this migration, whose entries hold every outcome themselves.
+-- Rows per chunk: row n of a job is in chunk (n - 1) / chunk_rows + 1 (NULL: no chunks).
 ALTER TABLE import_jobs ADD COLUMN chunk_rows integer;
+UPDATE import_jobs j SET chunk_rows = c.last_row - c.first_row + 1
+FROM import_chunks c
+WHERE c.job_id = j.id AND c.chunk_number = 1;
+-- Jobs staged before this migration did not validate their rows at staging: a worker
+-- validates their pending rows first.
+ALTER TABLE import_jobs ADD COLUMN validated_at_staging boolean NOT NULL DEFAULT false;
+ALTER TABLE import_jobs ALTER COLUMN validated_at_staging SET DEFAULT true;
 
 -- One character per row of the chunk (store/targets.py OUTCOMES), set when it is done.
 ALTER TABLE import_chunks ADD COLUMN outcomes text, ADD COLUMN done_time timestamptz;

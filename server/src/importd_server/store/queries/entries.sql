@@ -6,32 +6,35 @@
 -- A key repeated in one file: the last row with it wins, the earlier ones are SKIPPED and
 -- say which row superseded them, even if they are invalid (their errors are dropped).
 -- Returns how many rows were skipped, and how many of those had failed.
--- No join the planner could misjudge: the freshly copied entries have no statistics, and
--- an estimate of one row for the job made a nested loop over the window quadratic. The
--- window sorts the job's keys once; the skipped rows are found by primary key (= ANY) and
--- their superseding rows looked up in one jsonb object.
-WITH superseded AS (
-    SELECT array_agg(row_number) AS row_numbers,
-           jsonb_object_agg(row_number, last_row) AS last_rows,
-           count(*) FILTER (WHERE status = 'FAILED') AS were_failed
+-- No join, so no plan the planner could misjudge (the freshly copied entries have no
+-- statistics; an estimate of one row for the job once made a join quadratic): one
+-- aggregate finds the repeated keys and their last rows, kept in one jsonb object that
+-- each of the job's entries looks its key up in.
+WITH repeated AS MATERIALIZED (
+    SELECT jsonb_object_agg(key, last_row) AS last_rows,
+           coalesce(sum(failed_before_last), 0)::bigint AS were_failed
     FROM (
-        SELECT row_number, status,
-               max(row_number) OVER (PARTITION BY key COLLATE "C") AS last_row
+        SELECT key COLLATE "C" AS key, max(row_number) AS last_row,
+               count(*) FILTER (WHERE status = 'FAILED')
+               - coalesce(max(row_number) FILTER (WHERE status = 'FAILED')
+                          = max(row_number), false)::integer AS failed_before_last
         FROM import_entries
         WHERE job_id = $1 AND key IS NOT NULL
-    ) keyed
-    WHERE row_number < last_row
+        GROUP BY key COLLATE "C"
+        HAVING count(*) > 1
+    ) keys
 ), skipped AS (
     UPDATE import_entries e
     SET status = 'SKIPPED', errors = NULL, clean = NULL, process_time = now(),
         note = 'key ' || e.key || ' is repeated later in the file, at row '
-               || (s.last_rows ->> e.row_number::text)
-    FROM superseded s
-    WHERE e.job_id = $1 AND e.row_number = ANY (s.row_numbers)
+               || ((SELECT last_rows FROM repeated) ->> e.key)
+    WHERE e.job_id = $1 AND e.key IS NOT NULL
+      AND (SELECT last_rows FROM repeated) IS NOT NULL
+      AND e.row_number < ((SELECT last_rows FROM repeated) ->> e.key)::bigint
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM skipped) AS skipped,
-       (SELECT coalesce(were_failed, 0) FROM superseded) AS were_failed;
+       (SELECT were_failed FROM repeated) AS were_failed;
 
 -- name: skip_pending_rows
 -- An all-or-nothing job with failed rows: every row still pending is not imported.
@@ -49,19 +52,15 @@ SELECT count(*) FROM skipped;
 -- rows $2, $2 + 1, ...) is 'S'. They become SKIPPED with the note $4.
 UPDATE import_entries
 SET status = 'SKIPPED', note = $4, process_time = now()
-WHERE job_id = $1
-  AND row_number = ANY (ARRAY(
-      SELECT $2::bigint + o.n - 1
-      FROM unnest(string_to_array($3::text, NULL)) WITH ORDINALITY AS o(outcome, n)
-      WHERE o.outcome = 'S'));
+WHERE job_id = $1 AND row_number BETWEEN $2 AND $2 + length($3) - 1
+  AND substr($3, (row_number - $2 + 1)::integer, 1) = 'S';
 
 -- name: fail_rows
--- Rows the database refused: FAILED with their errors ($2: a JSON object of row number ->
--- list of errors).
+-- Rows of $2..$3 the database refused: FAILED with their errors ($4: a JSON object of row
+-- number -> list of errors).
 UPDATE import_entries
-SET status = 'FAILED', errors = $2::jsonb -> row_number::text, process_time = now()
-WHERE job_id = $1
-  AND row_number = ANY (ARRAY(SELECT jsonb_object_keys($2::jsonb)::bigint));
+SET status = 'FAILED', errors = $4::jsonb -> row_number::text, process_time = now()
+WHERE job_id = $1 AND row_number BETWEEN $2 AND $3 AND $4::jsonb ? row_number::text;
 
 -- name: pending_rows
 SELECT row_number, raw
@@ -70,19 +69,18 @@ WHERE job_id = $1 AND row_number BETWEEN $2 AND $3 AND status = 'PENDING'
 ORDER BY row_number;
 
 -- name: set_clean
--- The clean fields of rows ($2: a JSON object of row number -> text[] literal).
+-- The clean fields of rows of $2..$3 ($4: a JSON object of row number -> text[] literal).
 UPDATE import_entries
-SET clean = ($2::jsonb ->> row_number::text)::text[]
-WHERE job_id = $1
-  AND row_number = ANY (ARRAY(SELECT jsonb_object_keys($2::jsonb)::bigint));
+SET clean = ($4::jsonb ->> row_number::text)::text[]
+WHERE job_id = $1 AND row_number BETWEEN $2 AND $3 AND $4::jsonb ? row_number::text;
 
 -- name: list_entries
 -- A page of a job's entries in row order after row $3, filtered by status ($2 empty = all),
 -- skipping $4 matching rows (offset style). A pending entry of a done chunk has the outcome
 -- its character in the chunk's outcome string says (import_jobs.chunk_rows finds the chunk;
--- it is NULL for jobs staged before migration 0004, whose entries hold every outcome).
--- Entries FAILED or SKIPPED are found without looking at chunks unless the filter asks for
--- other statuses too.
+-- chunks done before migration 0004 have no outcome string: their entries hold every
+-- outcome). Entries FAILED or SKIPPED are found without looking at chunks unless the filter
+-- asks for other statuses too.
 SELECT row_number, line_number, status, key, raw, errors, note, process_time
 FROM (
     SELECT e.row_number, e.line_number, e.key, e.raw, e.errors, e.note,
