@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from importd.v1 import import_service_pb2 as pb
-from importd_server.api.limits import FIELDS, Labels, Text
-from importd_server.errors import excerpt
+from importd_server.api.limits import FIELDS, MAX_VIOLATIONS, Labels, Text, check_request
+from importd_server.errors import InvalidArgument, excerpt
 
 
 def request_fields(message: Descriptor) -> Iterator[str]:
@@ -108,6 +108,20 @@ def test_file_names_take_any_script_but_no_control_character() -> None:
     rule = TEXT_RULES["ImportSpec.file_name"]
     assert rule.problem("Kontakte März 2026, 東京 (1).csv") is None
     assert rule.problem("a\x00.csv") is not None
+
+
+def test_a_request_with_many_bad_fields_is_told_about_the_first_few_in_key_order() -> None:
+    spec = pb.ImportSpec(labels={f"k {i:03}": "v" for i in range(100)})
+    with pytest.raises(InvalidArgument) as caught:
+        check_request(pb.StartImportRequest(spec=spec))
+    assert [v.description for v in caught.value.field_violations] == [
+        "has 100 labels, more than 64",
+        *(
+            f"key 'k {i:03}' has U+0020 at character 2; allowed: printable ASCII without spaces"
+            for i in range(MAX_VIOLATIONS - 1)
+        ),
+    ]
+    assert {v.field for v in caught.value.field_violations} == {"spec.labels"}
 
 
 def test_a_label_key_must_not_be_empty() -> None:
