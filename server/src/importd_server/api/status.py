@@ -63,12 +63,7 @@ def build_rpc_status(
                 ]
             )
         )
-    packed = []
-    for detail in details:
-        any_detail = any_pb2.Any()
-        any_detail.Pack(detail)
-        packed.append(any_detail)
-    return status_pb2.Status(code=code, message=message, details=packed)
+    return status_pb2.Status(code=code, message=message, details=_packed(details))
 
 
 # gRPC refuses trailing metadata beyond 8 KiB by default (the caller then sees
@@ -104,6 +99,7 @@ def _unpacked(detail: any_pb2.Any) -> Message:
 
 
 def _packed(details: list[Message]) -> list[any_pb2.Any]:
+    """Each detail as an Any (one that is an Any already as it is)."""
     packed = []
     for detail in details:
         if isinstance(detail, any_pb2.Any):
