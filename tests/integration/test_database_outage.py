@@ -22,7 +22,14 @@ from importd_server.app import SERVICE_NAME, Application
 from importd_server.config import Settings
 from tests.conftest import truncate
 from tests.outage import DatabaseProxy, database_proxy
-from tests.rpc import insert_job, rich_error, start_import, wait_for_job, wait_for_progress
+from tests.rpc import (
+    insert_job,
+    rich_error,
+    start_import,
+    wait_for_job,
+    wait_for_progress,
+    wait_until,
+)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -165,3 +172,30 @@ async def test_an_import_interrupted_by_an_outage_ends_with_exact_counts_and_eac
 
 async def _read_all(stream: Any) -> list[pb.ProgressEvent]:
     return [event async for event in stream]
+
+
+async def test_a_server_started_while_the_database_is_down_waits_and_serves_once_it_is_up(
+    proxy: DatabaseProxy, settings: Settings, database_url: str
+) -> None:
+    await truncate(database_url)
+    await proxy.cut()
+    application = Application(settings, proxy.url)
+    with structlog.testing.capture_logs() as logs:
+        starting = asyncio.create_task(application.start())
+        await wait_until(
+            lambda: any(e["event"] == "database not reachable; retrying" for e in logs)
+        )
+        assert not starting.done()
+        await proxy.restore()
+        port = await asyncio.wait_for(starting, 30)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            response = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
+            assert response.status == SERVING
+            job = await start_import(pb_grpc.ImportServiceStub(channel), b"email\nw@x.com\n")
+            assert job.status == pb.JOB_STATUS_QUEUED
+    finally:
+        await application.stop(grace=1.0)
+    retry = next(e for e in logs if e["event"] == "database not reachable; retrying")
+    assert retry["host"] == f"127.0.0.1:{proxy.port}" and retry["attempt"] == 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any, TypeAlias
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import asyncpg
 import asyncpg.pool
@@ -37,12 +37,16 @@ class DatabaseUnreachable(ConnectionError):
 
 def database_address(url: str) -> dict[str, str]:
     """Where `url` points, for logs and errors: host (and port) and database, never a password."""
-    parts = urlsplit(url)
-    query = parse_qs(parts.query)
-    # The password, if any, is before the '@'; a Unix socket folder is the `host` parameter.
-    host = parts.netloc.rpartition("@")[2] or query.get("host", ["localhost"])[0]
-    database = parts.path.lstrip("/") or query.get("dbname", ["(the user's)"])[0]
-    return {"host": host, "database": database}
+    # By hand rather than urlsplit, which refuses some passwords (a "[") and would let one
+    # with an unencoded "/" or "?" leak into the host: everything up to the last "@" goes.
+    location = url.partition("://")[2].rpartition("@")[2]
+    location, _, query = location.partition("?")
+    host, _, database = location.partition("/")
+    parameters = parse_qs(query)
+    return {
+        "host": host or parameters.get("host", ["localhost"])[0],  # or a Unix socket folder
+        "database": database or parameters.get("dbname", ["(the user's)"])[0],
+    }
 
 
 async def connect(dsn: str | None = None, **options: Any) -> asyncpg.Connection[Any]:
