@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
+from importd_client import AsyncClient
 from importd_server.app import SERVICE_NAME, Application
 from importd_server.config import Settings
 from tests.conftest import truncate
@@ -199,3 +200,19 @@ async def test_a_server_started_while_the_database_is_down_waits_and_serves_once
         await application.stop(grace=1.0)
     retry = next(e for e in logs if e["event"] == "database not reachable; retrying")
     assert retry["host"] == f"127.0.0.1:{proxy.port}" and retry["attempt"] == 1
+
+
+async def test_a_client_read_during_an_outage_is_retried_until_the_database_is_back(
+    app: Application, proxy: DatabaseProxy, db: asyncpg.Connection
+) -> None:
+    job_id = str(await insert_job(db, status="SUCCEEDED"))
+    async with AsyncClient(f"127.0.0.1:{app.port}") as client:
+        await proxy.cut()
+        with structlog.testing.capture_logs() as logs:
+            reading = asyncio.create_task(client.get_job(job_id))
+            await wait_until(lambda: any(e["event"] == "stamina.retry_scheduled" for e in logs))
+            await proxy.restore()
+            job = await asyncio.wait_for(reading, 30)
+    assert job.id == job_id
+    retried = next(e for e in logs if e["event"] == "stamina.retry_scheduled")
+    assert "the database is unreachable; retry shortly" in retried["caused_by"]
