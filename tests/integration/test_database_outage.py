@@ -216,3 +216,16 @@ async def test_a_client_read_during_an_outage_is_retried_until_the_database_is_b
     assert job.id == job_id
     retried = next(e for e in logs if e["event"] == "stamina.retry_scheduled")
     assert "the database is unreachable; retry shortly" in retried["caused_by"]
+
+
+async def test_a_server_stops_cleanly_while_the_database_is_away(
+    proxy: DatabaseProxy, settings: Settings, database_url: str
+) -> None:
+    await truncate(database_url)
+    application = Application(settings, proxy.url)
+    await application.start()
+    await proxy.cut()
+    with structlog.testing.capture_logs() as logs:
+        await asyncio.wait_for(application.stop(grace=1.0), 30)
+    assert logs[-1]["event"] == "importd stopped"
+    assert [e for e in logs if e.get("exc_info")] == []
