@@ -5,16 +5,18 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import timedelta
 from typing import Any, TypeVar, cast
 
 import grpc
 import structlog
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from importd_server import errors
+from importd_server.store.availability import is_connection_error
 
 log = structlog.get_logger(__name__)
 
@@ -33,6 +35,11 @@ _CODES: dict[type[errors.ImportdError], int] = {
 }
 
 
+# What a caller should wait before retrying while the database is out of reach: about the
+# health monitor's probe interval.
+DATABASE_RETRY_DELAY = timedelta(seconds=1)
+
+
 def to_rpc_status(error: errors.ImportdError) -> status_pb2.Status:
     """A google.rpc.Status for the error: its code, message, ErrorInfo and BadRequest."""
     code = next((c for kind, c in _CODES.items() if isinstance(error, kind)), code_pb2.INTERNAL)
@@ -47,11 +54,17 @@ def build_rpc_status(
     reason: str,
     field_violations: tuple[errors.FieldViolation, ...] = (),
     metadata: Mapping[str, str] | None = None,
+    retry_delay: timedelta | None = None,
 ) -> status_pb2.Status:
-    """A google.rpc.Status with an ErrorInfo detail and, for bad fields, a BadRequest."""
+    """A google.rpc.Status with an ErrorInfo detail, for bad fields a BadRequest, and with
+    a `retry_delay` a RetryInfo."""
     details: list[Message] = [
         error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata or {})
     ]
+    if retry_delay is not None:
+        delay = duration_pb2.Duration()
+        delay.FromTimedelta(retry_delay)
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
     if field_violations:
         details.append(
             error_details_pb2.BadRequest(
@@ -156,13 +169,24 @@ Context = grpc.aio.ServicerContext[Any, Any]
 def maps_errors(handler: Handler) -> Handler:
     """Ends the RPC with the mapped status when the handler raises an ImportdError.
 
-    Any other exception is logged and becomes INTERNAL without leaking its text.
+    A database out of reach is UNAVAILABLE (DATABASE_UNAVAILABLE) with a RetryInfo; any
+    other exception is logged and becomes INTERNAL without leaking its text.
     Works for unary handlers and for server-streaming async generators.
     """
 
     async def abort(context: Context, exc: Exception) -> None:
         if isinstance(exc, errors.ImportdError):
             await context.abort_with_status(rpc_status.to_status(bounded(to_rpc_status(exc))))
+        if is_connection_error(exc):
+            # Expected while the database is away: the health monitor logs the outage once.
+            log.debug("rpc failed: database unreachable", rpc=handler.__name__, error=str(exc))
+            unavailable = build_rpc_status(
+                code_pb2.UNAVAILABLE,
+                "the database is unreachable; retry shortly",
+                "DATABASE_UNAVAILABLE",
+                retry_delay=DATABASE_RETRY_DELAY,
+            )
+            await context.abort_with_status(rpc_status.to_status(unavailable))
         log.exception("unexpected error in rpc", rpc=handler.__name__)
         await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
 
