@@ -56,6 +56,10 @@ class Settings:
     tls_key: Path | None = None
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = 9464
+    http_host: str = "127.0.0.1"
+    http_port: int | None = 8080
+    # The address people reach the HTTP port at, for download links (e.g. behind a proxy).
+    http_public_url: str | None = None
     retention_days: float = 30.0
     housekeeping_seconds: float = 300.0
 
@@ -66,8 +70,9 @@ class Settings:
             raise ValueError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together")
-        if not 0 <= self.port <= 65535:
-            raise ValueError("port must be between 0 and 65535")
+        for name in ("port", "http_port"):
+            if not 0 <= (getattr(self, name) or 0) <= 65535:
+                raise ValueError(f"{name} must be between 0 and 65535")
         if self.database_wait_seconds < 0:
             raise ValueError("database_wait_seconds must not be negative")
         if self.workers < 0:

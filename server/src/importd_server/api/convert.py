@@ -19,6 +19,7 @@ from importd_server.engine.import_types import ImportType
 from importd_server.engine.parsing import ENCODINGS, ParseOptions
 from importd_server.engine.staging import NewJob
 from importd_server.errors import FieldViolation, InvalidArgument, excerpt
+from importd_server.http.links import Link
 from importd_server.model import Entry, EntryStatus, FileFormat, ImportMode, Job, JobStatus
 
 E = TypeVar("E", bound=StrEnum)
@@ -71,6 +72,11 @@ def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     message = timestamp_pb2.Timestamp()
     message.FromDatetime(value)
     return message
+
+
+def download_link_to_proto(link: Link) -> pb.DownloadLink:
+    """A DownloadLink message."""
+    return pb.DownloadLink(url=link.url, expire_time=timestamp(link.expire_time))
 
 
 def job_to_proto(job: Job) -> pb.Job:

@@ -93,11 +93,14 @@ FIELDS: dict[str, Text | Labels] = {
     "GetJobRequest.id": ID,
     "ListJobsRequest.page_token": PAGE_TOKEN,
     "ListJobsRequest.import_type": NAME,
+    "ListJobsRequest.search": Text(255, TEXT_CHARACTERS, TEXT),
     "StreamProgressRequest.id": ID,
     "ListEntriesRequest.id": ID,
     "ListEntriesRequest.page_token": PAGE_TOKEN,
+    "ListEntriesRequest.error_code": NAME,
     "CancelJobRequest.id": ID,
     "ExportEntriesRequest.id": ID,
+    "CreateDownloadLinkRequest.id": ID,
 }
 
 

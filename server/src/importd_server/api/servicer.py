@@ -13,6 +13,7 @@ from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
 from importd_server.api import paging
 from importd_server.api.convert import (
+    download_link_to_proto,
     entry_statuses_from_proto,
     entry_to_proto,
     import_type_to_proto,
@@ -26,7 +27,7 @@ from importd_server.api.limits import check_request
 from importd_server.api.status import Context, maps_errors
 from importd_server.auth import READ, WRITE, Authenticator, Principal
 from importd_server.config import Settings
-from importd_server.engine.export import export_csv
+from importd_server.engine.export import NOT_IMPORTED, export_job, with_entries
 from importd_server.engine.import_types import ImportType
 from importd_server.engine.sources import open_source
 from importd_server.engine.staging import Stager, file_chunks
@@ -37,12 +38,11 @@ from importd_server.errors import (
     PermissionDenied,
     ResourceExhausted,
 )
-from importd_server.model import EntryStatus, Job, JobCursor, JobFilter, JobStatus
+from importd_server.http.links import DownloadLinks
+from importd_server.model import Job, JobCursor, JobFilter, JobStatus
 from importd_server.progress.hub import ProgressHub
 from importd_server.store.entries import EntryStore
 from importd_server.store.jobs import JobStore
-
-NOT_IMPORTED = (EntryStatus.FAILED, EntryStatus.SKIPPED)
 
 
 class ImportServicer(pb_grpc.ImportServiceServicer):
@@ -58,6 +58,8 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         hub: ProgressHub,
         authenticator: Authenticator,
         on_job_queued: Callable[[], None] = lambda: None,
+        *,
+        download_links: DownloadLinks | None = None,
     ) -> None:
         self._settings = settings
         self._import_types = import_types
@@ -68,6 +70,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         self._auth = authenticator
         self._open_streams: Counter[str] = Counter()
         self._on_job_queued = on_job_queued
+        self._links = download_links
 
     def _caller(self, context: Context, scope: str) -> Principal:
         """The authenticated caller, if its token grants `scope`."""
@@ -159,6 +162,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
             statuses=job_statuses_from_proto(request.statuses, "statuses"),
             import_type=request.import_type or None,
             include_live=caller.live,
+            search=request.search or None,
         )
         size = paging.page_size(request.page_size)
         filters = paging.fingerprint(
@@ -167,6 +171,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
             sorted(job_filter.statuses),
             job_filter.import_type,
             job_filter.include_live,
+            job_filter.search,
         )
         after = None
         if request.page_token:
@@ -192,14 +197,15 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
     ) -> pb.ListEntriesResponse:
         caller = self._caller(context, READ)
         check_request(request)
-        job = _with_entries(await self._job(parse_id(request.id), caller))
+        job = with_entries(await self._job(parse_id(request.id), caller))
         statuses = entry_statuses_from_proto(request.statuses, "statuses")
         size = paging.page_size(request.page_size)
         if request.offset < 0:
             raise InvalidArgument.for_field("offset", "must not be negative")
         if request.offset and request.page_token:
             raise InvalidArgument.for_field("offset", "cannot be combined with page_token")
-        filters = paging.fingerprint("ListEntries", str(job.id), sorted(statuses))
+        error_code = request.error_code or None
+        filters = paging.fingerprint("ListEntries", str(job.id), sorted(statuses), error_code)
         after_row = 0
         if request.page_token:
             position = paging.decode_page_token(request.page_token, filters)
@@ -209,7 +215,13 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
             after_row = row
         columns = await self._jobs.file_columns(job.id)
         page = await self._entries.list_entries(
-            job.id, columns, statuses, size, after_row=after_row, offset=request.offset
+            job.id,
+            columns,
+            statuses,
+            size,
+            after_row=after_row,
+            offset=request.offset,
+            error_code=error_code,
         )
         next_token = ""
         if page.next_after_row is not None:
@@ -245,11 +257,9 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
     ) -> AsyncIterator[pb.ExportEntriesResponse]:
         caller = self._caller(context, READ)
         check_request(request)
-        job = _with_entries(await self._job(parse_id(request.id), caller))
+        job = await self._job(parse_id(request.id), caller)
         statuses = entry_statuses_from_proto(request.statuses, "statuses") or NOT_IMPORTED
-        columns = await self._jobs.file_columns(job.id)
-        entries = self._entries.iter_entries(job.id, columns, statuses)
-        async for piece in export_csv(columns, entries):
+        async for piece in export_job(job, self._jobs, self._entries, statuses):
             yield pb.ExportEntriesResponse(chunk=piece)
 
     @maps_errors
@@ -260,6 +270,21 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         return pb.ListImportTypesResponse(
             import_types=[import_type_to_proto(t) for _, t in sorted(self._import_types.items())]
         )
+
+    @maps_errors
+    async def CreateDownloadLink(
+        self, request: pb.CreateDownloadLinkRequest, context: Context
+    ) -> pb.DownloadLink:
+        caller = self._caller(context, READ)
+        check_request(request)
+        job = with_entries(await self._job(parse_id(request.id), caller))
+        if self._links is None:
+            raise FailedPrecondition(
+                "download links need the HTTP port, which is off (IMPORTD_HTTP_PORT)",
+                reason="HTTP_PORT_OFF",
+            )
+        link = self._links.issue(job.id, caller.tenant)
+        return download_link_to_proto(link)
 
     @maps_errors
     async def StreamProgress(
@@ -304,18 +329,6 @@ async def _drain(request_iterator: AsyncIterator[pb.StartImportRequest], seconds
         async with asyncio.timeout(seconds):
             async for _ in request_iterator:
                 pass
-
-
-def _with_entries(job: Job) -> Job:
-    """The job, if its entries are still kept (see the retention setting)."""
-    if job.entries_removed_time is not None:
-        raise FailedPrecondition(
-            f"the entries of job {job.id} were removed at {job.entries_removed_time:%Y-%m-%d}"
-            " by the retention setting",
-            reason="ENTRIES_EXPIRED",
-            metadata={"id": str(job.id)},
-        )
-    return job
 
 
 async def _file_bytes(

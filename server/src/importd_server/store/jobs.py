@@ -83,6 +83,7 @@ class JobStore:
             job_filter.import_type,
             page_size + 1,  # one more tells whether a next page exists
             job_filter.include_live,
+            job_filter.search,
         )
         jobs = tuple(job_from_row(r) for r in rows[:page_size])
         has_more = len(rows) > page_size

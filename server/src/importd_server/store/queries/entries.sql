@@ -45,12 +45,13 @@ WITH skipped AS (
 SELECT count(*) FROM skipped;
 
 -- name: list_entries
--- A page of entries in row order after row $3, filtered by status ($2 empty = all), skipping
--- $4 matching rows (offset style).
+-- A page of entries in row order after row $3, filtered by status ($2 empty = all) and by
+-- an error code ($6 NULL = any), skipping $4 matching rows (offset style).
 SELECT row_number, line_number, status, key, raw, errors, note, process_time
 FROM import_entries
 WHERE job_id = $1
   AND (cardinality($2::text[]) = 0 OR status = ANY($2::text[]))
+  AND ($6::text IS NULL OR errors @> jsonb_build_array(jsonb_build_object('code', $6::text)))
   AND row_number > $3
 ORDER BY row_number
 OFFSET $4
@@ -59,4 +60,5 @@ LIMIT $5;
 -- name: count_entries
 SELECT count(*)
 FROM import_entries
-WHERE job_id = $1 AND (cardinality($2::text[]) = 0 OR status = ANY($2::text[]));
+WHERE job_id = $1 AND (cardinality($2::text[]) = 0 OR status = ANY($2::text[]))
+  AND ($3::text IS NULL OR errors @> jsonb_build_array(jsonb_build_object('code', $3::text)));
