@@ -59,6 +59,7 @@ class Application:
         self.database_url = database_url
         self.port: int | None = None
         self.http_port: int | None = None
+        self.download_links: DownloadLinks | None = None
         self._http: HttpServer | None = None
         self._socket_dir: Path | None = None
         self._pool: asyncpg.Pool | None = None
@@ -105,7 +106,6 @@ class Application:
                 "authentication is off: no tokens are configured; every caller is"
                 " the tenant 'default' with every scope"
             )
-        links = None
         if settings.http_port is not None:
             # The gateway calls this server's gRPC service over a socket of its own: private
             # to this user, and reachable whatever the gRPC port's address and TLS.
@@ -115,7 +115,9 @@ class Application:
             self.http_port = self._http.bind()
             # Until the replicas share a key kept in the database, a link opens only on the
             # replica that issued it.
-            links = DownloadLinks(secrets.token_bytes(32), self._public_url(self.http_port))
+            self.download_links = DownloadLinks(
+                secrets.token_bytes(32), self._public_url(self.http_port)
+            )
         servicer = ImportServicer(
             settings,
             import_types,
@@ -125,7 +127,7 @@ class Application:
             self.hub,
             authenticator,
             self.workers.wake,
-            download_links=links,
+            download_links=self.download_links,
         )
 
         limit = settings.max_message_bytes
@@ -167,8 +169,8 @@ class Application:
             server.add_insecure_port(gateway_target)
         await server.start()
         self._grpc = server
-        if self._http is not None and links is not None:
-            await self._http.start(LinkDownloads(links, jobs, entries))
+        if self._http is not None and self.download_links is not None:
+            await self._http.start(LinkDownloads(self.download_links, jobs, entries))
             log.info("http served", url=self._public_url(self.http_port))
         self.workers.start()
         self.hub.start()

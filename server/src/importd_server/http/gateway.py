@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -109,21 +110,21 @@ class Gateway:
             handler = self._handler(route)
             app.router.add_route(route.verb, route.aiohttp_path, handler, name=route.method.name)
 
-    def _handler(self, route: Route) -> Callable[[web.Request], Any]:
+    def _handler(self, route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         request_class = message_class(route.method.input_type)
         response_class = message_class(route.method.output_type)
         serialize, deserialize = request_class.SerializeToString, response_class.FromString
         method = route.method
         if method.client_streaming:
             upload = self._channel.stream_unary(route.rpc_path, serialize, deserialize)
-            return lambda request: self._upload(route, upload, request)
+            return functools.partial(self._upload, route, upload)
         if method.server_streaming:
             stream = self._channel.unary_stream(route.rpc_path, serialize, deserialize)
             if route.response_body:
-                return lambda request: self._download(route, stream, request)
-            return lambda request: self._events(route, stream, request)
+                return functools.partial(self._download, route, stream)
+            return functools.partial(self._events, route, stream)
         unary = self._channel.unary_unary(route.rpc_path, serialize, deserialize)
-        return lambda request: self._unary(route, unary, request)
+        return functools.partial(self._unary, route, unary)
 
     async def _unary(self, route: Route, call: Unary, request: web.Request) -> web.StreamResponse:
         try:
