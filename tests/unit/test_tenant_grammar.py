@@ -11,7 +11,7 @@ from typing import Any
 
 import jwt
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from importd_server.auth import (
@@ -63,6 +63,7 @@ hostile = st.sampled_from(
 tenant_values = hostile | tenant_like | json_values
 
 
+@settings(deadline=None)  # no timing: the machine may be busy
 @given(tenant_values)
 def test_a_tenant_is_a_string_of_the_grammar_and_anything_else_is_refused_briefly(
     value: Any,
@@ -83,6 +84,7 @@ def bearer_jwt(**claims: Any) -> list[tuple[str, str]]:
 AUTHENTICATOR = Authenticator(hs256_secrets=[SECRET])
 
 
+@settings(deadline=None)  # no timing: the machine may be busy
 @given(tenant_values)
 def test_a_jwt_tenant_claim_is_a_tenant_of_the_grammar_or_unauthenticated(value: Any) -> None:
     metadata = bearer_jwt(tenant=value)
@@ -111,6 +113,7 @@ def test_the_number_7_is_not_the_tenant_7() -> None:
     )
 
 
+@settings(deadline=None)  # no timing: the machine may be busy
 @given(json_values)
 def test_scope_claims_of_any_shape_grant_their_words_or_are_unauthenticated(
     value: Any,
@@ -173,6 +176,7 @@ def first_bad_field(entry: dict[str, Any]) -> str | None:
     return None
 
 
+@settings(deadline=None)  # no timing: the machine may be busy
 @given(
     st.dictionaries(
         st.sampled_from([*GOOD_ENTRY, "tenants", "scope"]),
