@@ -162,7 +162,6 @@ def test_update_and_delete_need_only_the_key_column() -> None:
             "LINE_TOO_LONG",
             "line 2 is longer than 1048576 characters",
         ),
-        (b"email\na@x.com\x00\n", {}, "NUL_CHARACTER", "line 2 contains a NUL character"),
         (
             gzip.compress(b"email\n" + b"a@x.com\n" * 10_000),
             {"max_chars": 1000},

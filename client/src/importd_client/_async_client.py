@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TypedDict, TypeVar, Unpack
 
 import grpc
+import stamina
 
 from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
@@ -58,18 +59,37 @@ class ImportOptions(TypedDict, total=False):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How calls that are safe to repeat are retried when the server is UNAVAILABLE, and for
-    how long a broken progress stream is resumed (`resume_seconds`, e.g. a rolling restart)."""
+    """How calls that are safe to repeat are retried when the server is UNAVAILABLE.
 
-    attempts: int = 6
+    Pauses grow exponentially from `initial_backoff` to `max_backoff` seconds, each plus a
+    random `jitter` of up to that many seconds, so that clients turned away together (a
+    rolling restart, a database outage) do not come back in lock-step. Retries are made
+    for up to `deadline` seconds after the first attempt, however many that takes; a broken
+    progress stream is resumed likewise for up to `resume_seconds` (counted afresh each
+    time it has delivered events again).
+    """
+
+    deadline: float = 30.0
     initial_backoff: float = 0.1
-    max_backoff: float = 3.0
-    multiplier: float = 2.0
+    max_backoff: float = 5.0
+    jitter: float = 1.0
     resume_seconds: float = 120.0
 
-    def backoff(self, attempt: int) -> float:
-        """Seconds to wait before retry number `attempt` (1-based)."""
-        return min(self.max_backoff, self.initial_backoff * self.multiplier ** (attempt - 1))
+    def attempts(self, within: float) -> AsyncIterable[stamina.Attempt]:
+        """Attempts at a call: a `with` block that fails UNAVAILABLE is tried again after a
+        jittered pause until `within` seconds have passed, then its error is raised."""
+        return stamina.retry_context(
+            on=_is_unavailable,
+            attempts=None,
+            timeout=within,
+            wait_initial=self.initial_backoff,
+            wait_max=self.max_backoff,
+            wait_jitter=self.jitter,
+        )
+
+
+def _is_unavailable(error: Exception) -> bool:
+    return isinstance(error, grpc.aio.AioRpcError) and error.code() == grpc.StatusCode.UNAVAILABLE
 
 
 class AsyncClient:
@@ -209,30 +229,30 @@ class AsyncClient:
 
     async def _progress(self, job_id: str) -> AsyncIterator[pb.ProgressEvent]:
         last: pb.ProgressEvent | None = None
-        failures = 0
-        broken_since: float | None = None
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                call = self._stub.StreamProgress(
-                    pb.StreamProgressRequest(id=job_id), metadata=self._metadata
-                )
-                async for event in call:
-                    failures, broken_since = 0, None
-                    if last is None or _is_newer(event, last):
-                        last = event
-                        yield event
-                    if event.terminal:
-                        return
-            except grpc.aio.AioRpcError as error:
-                if error.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise error_from_rpc(error) from None
-                failures += 1
-                broken_since = broken_since or loop.time()
-                if loop.time() - broken_since > self._retry.resume_seconds:
-                    raise error_from_rpc(error) from None
-            # The stream broke (a replica went away): resume from a fresh snapshot.
-            await asyncio.sleep(self._retry.backoff(max(failures, 1)))
+        try:
+            while True:
+                # Each round resumes until the stream delivers again or resume_seconds pass.
+                async for attempt in self._retry.attempts(self._retry.resume_seconds):
+                    with attempt:
+                        delivered = False
+                        call = self._stub.StreamProgress(
+                            pb.StreamProgressRequest(id=job_id), metadata=self._metadata
+                        )
+                        try:
+                            async for event in call:
+                                delivered = True
+                                if last is None or _is_newer(event, last):
+                                    last = event
+                                    yield event
+                                if event.terminal:
+                                    return
+                        except grpc.aio.AioRpcError as error:
+                            if not delivered or error.code() != grpc.StatusCode.UNAVAILABLE:
+                                raise
+                # The stream broke after delivering (a replica went away), or ended early:
+                # resume from a fresh snapshot.
+        except grpc.aio.AioRpcError as error:
+            raise error_from_rpc(error) from None
 
     async def _download(self, job_id: str, path: Path, statuses: Iterable[str | int]) -> Path:
         request = pb.ExportEntriesRequest(
@@ -258,20 +278,15 @@ class AsyncClient:
     async def _with_retries(
         self, call: Callable[[], Awaitable[Response]], *, idempotent: bool
     ) -> Response:
-        attempt = 0
-        while True:
-            try:
+        try:
+            if not idempotent:
                 return await call()
-            except grpc.aio.AioRpcError as error:
-                attempt += 1
-                retry = (
-                    idempotent
-                    and error.code() == grpc.StatusCode.UNAVAILABLE
-                    and attempt < self._retry.attempts
-                )
-                if not retry:
-                    raise error_from_rpc(error) from None
-            await asyncio.sleep(self._retry.backoff(attempt))
+            async for attempt in self._retry.attempts(self._retry.deadline):
+                with attempt:
+                    return await call()
+        except grpc.aio.AioRpcError as error:
+            raise error_from_rpc(error) from None
+        raise AssertionError("unreachable: stamina either returns an attempt's result or raises")
 
 
 class AsyncJob:

@@ -27,6 +27,7 @@ from importd_server.engine.staging import Stager, StagingLimits
 from importd_server.engine.workers import WorkerPool
 from importd_server.metrics import Metrics, MetricsInterceptor
 from importd_server.progress.hub import ProgressHub
+from importd_server.store.availability import DatabaseMonitor
 from importd_server.store.entries import EntryStore
 from importd_server.store.jobs import JobStore
 from importd_server.store.migrate import migrate
@@ -59,14 +60,18 @@ class Application:
         self.hub: ProgressHub | None = None
         self.metrics: Metrics | None = None
         self.housekeeper: Housekeeper | None = None
+        self._monitor = DatabaseMonitor(database_url, self._set_serving)
 
     async def start(self) -> int:
-        """Connects, migrates, and starts serving; returns the bound port."""
+        """Connects (waiting up to `database_wait_seconds` for the database: else
+        DatabaseUnreachable), migrates, and starts serving; returns the bound port."""
         settings = self.settings
         import_types = load_import_types(settings.types_dir or default_types_dir())
         # Before connecting: a bad token table stops the start-up at once.
         authenticator = Authenticator.from_settings(settings)
-        self._pool = await create_pool(self.database_url, settings.db_pool_size)
+        self._pool = await create_pool(
+            self.database_url, settings.db_pool_size, wait_seconds=settings.database_wait_seconds
+        )
         await migrate(self._pool)
         page_token_key = (
             settings.page_token_key.encode()
@@ -157,14 +162,26 @@ class Application:
         if settings.metrics_port is not None:
             metrics_port = self.metrics.serve(settings.metrics_host, settings.metrics_port)
             log.info("metrics served", url=f"http://{settings.metrics_host}:{metrics_port}/")
-        for service in ("", SERVICE_NAME):
-            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        await self._set_serving(True)
+        # Health follows the database from now on (NOT_SERVING while it is out of reach).
+        self._monitor.start()
         log.info("importd serving", host=self.settings.host, port=self.port)
         return self.port
+
+    async def _set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        # Once shutdown has begun the health servicer ignores this: NOT_SERVING stays.
+        for service in ("", SERVICE_NAME):
+            await self._health.set(service, status)
 
     async def stop(self, grace: float | None = None) -> None:
         """Stops taking calls, lets running calls finish within the grace period, disconnects."""
         grace = self.settings.grace_seconds if grace is None else grace
+        await self._monitor.stop()
         await self._health.enter_graceful_shutdown()
         if self.hub is not None:
             # Open progress streams end now with UNAVAILABLE, so watchers resume elsewhere.

@@ -14,7 +14,7 @@ import jwt
 import structlog
 
 from importd_server.config import Settings
-from importd_server.errors import PermissionDenied, Unauthenticated
+from importd_server.errors import PermissionDenied, Unauthenticated, excerpt
 from importd_server.tenants import InvalidTenant, Tenant, parse_tenant, value_kind
 
 log = structlog.get_logger(__name__)
@@ -220,7 +220,7 @@ def parse_static_tokens(document: Mapping[str, Any], source: str) -> dict[str, P
     for key in document:
         if key != "tokens":
             raise StaticTokensError(
-                f"{source}: unknown key {_excerpt(key)}; the table is [[tokens]]"
+                f"{source}: unknown key {excerpt(key)}; the table is [[tokens]]"
             )
     entries = document.get("tokens", [])
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
@@ -231,7 +231,7 @@ def parse_static_tokens(document: Mapping[str, Any], source: str) -> dict[str, P
         name = entry.get("name")
         where = f"{source}: [[tokens]] entry {number}"
         if isinstance(name, str):
-            where += f" ({_excerpt(name)})"
+            where += f" ({excerpt(name)})"
         token, principal = _static_entry(entry, where)
         if token in first_use:
             raise StaticTokensError(
@@ -248,7 +248,7 @@ def _static_entry(entry: Mapping[str, Any], where: str) -> tuple[str, Principal]
 
     for key in entry:
         if key not in _ENTRY_KEYS:
-            raise refuse(_excerpt(key), f"unknown; an entry has {', '.join(_ENTRY_KEYS)}")
+            raise refuse(excerpt(key), f"unknown; an entry has {', '.join(_ENTRY_KEYS)}")
     for required in ("token", "tenant"):
         if required not in entry:
             raise refuse(required, "missing")
@@ -266,7 +266,7 @@ def _static_entry(entry: Mapping[str, Any], where: str) -> tuple[str, Principal]
     for scope in scopes:
         if scope not in ALL_SCOPES:
             raise refuse(
-                "scopes", f"{_excerpt(scope)} is not a scope ({', '.join(sorted(ALL_SCOPES))})"
+                "scopes", f"{excerpt(scope)} is not a scope ({', '.join(sorted(ALL_SCOPES))})"
             )
     live = entry.get("live", False)
     if not isinstance(live, bool):
@@ -279,9 +279,4 @@ def _static_entry(entry: Mapping[str, Any], where: str) -> tuple[str, Principal]
 
 def _kind(value: object) -> str:
     """What a TOML value is, for errors: the string "false" is not false."""
-    return f"the string {_excerpt(value)}" if isinstance(value, str) else value_kind(value)
-
-
-def _excerpt(text: str, limit: int = 40) -> str:
-    """`text` quoted, cut to `limit` characters: errors never repeat unbounded input."""
-    return repr(text if len(text) <= limit else text[:limit] + "…")
+    return f"the string {excerpt(value)}" if isinstance(value, str) else value_kind(value)

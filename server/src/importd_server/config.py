@@ -31,6 +31,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 50051
     database_url: str | None = None
+    database_wait_seconds: float = 60.0
     data_dir: Path = Path()
     log_format: str = "auto"
     log_level: str = "info"
@@ -71,6 +72,8 @@ class Settings:
             raise ValueError("tls_cert and tls_key go together")
         if not 0 <= self.port <= 65535:
             raise ValueError("port must be between 0 and 65535")
+        if self.database_wait_seconds < 0:
+            raise ValueError("database_wait_seconds must not be negative")
         if self.workers < 0:
             raise ValueError("workers must not be negative (0: this replica only serves the API)")
         if self.page_token_key is not None and len(self.page_token_key) < MIN_KEY_CHARS:

@@ -22,6 +22,7 @@ from importd_server.api.convert import (
     parse_id,
     progress_event,
 )
+from importd_server.api.limits import check_request
 from importd_server.api.status import Context, maps_errors
 from importd_server.auth import READ, WRITE, Authenticator, Principal
 from importd_server.config import Settings
@@ -111,6 +112,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         first = await anext(aiter(request_iterator), None)
         if first is None or not first.HasField("spec"):
             raise InvalidArgument.for_field("spec", "the first message must carry the spec")
+        check_request(first)
         spec = first.spec
         if not caller.live and not spec.dry_run:
             raise PermissionDenied(
@@ -144,11 +146,13 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
     @maps_errors
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
         caller = self._caller(context, READ)
+        check_request(request)
         return job_to_proto(await self._job(parse_id(request.id), caller))
 
     @maps_errors
     async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
         caller = self._caller(context, READ)
+        check_request(request)
         job_filter = JobFilter(
             tenant=caller.tenant,
             statuses=job_statuses_from_proto(request.statuses, "statuses"),
@@ -187,7 +191,9 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
     async def ListEntries(
         self, request: pb.ListEntriesRequest, context: Context
     ) -> pb.ListEntriesResponse:
-        job = _with_entries(await self._job(parse_id(request.id), self._caller(context, READ)))
+        caller = self._caller(context, READ)
+        check_request(request)
+        job = _with_entries(await self._job(parse_id(request.id), caller))
         statuses = entry_statuses_from_proto(request.statuses, "statuses")
         size = paging.page_size(request.page_size)
         if request.offset < 0:
@@ -218,6 +224,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
     @maps_errors
     async def CancelJob(self, request: pb.CancelJobRequest, context: Context) -> pb.Job:
         caller = self._caller(context, WRITE)
+        check_request(request)
         job_id = parse_id(request.id)
         job = await self._job(job_id, caller)
         cancelled = await self._jobs.cancel_job(job_id, caller.tenant)
@@ -237,7 +244,9 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
     async def ExportEntries(
         self, request: pb.ExportEntriesRequest, context: Context
     ) -> AsyncIterator[pb.ExportEntriesResponse]:
-        job = _with_entries(await self._job(parse_id(request.id), self._caller(context, READ)))
+        caller = self._caller(context, READ)
+        check_request(request)
+        job = _with_entries(await self._job(parse_id(request.id), caller))
         statuses = entry_statuses_from_proto(request.statuses, "statuses") or NOT_IMPORTED
         columns = await self._jobs.file_columns(job.id)
         entries = self._entries.iter_entries(job.id, columns, statuses)
@@ -258,6 +267,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         self, request: pb.StreamProgressRequest, context: Context
     ) -> AsyncIterator[pb.ProgressEvent]:
         caller = self._caller(context, READ)
+        check_request(request)
         job_id = parse_id(request.id)
         limit = self._settings.max_streams_per_tenant
         if self._open_streams[caller.tenant] >= limit:

@@ -10,13 +10,15 @@ import csv
 import gzip
 import io
 import json
+import re
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, NamedTuple
 
 from importd_server.engine.import_types import ImportType
+from importd_server.errors import excerpt
 from importd_server.model import FileFormat, ImportMode, RowError
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -24,6 +26,10 @@ ENCODINGS = {"utf-8": "utf-8-sig", "utf8": "utf-8-sig", "latin-1": "latin-1", "l
 MAX_FIELD_CHARS = 1 << 20
 MAX_LINE_CHARS = 1 << 20
 MAX_EXCERPT_CHARS = 1000
+# What PostgreSQL text cannot hold: NUL (a CSV byte, or JSON's "\u0000") and lone
+# surrogates (JSON's "\ud800"). A row with one fails alone; the character becomes U+FFFD.
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+REPLACEMENT = "\ufffd"
 
 
 class FileError(Exception):
@@ -127,6 +133,10 @@ def parse_rows(
         for row in rows(lines, options, import_type, mode, columns):
             if options.max_rows is not None and row.row_number > options.max_rows:
                 raise FileError("TOO_MANY_ROWS", f"the file has more than {options.max_rows} rows")
+            if _unstorable("".join(row.values)) or (
+                row.error is not None and _unstorable(row.error.value)
+            ):
+                row = _storable(row, columns.names)
             yield row
     except UnicodeDecodeError as error:
         raise FileError(
@@ -161,8 +171,8 @@ class _Prefixed(io.RawIOBase):
 
 
 def _lines(text: io.TextIOWrapper, max_chars: int | None) -> Iterator[str]:
-    """The file's lines, refusing what no row may hold: overlong lines, NUL characters, and
-    more text than `max_chars` in all (a decompression bomb)."""
+    """The file's lines, refusing what no row may hold: overlong lines, and more text than
+    `max_chars` in all (a decompression bomb)."""
     total = 0
     number = 0
     while line := text.readline(MAX_LINE_CHARS + 1):
@@ -171,8 +181,6 @@ def _lines(text: io.TextIOWrapper, max_chars: int | None) -> Iterator[str]:
             raise FileError(
                 "LINE_TOO_LONG", f"line {number} is longer than {MAX_LINE_CHARS} characters"
             )
-        if "\x00" in line:
-            raise FileError("NUL_CHARACTER", f"line {number} contains a NUL character")
         total += len(line)
         if max_chars is not None and total > max_chars:
             raise FileError("FILE_TOO_LARGE", f"the file holds more than {max_chars} characters")
@@ -239,12 +247,16 @@ def _check_header(
 ) -> None:
     seen: dict[str, int] = {}
     for position, name in enumerate(header, 1):
+        if problem := _unstorable(name):
+            raise FileError(
+                "INVALID_CHARACTER", f"column {position} of the header contains {problem}"
+            )
         column = import_type.resolve_header(name)
         canonical = column.name if column else name.lower()
         if canonical in seen:
             raise FileError(
                 "DUPLICATE_HEADER",
-                f"column {canonical!r} appears twice in the header"
+                f"column {excerpt(canonical)} appears twice in the header"
                 f" (columns {seen[canonical]} and {position})",
             )
         seen[canonical] = position
@@ -279,10 +291,19 @@ def _jsonl_rows(
             problem = RowError("NOT_AN_OBJECT", "", _excerpt(line), "a line must be a JSON object")
             yield ParsedRow(row_number, line_number, [], problem)
             continue
+        bad_key: RowError | None = None
         for name in value:
             if name not in position:
+                if unstorable := _unstorable(name):
+                    # The key cannot become a column: the row fails whole, shown as read.
+                    message = f"a key contains {unstorable}, which PostgreSQL text cannot hold"
+                    bad_key = RowError("INVALID_CHARACTER", "", _excerpt(line), message)
+                    break
                 position[name] = len(position)
                 columns.add(name, import_type)
+        if bad_key is not None:
+            yield ParsedRow(row_number, line_number, [], bad_key)
+            continue
         fields = [""] * len(position)
         for name, item in value.items():
             fields[position[name]] = json_text(item)
@@ -306,3 +327,30 @@ def json_text(value: Any) -> str:
 
 def _excerpt(line: str) -> str:
     return line.strip()[:MAX_EXCERPT_CHARS]
+
+
+def _unstorable(text: str) -> str | None:
+    """What in the text PostgreSQL cannot hold, in words, or None."""
+    if "\x00" in text:
+        return "a NUL character"
+    # CSV files (strictly decoded) never hold surrogates: the regex is for JSON escapes.
+    if not text.isascii() and UNSTORABLE.search(text):
+        return "a lone surrogate"
+    return None
+
+
+def _storable(row: ParsedRow, names: list[str]) -> ParsedRow:
+    """The row with what PostgreSQL text cannot hold replaced by U+FFFD: failed, naming its
+    first such field, unless it has failed already (its error's value is cleaned too)."""
+    values = [UNSTORABLE.sub(REPLACEMENT, v) for v in row.values]
+    if row.error is not None:
+        error = replace(row.error, value=UNSTORABLE.sub(REPLACEMENT, row.error.value))
+        return row._replace(values=values, error=error)
+    position, problem = next((i, p) for i, v in enumerate(row.values) if (p := _unstorable(v)))
+    error = RowError(
+        "INVALID_CHARACTER",
+        names[position],
+        values[position],
+        f"contains {problem} (shown as U+FFFD), which PostgreSQL text cannot hold",
+    )
+    return row._replace(values=values, error=error)

@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 from urllib.parse import unquote, urlsplit
 
-from importd_server.errors import FailedPrecondition, InvalidArgument
+from importd_server.errors import FailedPrecondition, InvalidArgument, excerpt
 from importd_server.tenants import Tenant
 
 FIELD = "spec.source_uri"
@@ -36,7 +36,7 @@ async def open_source(uri: str, allowed_dir: Path | None, tenant: Tenant) -> Bin
     parts = urlsplit(uri)
     if parts.scheme != "file":
         raise InvalidArgument.for_field(
-            FIELD, f"scheme {parts.scheme[:20]!r} is not supported; use file://"
+            FIELD, f"scheme {excerpt(parts.scheme)} is not supported; use file://"
         )
     if parts.netloc not in ("", "localhost"):
         raise InvalidArgument.for_field(FIELD, "a file:// URI must name a local path")
