@@ -6,7 +6,6 @@ Nothing here is global, so two servers can run side by side in one process (test
 from __future__ import annotations
 
 import asyncio
-import secrets
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -20,9 +19,11 @@ from grpc_reflection.v1alpha import reflection
 
 from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
+from importd_server.api.paging import PageTokens
 from importd_server.api.servicer import ImportServicer
 from importd_server.auth import Authenticator
 from importd_server.config import Settings
+from importd_server.engine.admission import Admission
 from importd_server.engine.housekeeping import Housekeeper
 from importd_server.engine.import_types import default_types_dir, load_import_types
 from importd_server.engine.processing import ChunkProcessor
@@ -38,6 +39,7 @@ from importd_server.store.entries import EntryStore
 from importd_server.store.jobs import JobStore
 from importd_server.store.migrate import migrate
 from importd_server.store.pool import create_pool
+from importd_server.store.secrets import PAGE_TOKEN_KEY, shared_secret
 from importd_server.store.targets import ensure_target_table
 
 log = structlog.get_logger(__name__)
@@ -76,10 +78,17 @@ class Application:
         DatabaseUnreachable), migrates, and starts serving; returns the bound port."""
         settings = self.settings
         import_types = load_import_types(settings.types_dir or default_types_dir())
+        # Before connecting: a bad token table stops the start-up at once.
+        authenticator = Authenticator.from_settings(settings)
         self._pool = await create_pool(
             self.database_url, settings.db_pool_size, wait_seconds=settings.database_wait_seconds
         )
         await migrate(self._pool)
+        page_token_key = (
+            settings.page_token_key.encode()
+            if settings.page_token_key
+            else await shared_secret(self._pool, PAGE_TOKEN_KEY)
+        )
         async with self._pool.acquire() as connection:
             for import_type in import_types.values():
                 await ensure_target_table(connection, import_type)
@@ -96,11 +105,14 @@ class Application:
             poll_seconds=settings.poll_seconds,
             max_attempts=settings.max_attempts,
         )
+        admission = Admission(jobs, settings.max_active_jobs_per_tenant)
         stager = Stager(
-            self._pool, jobs, StagingLimits(settings.max_file_bytes, settings.chunk_size)
+            self._pool,
+            jobs,
+            StagingLimits(settings.max_file_bytes, settings.chunk_size),
+            admission,
         )
         self.hub = ProgressHub(self.database_url, jobs)
-        authenticator = Authenticator.from_settings(settings)
         if not authenticator.enabled:
             log.warning(
                 "authentication is off: no tokens are configured; every caller is"
@@ -113,11 +125,9 @@ class Application:
             gateway_target = f"unix:{self._socket_dir / 'grpc.sock'}"
             self._http = HttpServer(settings, gateway_target)
             self.http_port = self._http.bind()
-            # Until the replicas share a key kept in the database, a link opens only on the
-            # replica that issued it.
-            self.download_links = DownloadLinks(
-                secrets.token_bytes(32), self._public_url(self.http_port)
-            )
+            # The page tokens' key, which every replica shares: a link issued by one opens
+            # on any (DownloadLinks derives a key of its own from it).
+            self.download_links = DownloadLinks(page_token_key, self._public_url(self.http_port))
         servicer = ImportServicer(
             settings,
             import_types,
@@ -126,6 +136,8 @@ class Application:
             stager,
             self.hub,
             authenticator,
+            admission,
+            PageTokens(page_token_key),
             self.workers.wake,
             download_links=self.download_links,
         )

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 LOG_FORMATS = ("auto", "json", "console")
+# A shorter HMAC key could be guessed; 32 characters of a password manager are plenty.
+MIN_KEY_CHARS = 32
 
 
 def default_data_dir() -> Path:
@@ -52,6 +54,8 @@ class Settings:
     auth_rs256_public_keys: str | None = None
     auth_issuer: str | None = None
     auth_audience: str = "importd"
+    # Signs page tokens; unset, the replicas share a random key kept in the database.
+    page_token_key: str | None = field(default=None, repr=False)
     tls_cert: Path | None = None
     tls_key: Path | None = None
     metrics_host: str = "127.0.0.1"
@@ -77,6 +81,8 @@ class Settings:
             raise ValueError("database_wait_seconds must not be negative")
         if self.workers < 0:
             raise ValueError("workers must not be negative (0: this replica only serves the API)")
+        if self.page_token_key is not None and len(self.page_token_key) < MIN_KEY_CHARS:
+            raise ValueError(f"page_token_key must have at least {MIN_KEY_CHARS} characters")
         limits = ("max_active_jobs_per_tenant", "max_streams_per_tenant", "max_message_bytes")
         for name in ("chunk_size", "max_attempts", "max_file_bytes", "max_rows", *limits):
             if getattr(self, name) < 1:

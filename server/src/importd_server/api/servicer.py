@@ -27,10 +27,12 @@ from importd_server.api.limits import check_request
 from importd_server.api.status import Context, maps_errors
 from importd_server.auth import READ, WRITE, Authenticator, Principal
 from importd_server.config import Settings
+from importd_server.engine.admission import Admission
 from importd_server.engine.export import NOT_IMPORTED, export_job, with_entries
 from importd_server.engine.import_types import ImportType
 from importd_server.engine.sources import open_source
 from importd_server.engine.staging import Stager, file_chunks
+from importd_server.engine.validation import INT64_MAX
 from importd_server.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -57,6 +59,8 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         stager: Stager,
         hub: ProgressHub,
         authenticator: Authenticator,
+        admission: Admission,
+        page_tokens: paging.PageTokens,
         on_job_queued: Callable[[], None] = lambda: None,
         *,
         download_links: DownloadLinks | None = None,
@@ -68,6 +72,8 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         self._stager = stager
         self._hub = hub
         self._auth = authenticator
+        self._admission = admission
+        self._page_tokens = page_tokens
         self._open_streams: Counter[str] = Counter()
         self._on_job_queued = on_job_queued
         self._links = download_links
@@ -127,20 +133,13 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         existing = await self._stager.existing(new_job)
         if existing is not None:
             return job_to_proto(existing)  # a retried start: the limit was checked the first time
-        active = await self._jobs.count_active_jobs(caller.tenant)
-        if active >= self._settings.max_active_jobs_per_tenant:
-            raise ResourceExhausted(
-                f"tenant {caller.tenant} has {active} queued or running jobs, the most allowed;"
-                " start this one when one of them ends",
-                reason="TOO_MANY_ACTIVE_JOBS",
-                metadata={"limit": str(self._settings.max_active_jobs_per_tenant)},
-            )
+        await self._admission.precheck(caller.tenant)
         if spec.source_uri:
             if await anext(aiter(request_iterator), None) is not None:
                 raise InvalidArgument.for_field(
                     "chunk", "no file chunks may follow a spec with a source_uri"
                 )
-            source = open_source(spec.source_uri, self._settings.source_dir, caller.tenant)
+            source = await open_source(spec.source_uri, self._settings.source_dir, caller.tenant)
             job = await self._stager.start(new_job, file_chunks(source))
         else:
             job = await self._stager.start(new_job, _file_bytes(request_iterator))
@@ -175,15 +174,17 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         )
         after = None
         if request.page_token:
-            position = paging.decode_page_token(request.page_token, filters)
+            position = self._page_tokens.decode(request.page_token, filters)
             try:
                 after = JobCursor(datetime.fromisoformat(position["t"]), uuid.UUID(position["i"]))
             except (KeyError, ValueError, TypeError):
-                raise InvalidArgument.for_field("page_token", "is not a valid page token") from None
+                raise paging.invalid_token() from None
+            if after.create_time.tzinfo is None:
+                raise paging.invalid_token()
         page = await self._jobs.list_jobs(job_filter, size, after)
         next_token = ""
         if page.next_cursor is not None:
-            next_token = paging.encode_page_token(
+            next_token = self._page_tokens.encode(
                 {"t": page.next_cursor.create_time.isoformat(), "i": str(page.next_cursor.job_id)},
                 filters,
             )
@@ -208,10 +209,10 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         filters = paging.fingerprint("ListEntries", str(job.id), sorted(statuses), error_code)
         after_row = 0
         if request.page_token:
-            position = paging.decode_page_token(request.page_token, filters)
-            row = position.get("r")
-            if not isinstance(row, int) or row < 0:
-                raise InvalidArgument.for_field("page_token", "is not a valid page token")
+            row = self._page_tokens.decode(request.page_token, filters).get("r")
+            # bool is an int to Python, and the row number is a bigint to PostgreSQL.
+            if type(row) is not int or not 0 <= row <= INT64_MAX:
+                raise paging.invalid_token()
             after_row = row
         columns = await self._jobs.file_columns(job.id)
         page = await self._entries.list_entries(
@@ -225,7 +226,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         )
         next_token = ""
         if page.next_after_row is not None:
-            next_token = paging.encode_page_token({"r": page.next_after_row}, filters)
+            next_token = self._page_tokens.encode({"r": page.next_after_row}, filters)
         return pb.ListEntriesResponse(
             entries=[entry_to_proto(e) for e in page.entries],
             next_page_token=next_token,

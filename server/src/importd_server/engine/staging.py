@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 import asyncpg
 import structlog
 
+from importd_server.engine.admission import Admission
 from importd_server.engine.import_types import ImportType
 from importd_server.engine.parsing import FileColumns, FileError, ParseOptions, parse_rows
 from importd_server.engine.processing import fail_if_too_many_errors
@@ -120,10 +121,13 @@ class _Received:
 class Stager:
     """Turns an upload into a queued job with its entries and chunks."""
 
-    def __init__(self, pool: asyncpg.Pool, jobs: JobStore, limits: StagingLimits) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, jobs: JobStore, limits: StagingLimits, admission: Admission
+    ) -> None:
         self._pool = pool
         self._jobs = jobs
         self._limits = limits
+        self._admission = admission
 
     async def start(self, new_job: NewJob, chunks: AsyncIterator[bytes]) -> Job:
         """The job for this request: the existing one for a repeated request_id (AIP-155),
@@ -178,6 +182,7 @@ class Stager:
                 async with connection.transaction():
                     await self._insert_job(connection, job_id, new_job)
                     await self._stage(connection, job_id, new_job, chunks, received)
+                    await self._admission.admit(connection, new_job.tenant)
             except FileError as error:
                 bound.info("file refused", reason=error.reason, message=error.message)
                 async with connection.transaction():

@@ -95,6 +95,12 @@ SELECT * FROM import_jobs WHERE id = ANY($1::uuid[]);
 -- name: count_active_jobs
 SELECT count(*) FROM import_jobs WHERE tenant = $1 AND status IN ('QUEUED', 'RUNNING');
 
+-- name: lock_tenant_admission
+-- Held until the caller's transaction ends: one tenant's new jobs are admitted one at a
+-- time. The two-key form keeps these locks apart from the migrations' one-key lock; two
+-- tenants whose names hash alike merely take turns.
+SELECT pg_advisory_xact_lock(1, hashtext($1));
+
 -- name: count_jobs_by_status
 SELECT status, count(*) AS n FROM import_jobs GROUP BY status;
 
