@@ -3,6 +3,7 @@ Server-Sent Events, streamed uploads and downloads, and signed download links.""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
@@ -498,3 +499,21 @@ async def test_no_path_or_query_value_yields_a_server_error(
     assert status < 500, body
     if status >= 400:
         assert isinstance(body, dict) and isinstance(body["code"], int), body
+
+
+async def test_a_watcher_that_leaves_frees_its_progress_stream(
+    make_app: AppFactory, session: Any
+) -> None:
+    http = Http(await make_app(http_port=0, workers=0, max_streams_per_tenant=1), session)
+    job = await http.start()
+    url = f"{http.base}/v1/jobs/{job['id']}:progress"
+    async with aiohttp.ClientSession() as watcher, watcher.get(url) as first:
+        await first.content.readline()
+    # The watcher's connection is closed: its RPC ends and the tenant's stream is free again.
+    async with asyncio.timeout(10):
+        while True:
+            async with session.get(url) as again:
+                if again.status == 200:
+                    break
+                assert again.status == 429
+            await asyncio.sleep(0.05)
