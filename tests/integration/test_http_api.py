@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import aiohttp
+import asyncpg
 import grpc
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -27,7 +28,7 @@ from importd_server.app import Application
 from importd_server.http.routes import routes_of
 from tests.conftest import AppFactory
 from tests.integration import test_auth as grpc_auth
-from tests.rpc import start_import
+from tests.rpc import start_import, wait_until
 
 # The RS256 issuer and token maker of the gRPC auth matrix, so both ports meet the same callers.
 rsa_key = grpc_auth.rsa_key
@@ -517,3 +518,33 @@ async def test_a_watcher_that_leaves_frees_its_progress_stream(
                     break
                 assert again.status == 429
             await asyncio.sleep(0.05)
+
+
+def finished_calls(app: Application, rpc: str) -> float:
+    """How many calls of `rpc` the server has finished, whatever their end."""
+    assert app.metrics is not None
+    return sum(
+        sample.value
+        for metric in app.metrics.registry.collect()
+        for sample in metric.samples
+        if sample.name == "importd_rpc_duration_seconds_count"
+        and sample.labels["method"].endswith(rpc)
+    )
+
+
+async def test_an_upload_the_client_abandons_leaves_no_job(
+    make_app: AppFactory, db: asyncpg.Connection
+) -> None:
+    app = await make_app(http_port=0, workers=0)
+    body = b"email\n" + b"someone@example.com\n" * 50_000
+    _reader, writer = await asyncio.open_connection("127.0.0.1", app.http_port)
+    writer.write(
+        b"POST /v1/jobs:import?spec.importType=contacts HTTP/1.1\r\nHost: importd\r\n"
+        b"Content-Length: %d\r\n\r\n" % (2 * len(body))
+    )
+    writer.write(body)  # half of what was announced
+    await writer.drain()
+    writer.close()
+    await wait_until(lambda: finished_calls(app, "StartImport") == 1)
+    assert await db.fetchval("SELECT count(*) FROM import_jobs") == 0
+    assert await db.fetchval("SELECT count(*) FROM import_entries") == 0
