@@ -394,3 +394,43 @@ def test_only_both_magic_bytes_make_a_file_gzip() -> None:
     rows, columns = parse(b"\x1fnote,email\nx,a@x.com\n")
     assert columns.positions == {"email": [1]}
     assert [r.values for r in rows] == [["x", "a@x.com"]]
+
+
+def damaged(data: bytes) -> st.SearchStrategy[bytes]:
+    """The bytes cut short, or with one byte changed."""
+    return st.integers(0, len(data) - 1).flatmap(
+        lambda at: (
+            st.just(data[:at])
+            | st.integers(0, 255).map(lambda byte: data[:at] + bytes([byte]) + data[at + 1 :])
+        )
+    )
+
+
+ANY_UPLOAD = (
+    st.binary(max_size=300)
+    | st.binary(max_size=300).map(lambda data: b"\x1f\x8b" + data)
+    | st.binary(max_size=300).map(gzipped).flatmap(damaged)
+)
+
+
+@given(
+    ANY_UPLOAD,
+    st.sampled_from([FileFormat.CSV, FileFormat.JSONL]),
+    st.sampled_from(["utf-8", "latin-1"]),
+    st.booleans(),
+)
+def test_any_bytes_give_rows_or_one_file_error_never_a_crash(
+    data: bytes, file_format: FileFormat, encoding: str, header: bool
+) -> None:
+    try:
+        parse(data, format=file_format, encoding=encoding, header=header)
+    except FileError as error:
+        assert error.reason in {
+            "EMPTY_FILE",
+            "MALFORMED_CSV",
+            "MISSING_COLUMN",
+            "DUPLICATE_HEADER",
+            "INVALID_ENCODING",
+            "INVALID_GZIP",
+            "NUL_CHARACTER",
+        }
