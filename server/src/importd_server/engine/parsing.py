@@ -11,6 +11,7 @@ import gzip
 import io
 import json
 import re
+import sys
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -283,8 +284,8 @@ def _jsonl_rows(
         row_number += 1
         try:
             value = json.loads(line, parse_float=Decimal)  # numbers keep every digit
-        except json.JSONDecodeError as error:
-            problem = RowError("INVALID_JSON", "", _excerpt(line), f"not valid JSON: {error.msg}")
+        except (ValueError, RecursionError) as error:
+            problem = RowError("INVALID_JSON", "", _excerpt(line), _json_problem(error))
             yield ParsedRow(row_number, line_number, [], problem)
             continue
         if not isinstance(value, dict):
@@ -310,6 +311,16 @@ def _jsonl_rows(
         yield ParsedRow(row_number, line_number, fields)
     if row_number == 0:
         raise FileError("EMPTY_FILE", "the file is empty: no JSON lines")
+
+
+def _json_problem(error: ValueError | RecursionError) -> str:
+    """Why json.loads refused a line. Besides bad syntax (JSONDecodeError), an integer longer
+    than int() reads and nesting deeper than the stack are one bad line, not a crash."""
+    if isinstance(error, json.JSONDecodeError):
+        return f"not valid JSON: {error.msg}"
+    if isinstance(error, RecursionError):
+        return "JSON nested too deeply to read"
+    return f"a JSON integer of more than {sys.get_int_max_str_digits()} digits"
 
 
 def json_text(value: Any) -> str:
