@@ -18,6 +18,7 @@ import aiohttp
 import asyncpg
 import grpc
 import pytest
+import yarl
 from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -446,8 +447,11 @@ async def test_download_links_need_the_http_port(stub: pb_grpc.ImportServiceStub
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
-# Path and query values of any shape, against every route: never a 5xx, always Status JSON.
-segments = st.text(st.characters(codec="utf-8"), max_size=80)
+# Path and query values of any shape, already percent-encoded (invalid UTF-8 included),
+# against every route: never a 5xx, always Status JSON.
+encoded = st.text(st.characters(codec="utf-8"), max_size=60).map(
+    lambda text: quote(text, safe="")
+) | st.binary(max_size=20).map(lambda raw: "".join(f"%{byte:02X}" for byte in raw))
 parameters = st.lists(
     st.tuples(
         st.sampled_from(
@@ -472,8 +476,8 @@ parameters = st.lists(
                 "signature",
             ]
         )
-        | st.text(max_size=10),
-        segments,
+        | encoded,
+        encoded,
     ),
     max_size=4,
 )
@@ -486,20 +490,22 @@ parameters = st.lists(
 )
 @given(
     request=st.sampled_from([*REQUESTS.values(), ("GET", "/downloads/jobs/{id}/not-imported.csv")]),
-    segment=segments,
+    segment=encoded,
     query=parameters,
 )
 async def test_no_path_or_query_value_yields_a_server_error(
     http: Http, request: tuple[str, str], segment: str, query: list[tuple[str, str]]
 ) -> None:
     method, path = request
-    url = path.split("?")[0].format(id=quote(segment, safe=""))
+    url = http.base + path.split("?")[0].format(id=segment)
     if query:
-        url += "?" + urlencode(query)
-    status, body = await http.call(method, url, data=b"email\n" if method == "POST" else None)
-    assert status < 500, body
-    if status >= 400:
-        assert isinstance(body, dict) and isinstance(body["code"], int), body
+        url += "?" + "&".join(f"{name}={value}" for name, value in query)
+    data = b"email\n" if method == "POST" else None
+    async with http.session.request(method, yarl.URL(url, encoded=True), data=data) as response:
+        text = await response.text()
+        assert response.status < 500, text
+        if response.status >= 400:
+            assert isinstance(json.loads(text)["code"], int), text
 
 
 async def test_a_watcher_that_leaves_frees_its_progress_stream(

@@ -73,7 +73,7 @@ class DownloadLinks:
         expected = self._sign(parsed_id, tenant, expiry)
         # The canonical spelling of the id is signed: another spelling of it must not verify.
         if str(parsed_id) != job_id or not hmac.compare_digest(
-            expected.encode(), signature.encode("utf-8", "surrogateescape")
+            expected.encode(), signature.encode("utf-8", "surrogatepass")
         ):
             raise _refused()
         expire_time = datetime.fromtimestamp(expiry, UTC)
@@ -87,7 +87,7 @@ class DownloadLinks:
         return Grant(parsed_id, tenant)
 
     def _sign(self, job_id: uuid.UUID, tenant: str, expires: int) -> str:
-        message = f"{job_id}\n{tenant}\n{expires}".encode()
+        message = f"{job_id}\n{tenant}\n{expires}".encode("utf-8", "surrogatepass")
         digest = hmac.new(self._key, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
