@@ -432,5 +432,5 @@ def test_any_bytes_give_rows_or_one_file_error_never_a_crash(
             "DUPLICATE_HEADER",
             "INVALID_ENCODING",
             "INVALID_GZIP",
-            "NUL_CHARACTER",
+            "INVALID_CHARACTER",
         }
