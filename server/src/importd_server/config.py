@@ -9,6 +9,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from importd_server.net.guard import AddressGuard
+
 LOG_FORMATS = ("auto", "json", "console")
 
 
@@ -36,6 +38,11 @@ class Settings:
     db_pool_size: int = 10
     types_dir: Path | None = None
     source_dir: Path | None = None
+    remote_allow_hosts: str | None = None
+    remote_connect_seconds: float = 10.0
+    remote_read_seconds: float = 60.0
+    remote_total_seconds: float = 3600.0
+    s3_buckets: str | None = None
     workers: int = 2
     chunk_size: int = 5000
     lease_seconds: float = 30.0
@@ -69,6 +76,10 @@ class Settings:
             raise ValueError("port must be between 0 and 65535")
         if self.workers < 0:
             raise ValueError("workers must not be negative (0: this replica only serves the API)")
+        for name in ("remote_connect_seconds", "remote_read_seconds", "remote_total_seconds"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be more than 0")
+        AddressGuard.from_allow_list(self.remote_allow_hosts)  # a typo fails the start-up
         limits = ("max_active_jobs_per_tenant", "max_streams_per_tenant", "max_message_bytes")
         for name in ("chunk_size", "max_attempts", "max_file_bytes", "max_rows", *limits):
             if getattr(self, name) < 1:
