@@ -308,7 +308,7 @@ class RemoteSources:
         except (ValueError, TypeError):
             reason = "an invalid Location"
         except InvalidArgument as error:
-            reason = f"{redact(location)!r}, which {error.field_violations[0].description}"
+            reason = f"{redact(location)} ({error.field_violations[0].description})"
         raise FileError("SOURCE_BAD_REDIRECT", f"{shown} redirected to {reason}")
 
     def _accept(self, response: aiohttp.ClientResponse, download: _Download) -> None:
