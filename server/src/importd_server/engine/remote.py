@@ -24,12 +24,7 @@ import aiohttp
 import obstore
 import structlog
 from aiohttp.abc import AbstractResolver
-from obstore.exceptions import (
-    BaseError,
-    NotFoundError,
-    PermissionDeniedError,
-    UnauthenticatedError,
-)
+from obstore.exceptions import BaseError, PermissionDeniedError, UnauthenticatedError
 from obstore.store import S3Store
 from yarl import URL
 
@@ -394,19 +389,19 @@ class RemoteSources:
                 if piece is None:
                     return
                 yield bytes(piece)
-        except NotFoundError:
+        except FileNotFoundError:
             raise FileError("SOURCE_NOT_FOUND", f"{shown} does not exist") from None
         except (PermissionDeniedError, UnauthenticatedError):
             raise FileError(
                 "SOURCE_ACCESS_DENIED", f"importd's credentials may not read {shown}"
             ) from None
-        except BaseError as error:
-            raise FileError(
-                "SOURCE_CONNECTION_FAILED", f"reading {shown} failed ({type(error).__name__})"
-            ) from None
         except TimeoutError:
             raise FileError(
                 "SOURCE_TIMEOUT", f"{shown} took longer than {self._limits.total_seconds:g} s"
+            ) from None
+        except (BaseError, OSError, ValueError) as error:  # obstore raises some builtins too
+            raise FileError(
+                "SOURCE_CONNECTION_FAILED", f"reading {shown} failed ({type(error).__name__})"
             ) from None
 
     async def _s3_store(self, bucket: str) -> S3Store:

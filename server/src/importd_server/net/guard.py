@@ -85,7 +85,11 @@ class AddressGuard:
                 continue
             except ValueError:
                 pass
-            if ip_literal(entry) is None and not is_host_name(entry):
+            try:
+                spelled = ip_literal(entry)
+            except ValueError as error:
+                raise ValueError(f"{ALLOW_SETTING}: {error}") from None
+            if spelled is not None or not is_host_name(entry):
                 raise ValueError(f"{ALLOW_SETTING}: {entry!r} is neither a host name nor a CIDR")
             hosts.add(entry.lower().rstrip("."))
         return cls(frozenset(hosts), tuple(networks))
