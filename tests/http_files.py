@@ -15,14 +15,16 @@ PIECE = 64 * 1024
 
 @dataclass
 class FileServer:
-    """Serves `files` at /files/<name>; see `_routes` for the rest. `drops` responses of
-    /files break off after `drop_after` body bytes (then `on_drop` runs)."""
+    """Serves `files` at /files/<name> (with an ETag and ranges); see `_routes` for the rest.
+    `drops` responses of /files break off after `drop_after` body bytes (then `on_drop` runs)."""
 
     files: dict[str, bytes] = field(default_factory=dict)
     drops: int = 0
     drop_after: int = 0
     on_drop: Callable[[], None] = lambda: None
+    etags: bool = True  # without one, a dropped download cannot be resumed safely
     requests: list[dict[str, str]] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)  # as requested, query included
     sent: int = 0  # body bytes written by the streaming routes
     port: int = 0
     _runner: web.AppRunner | None = None
@@ -60,6 +62,7 @@ class FileServer:
 
     async def _file(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(dict(request.headers))
+        self.paths.append(request.raw_path)
         data = self.files.get(request.match_info["name"])
         if data is None:
             raise web.HTTPNotFound()
@@ -69,7 +72,8 @@ class FileServer:
         if wanted.startswith("bytes=") and request.headers.get("If-Range", etag) == etag:
             start = int(wanted.removeprefix("bytes=").removesuffix("-"))
         response = web.StreamResponse(status=206 if start else 200)
-        response.headers["ETag"] = etag
+        if self.etags:
+            response.headers["ETag"] = etag
         response.headers["Accept-Ranges"] = "bytes"
         if start:
             response.headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"

@@ -30,7 +30,8 @@ from tests.http_files import FileServer
 from tests.rpc import counts, entries_of, rich_error, start_import, wait_for_job
 
 CONTACTS = b"email,first_name\na@x.com,Ann\nb@x.com,Bob\nnot-an-email,Cy\n"
-SECRET = "X-Amz-Signature=0123456789abcdef"
+# As signed URLs spell it: escapes that a normalizing client would rewrite.
+SECRET = "X-Amz-Credential=AK%2F20261126%2Fus-east-1&X-Amz-Signature=0123abcd%2B%3D&y=%7E"
 
 
 @pytest.fixture
@@ -91,6 +92,7 @@ async def test_an_allowed_server_s_file_imports_end_to_end_and_its_signature_is_
         len(CONTACTS),
         hashlib.sha256(CONTACTS).hexdigest(),
     )
+    assert files.paths == [f"/files/contacts.csv?{SECRET}"]  # sent byte for byte
     row = await db.fetchrow("SELECT options, file_name FROM import_jobs")
     assert SECRET not in str(dict(row))
     assert "/files/contacts.csv" in str(row["options"])
@@ -267,6 +269,17 @@ async def test_a_connection_that_keeps_dropping_fails_the_job_after_three_retrie
     job = await failed_job(stub, files.url("/files/contacts.csv"))
     assert "the connection was lost mid-file, 4 times (20 bytes received)" in job.error.message
     assert len(files.requests) == 4
+
+
+async def test_a_download_without_a_validator_is_not_resumed(
+    stub: pb_grpc.ImportServiceStub, files: FileServer
+) -> None:
+    files.drops, files.drop_after, files.etags = 1, 10, False
+    job = await failed_job(stub, files.url("/files/contacts.csv"))
+    assert job.error.message.endswith(
+        "the connection was lost mid-file after 10 bytes, and the server gave no ETag or"
+        " Last-Modified to resume it safely"
+    )
 
 
 async def test_a_file_that_changes_mid_download_fails_instead_of_mixing_two_versions(

@@ -1,4 +1,5 @@
-"""The SSRF guard's verdicts on addresses, its allow-list, and how URIs are redacted."""
+"""The SSRF guard's verdicts on addresses, its allow-list; how source URIs are checked and
+redacted."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from hypothesis import given
 from hypothesis import strategies as st
 
-from importd_server.engine.remote import redact, source_file_name
-from importd_server.errors import PermissionDenied
+from importd_server.engine.remote import RemoteLimits, RemoteSources, redact, source_file_name
+from importd_server.errors import ImportdError, PermissionDenied
 from importd_server.net.guard import AddressGuard, GuardedResolver, ip_literal
 
 DEFAULT = AddressGuard()
@@ -220,3 +221,29 @@ def test_a_source_s_file_name_is_its_last_path_segment_without_the_query(
     uri: str, name: str
 ) -> None:
     assert source_file_name(uri) == name
+
+
+SOURCES = RemoteSources(
+    AddressGuard(),
+    RemoteLimits(max_file_bytes=10**6, connect_seconds=1, read_seconds=1, total_seconds=1),
+    s3_buckets=frozenset({"imports"}),
+)
+
+
+@given(
+    st.one_of(
+        st.text(max_size=60),
+        st.builds(
+            "{}://{}/{}".format,
+            st.sampled_from(["https", "http", "s3", "HTTPS"]),
+            st.text(max_size=25),
+            st.text(max_size=25),
+        ),
+    )
+)
+def test_any_source_uri_is_accepted_or_refused_with_a_domain_error(uri: str) -> None:
+    # Opening only checks the URI; nothing connects until the pieces are read.
+    try:
+        SOURCES.open(uri, "default")
+    except ImportdError as error:
+        assert error.reason

@@ -8,6 +8,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
@@ -147,6 +148,10 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
 
     def _source_pieces(self, uri: str, tenant: str) -> AsyncIterator[bytes]:
         """The bytes of the file a source_uri names: the tenant's own file, or a remote one."""
+        try:
+            urlsplit(uri)
+        except ValueError:  # e.g. an unbalanced "[" in the host
+            raise InvalidArgument.for_field("spec.source_uri", "is not a valid URI") from None
         scheme = uri_scheme(uri)
         if scheme in REMOTE_SCHEMES:
             return self._remote.open(uri, tenant)

@@ -58,6 +58,7 @@ HEADERS = {"User-Agent": "importd", "Accept-Encoding": "identity"}
 S3_ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _SCHEME = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*):")
+_ENCODED = re.compile(r"[!-~]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -165,7 +166,7 @@ class RemoteSources:
 
     def _check_http_url(self, raw: str) -> URL:
         try:
-            url = URL(raw)
+            url = _url(raw)
             host = url.raw_host
             authority = urlsplit(raw).netloc
         except (ValueError, TypeError):
@@ -299,7 +300,7 @@ class RemoteSources:
         plain http stays PermissionDenied; anything malformed fails the job."""
         shown = redact(str(url))
         try:
-            return self._check_http_url(str(url.join(URL(location))))
+            return self._check_http_url(str(url.join(_url(location))))
         except (ValueError, TypeError):
             reason = "an invalid Location"
         except InvalidArgument as error:
@@ -345,7 +346,10 @@ class RemoteSources:
                 "s3:// sources are disabled on this server (IMPORTD_S3_BUCKETS is not set)",
                 reason="SOURCE_URI_DISABLED",
             )
-        parts = urlsplit(uri)
+        try:
+            parts = urlsplit(uri)
+        except ValueError:
+            raise InvalidArgument.for_field(FIELD, "is not a valid URI") from None
         bucket = parts.netloc
         if not _BUCKET.fullmatch(bucket):
             raise InvalidArgument.for_field(FIELD, "an s3:// URI must name a valid bucket")
@@ -437,6 +441,12 @@ class RemoteSources:
                 reason="PLAIN_HTTP_REFUSED",
                 metadata={"host": host},
             )
+
+
+def _url(raw: str) -> URL:
+    """The URL to request. One already encoded (printable ASCII, no spaces) is sent byte for
+    byte as given: a signed URL's signature may cover its exact spelling."""
+    return URL(raw, encoded=_ENCODED.fullmatch(raw) is not None)
 
 
 def _status(response: aiohttp.ClientResponse) -> str:
