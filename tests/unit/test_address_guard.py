@@ -11,6 +11,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from hypothesis import given
 from hypothesis import strategies as st
 
+from importd_server.config import Settings
 from importd_server.engine.remote import RemoteLimits, RemoteSources, redact, source_file_name
 from importd_server.errors import ImportdError, PermissionDenied
 from importd_server.net.guard import AddressGuard, GuardedResolver, ip_literal
@@ -128,6 +129,12 @@ def test_metadata_addresses_are_refused_whatever_the_allow_list_says(allow_list:
 def test_an_allow_list_entry_that_is_no_host_or_network_is_a_settings_error(entry: str) -> None:
     with pytest.raises(ValueError, match="IMPORTD_REMOTE_ALLOW_HOSTS"):
         AddressGuard.from_allow_list(entry)
+
+
+def test_a_typo_in_the_allow_list_setting_stops_the_start_up() -> None:
+    assert Settings.from_env({"IMPORTD_REMOTE_ALLOW_HOSTS": "127.0.0.1, minio.lan"})
+    with pytest.raises(ValueError, match="'lan!' is neither"):
+        Settings.from_env({"IMPORTD_REMOTE_ALLOW_HOSTS": "127.0.0.1,minio lan!"})
 
 
 @pytest.mark.parametrize("host", ["0x7f.1", "2130706433", "127.1", "017700000001", "0", "1.2.3"])
