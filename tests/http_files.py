@@ -96,6 +96,8 @@ class FileServer:
         raise web.HTTPFound(f"/files/{name}")
 
     async def _redirect_to(self, request: web.Request) -> web.StreamResponse:
+        if "location" not in request.query:
+            return web.Response(status=302)
         raise web.HTTPFound(request.query["location"])
 
     async def _status(self, request: web.Request) -> web.StreamResponse:

@@ -178,7 +178,7 @@ async def test_plain_http_is_only_for_allow_listed_hosts(
         )
 
 
-async def test_a_redirect_to_another_scheme_fails_the_job(
+async def test_a_redirect_to_another_scheme_or_nowhere_fails_the_job(
     stub: pb_grpc.ImportServiceStub, files: FileServer
 ) -> None:
     job = await failed_job(stub, files.url("/to?location=file:///etc/passwd"))
@@ -186,6 +186,8 @@ async def test_a_redirect_to_another_scheme_fails_the_job(
     assert job.error.message == (
         f"{files.url('/to')} redirected to file:///etc/passwd (scheme 'file' is not https)"
     )
+    job = await failed_job(stub, files.url("/to"))
+    assert job.error.message == f"{files.url('/to')} redirected without a Location"
 
 
 @pytest.mark.parametrize(

@@ -299,6 +299,8 @@ class RemoteSources:
         """Where a redirect leads, checked like the caller's own URL: a refused address or
         plain http stays PermissionDenied; anything malformed fails the job."""
         shown = redact(str(url))
+        if not location:
+            raise FileError("SOURCE_BAD_REDIRECT", f"{shown} redirected without a Location")
         try:
             return self._check_http_url(str(url.join(_url(location))))
         except (ValueError, TypeError):
