@@ -129,15 +129,26 @@ class AsyncClient:
         await self._channel.close()
 
     async def start_import(
-        self, source: Source, *, import_type: str, **options: Unpack[ImportOptions]
+        self,
+        source: Source | None = None,
+        *,
+        import_type: str,
+        source_uri: str | None = None,
+        **options: Unpack[ImportOptions],
     ) -> AsyncJob:
         """Uploads a file (streamed in pieces, never read whole) and returns its job, QUEUED
         once the server has stored the file (or FAILED if the file cannot be read).
 
+        Or, with `source_uri` instead of `source`, has the server read the file itself:
+        `https://…` (e.g. a signed URL), `s3://bucket/<tenant>/key` or `file://…`, as the
+        server allows (`list_source_uri_schemes`).
+
         `options` are ImportOptions (mode "upsert" by default). A `request_id` is generated
-        when not given, so a retried upload (after UNAVAILABLE) never makes two jobs. Paths,
-        bytes and seekable files are retried; other streams cannot be read twice and are not.
+        when not given, so a retried start (after UNAVAILABLE) never makes two jobs. Paths,
+        bytes, seekable files and URIs are retried; other streams cannot be read twice.
         """
+        if (source is None) == (source_uri is None):
+            raise TypeError("start_import takes a source or a source_uri, not both or neither")
         file_format = options.get("file_format")
         spec = pb.ImportSpec(
             import_type=import_type,
@@ -148,6 +159,7 @@ class AsyncClient:
                 else pb.FILE_FORMAT_UNSPECIFIED
             ),
             file_name=options.get("file_name") or _source_name(source),
+            source_uri=source_uri or "",
             dry_run=options.get("dry_run", False),
             max_errors=options.get("max_errors"),
             all_or_nothing=options.get("all_or_nothing", False),
@@ -204,6 +216,11 @@ class AsyncClient:
         """The import types the server knows, with their columns and rules."""
         response = await self._unary(self._stub.ListImportTypes, pb.ListImportTypesRequest())
         return list(response.import_types)
+
+    async def list_source_uri_schemes(self) -> list[str]:
+        """The schemes `source_uri` may use on this server, e.g. ["file", "https", "s3"]."""
+        response = await self._unary(self._stub.ListImportTypes, pb.ListImportTypesRequest())
+        return list(response.source_uri_schemes)
 
     async def _get(self, job_id: str) -> pb.Job:
         return await self._unary(self._stub.GetJob, pb.GetJobRequest(id=job_id))
@@ -367,7 +384,14 @@ def _is_newer(event: pb.ProgressEvent, last: pb.ProgressEvent) -> bool:
     return (new.seconds, new.nanos) > (old.seconds, old.nanos)
 
 
-def _source_name(source: Source) -> str:
+async def _no_pieces() -> AsyncIterator[bytes]:
+    return
+    yield b""  # makes this an async generator that yields nothing
+
+
+def _source_name(source: Source | None) -> str:
+    if source is None:
+        return ""  # the server names the job after the URI, without its query
     if isinstance(source, bytes):
         return ""
     if isinstance(source, str | os.PathLike):
@@ -375,8 +399,11 @@ def _source_name(source: Source) -> str:
     return Path(str(getattr(source, "name", ""))).name
 
 
-def _pieces(source: Source) -> tuple[Callable[[], AsyncIterator[bytes]], bool]:
+def _pieces(source: Source | None) -> tuple[Callable[[], AsyncIterator[bytes]], bool]:
     """A way to read the source from its start, in pieces, and whether it can be re-read."""
+    if source is None:  # the server reads a source_uri itself
+        return _no_pieces, True
+
     if isinstance(source, bytes):
 
         async def from_bytes() -> AsyncIterator[bytes]:

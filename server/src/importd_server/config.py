@@ -9,6 +9,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from importd_server.net.guard import AddressGuard
+
 LOG_FORMATS = ("auto", "json", "console")
 # A shorter HMAC key could be guessed; 32 characters of a password manager are plenty.
 MIN_KEY_CHARS = 32
@@ -39,6 +41,11 @@ class Settings:
     db_pool_size: int = 10
     types_dir: Path | None = None
     source_dir: Path | None = None
+    remote_allow_hosts: str | None = None
+    remote_connect_seconds: float = 10.0
+    remote_read_seconds: float = 60.0
+    remote_total_seconds: float = 3600.0
+    s3_buckets: str | None = None
     workers: int = 2
     chunk_size: int = 5000
     lease_seconds: float = 30.0
@@ -83,6 +90,10 @@ class Settings:
             raise ValueError("workers must not be negative (0: this replica only serves the API)")
         if self.page_token_key is not None and len(self.page_token_key) < MIN_KEY_CHARS:
             raise ValueError(f"page_token_key must have at least {MIN_KEY_CHARS} characters")
+        for name in ("remote_connect_seconds", "remote_read_seconds", "remote_total_seconds"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be more than 0")
+        AddressGuard.from_allow_list(self.remote_allow_hosts)  # a typo fails the start-up
         limits = ("max_active_jobs_per_tenant", "max_streams_per_tenant", "max_message_bytes")
         for name in ("chunk_size", "max_attempts", "max_file_bytes", "max_rows", *limits):
             if getattr(self, name) < 1:

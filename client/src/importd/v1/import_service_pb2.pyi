@@ -246,9 +246,12 @@ class ImportSpec(_message.Message):
     file_name: _builtins.str
     """The file's name, for the caller's reference and the export's name."""
     source_uri: _builtins.str
-    """A file the server reads itself instead of an upload, e.g.
-    "file:///data/imports/contacts.csv" inside the configured allow-listed
-    folder. When set, no chunks may follow the spec.
+    """A file the server reads itself instead of an upload: "file://" inside the
+    configured allow-listed folder, "https://" (e.g. a signed URL; only public
+    addresses unless allow-listed), or "s3://bucket/<tenant>/key" in a
+    configured bucket. ListImportTypes names the schemes a server accepts.
+    Only the URI without its query is stored or shown. When set, no chunks
+    may follow the spec.
     """
     dry_run: _builtins.bool
     """Validate and count what would happen, write nothing to the target."""
@@ -967,18 +970,26 @@ class ListImportTypesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     IMPORT_TYPES_FIELD_NUMBER: _builtins.int
+    SOURCE_URI_SCHEMES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def import_types(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImportType]:
         """The import types, by name."""
+
+    @_builtins.property
+    def source_uri_schemes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The schemes ImportSpec.source_uri may use on this server, as configured:
+        "file", "https", "http" (allow-listed hosts only), "s3".
+        """
 
     def __init__(
         self,
         *,
         import_types: _abc.Iterable[Global___ImportType] | None = ...,
+        source_uri_schemes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["import_types", b"import_types"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["import_types", b"import_types", "source_uri_schemes", b"source_uri_schemes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

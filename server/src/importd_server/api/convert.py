@@ -17,6 +17,7 @@ from importd_server.api.status import build_rpc_status
 from importd_server.auth import Principal
 from importd_server.engine.import_types import ImportType
 from importd_server.engine.parsing import ENCODINGS, ParseOptions
+from importd_server.engine.remote import redact, source_file_name
 from importd_server.engine.staging import NewJob
 from importd_server.errors import FieldViolation, InvalidArgument, excerpt
 from importd_server.http.links import Link
@@ -227,7 +228,7 @@ def new_job_from_spec(
             max_rows=max_rows,
             max_chars=max_chars,
         ),
-        file_name=spec.file_name or spec.source_uri.rsplit("/", 1)[-1],
+        file_name=spec.file_name or source_file_name(spec.source_uri),
         dry_run=spec.dry_run,
         all_or_nothing=spec.all_or_nothing,
         max_errors=spec.max_errors if spec.HasField("max_errors") else None,
@@ -239,6 +240,7 @@ def new_job_from_spec(
             "quote": quote_char,
             "header": header,
             "encoding": encoding,
+            **({"source_uri": redact(spec.source_uri)} if spec.source_uri else {}),
         },
     )
 
@@ -246,7 +248,7 @@ def new_job_from_spec(
 def _file_format(spec: pb.ImportSpec) -> FileFormat:
     if spec.format:
         return enum_from_proto(spec.format, FILE_FORMAT, FileFormat, "spec.format")
-    name = (spec.file_name or spec.source_uri).lower().removesuffix(".gz")
+    name = (spec.file_name or source_file_name(spec.source_uri)).lower().removesuffix(".gz")
     return FileFormat.JSONL if name.endswith((".jsonl", ".ndjson")) else FileFormat.CSV
 
 

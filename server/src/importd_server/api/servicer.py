@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
@@ -30,6 +31,7 @@ from importd_server.config import Settings
 from importd_server.engine.admission import Admission
 from importd_server.engine.export import NOT_IMPORTED, export_job, with_entries
 from importd_server.engine.import_types import ImportType
+from importd_server.engine.remote import REMOTE_SCHEMES, RemoteSources, uri_scheme
 from importd_server.engine.sources import open_source
 from importd_server.engine.staging import Stager, file_chunks
 from importd_server.engine.validation import INT64_MAX
@@ -45,6 +47,7 @@ from importd_server.model import Job, JobCursor, JobFilter, JobStatus
 from importd_server.progress.hub import ProgressHub
 from importd_server.store.entries import EntryStore
 from importd_server.store.jobs import JobStore
+from importd_server.tenants import Tenant
 
 
 class ImportServicer(pb_grpc.ImportServiceServicer):
@@ -75,6 +78,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         self._admission = admission
         self._page_tokens = page_tokens
         self._open_streams: Counter[str] = Counter()
+        self._remote = RemoteSources.from_settings(settings)
         self._on_job_queued = on_job_queued
         self._links = download_links
 
@@ -139,12 +143,29 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
                 raise InvalidArgument.for_field(
                     "chunk", "no file chunks may follow a spec with a source_uri"
                 )
-            source = await open_source(spec.source_uri, self._settings.source_dir, caller.tenant)
-            job = await self._stager.start(new_job, file_chunks(source))
+            pieces = await self._source_pieces(spec.source_uri, caller.tenant)
         else:
-            job = await self._stager.start(new_job, _file_bytes(request_iterator))
+            pieces = _file_bytes(request_iterator)
+        async with _closing(pieces):
+            job = await self._stager.start(new_job, pieces)
         self._on_job_queued()
         return job_to_proto(job)
+
+    async def _source_pieces(self, uri: str, tenant: Tenant) -> AsyncIterator[bytes]:
+        """The bytes of the file a source_uri names: the tenant's own file, or a remote one."""
+        try:
+            urlsplit(uri)
+        except ValueError:  # e.g. an unbalanced "[" in the host
+            raise InvalidArgument.for_field("spec.source_uri", "is not a valid URI") from None
+        scheme = uri_scheme(uri)
+        if scheme in REMOTE_SCHEMES:
+            return self._remote.open(uri, tenant)
+        if scheme != "file":
+            raise InvalidArgument.for_field(
+                "spec.source_uri",
+                f"scheme {scheme!r} is not supported; use file://, https:// or s3://",
+            )
+        return file_chunks(await open_source(uri, self._settings.source_dir, tenant))
 
     @maps_errors
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
@@ -268,8 +289,10 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         self, request: pb.ListImportTypesRequest, context: Context
     ) -> pb.ListImportTypesResponse:
         self._caller(context, READ)
+        local = ["file"] if self._settings.source_dir is not None else []
         return pb.ListImportTypesResponse(
-            import_types=[import_type_to_proto(t) for _, t in sorted(self._import_types.items())]
+            import_types=[import_type_to_proto(t) for _, t in sorted(self._import_types.items())],
+            source_uri_schemes=[*local, *self._remote.schemes()],
         )
 
     @maps_errors
@@ -330,6 +353,17 @@ async def _drain(request_iterator: AsyncIterator[pb.StartImportRequest], seconds
         async with asyncio.timeout(seconds):
             async for _ in request_iterator:
                 pass
+
+
+@contextlib.asynccontextmanager
+async def _closing(pieces: AsyncIterator[bytes]) -> AsyncIterator[None]:
+    """Closes the file's pieces when staging ends, also early (an error, a file too large):
+    a remote connection ends then, not whenever the generator is collected."""
+    try:
+        yield
+    finally:
+        if isinstance(pieces, AsyncGenerator):
+            await pieces.aclose()
 
 
 async def _file_bytes(
