@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import grpc
 import pytest
+from hypothesis import settings
 
 from importd.v1 import import_service_pb2_grpc as pb_grpc
 from importd_server.app import Application
@@ -28,6 +29,10 @@ from importd_server.store.embedded import start_embedded
 from importd_server.store.migrate import migrate
 from importd_server.store.pool import create_pool
 from importd_server.store.targets import ensure_target_table
+
+# Property tests: no time limit per example; a busy CI machine is not a bug.
+settings.register_profile("importd", deadline=None)
+settings.load_profile("importd")
 
 JOB_TABLES = ("import_entries", "import_chunks", "import_jobs", "contacts", "transactions")
 
@@ -103,6 +108,7 @@ def settings(tmp_path: Path, source_dir: Path) -> Settings:
         poll_seconds=0.05,
         source_dir=source_dir.parent,
         metrics_port=None,  # off; tests of metrics turn it on (port 0: any free port)
+        http_port=None,  # off; tests of the HTTP port turn it on (port 0)
     )
 
 

@@ -41,6 +41,26 @@ def wait_until_serving(port: int, process: subprocess.Popen[bytes]) -> None:
     raise AssertionError("importd serve did not report SERVING in time")
 
 
+def serve_command(port: int) -> list[str]:
+    """The `importd serve` command line, on `port`."""
+    return [sys.executable, "-m", "importd_server", "serve", "--port", str(port)]
+
+
+def serve_environment(data_dir: Path, database_url: str | None, **settings: str) -> dict[str, str]:
+    """The environment of an `importd serve` process: JSON logs, metrics and HTTP on any free port,
+    `settings` as IMPORTD_<NAME> variables; without a database_url, the embedded PostgreSQL
+    in `data_dir`."""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["IMPORTD_DATA_DIR"] = str(data_dir)
+    env["IMPORTD_LOG_FORMAT"] = "json"
+    env["IMPORTD_METRICS_PORT"] = "0"
+    env["IMPORTD_HTTP_PORT"] = "0"
+    env.update({f"IMPORTD_{name.upper()}": value for name, value in settings.items()})
+    if database_url is not None:
+        env["DATABASE_URL"] = database_url
+    return env
+
+
 @contextmanager
 def serve(
     data_dir: Path, database_url: str | None, **settings: str
@@ -51,16 +71,9 @@ def serve(
     its own embedded PostgreSQL in `data_dir`.
     """
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env["IMPORTD_DATA_DIR"] = str(data_dir)
-    env["IMPORTD_LOG_FORMAT"] = "json"
-    env["IMPORTD_METRICS_PORT"] = "0"
-    env.update({f"IMPORTD_{name.upper()}": value for name, value in settings.items()})
-    if database_url is not None:
-        env["DATABASE_URL"] = database_url
     process = subprocess.Popen(
-        [sys.executable, "-m", "importd_server", "serve", "--port", str(port)],
-        env=env,
+        serve_command(port),
+        env=serve_environment(data_dir, database_url, **settings),
         stderr=subprocess.PIPE,
     )
     try:

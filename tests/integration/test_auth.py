@@ -396,10 +396,10 @@ def test_a_token_source_that_yields_nothing_refuses_to_start(tmp_path: Path) -> 
     from importd_server.auth import Authenticator
     from importd_server.config import Settings
 
-    typo = tmp_path / "tokens.toml"
-    typo.write_text('[[token]]\ntoken = "x"\ntenant = "acme"\n')  # [[token]], not [[tokens]]
+    empty = tmp_path / "tokens.toml"
+    empty.write_text("tokens = []\n")  # a typo such as [[token]] is refused by name before
     with pytest.raises(ValueError, match="yields no token, secret or key"):
-        Authenticator.from_settings(Settings(auth_static_tokens=typo))
+        Authenticator.from_settings(Settings(auth_static_tokens=empty))
     with pytest.raises(ValueError, match="yields no token, secret or key"):
         Authenticator.from_settings(Settings(auth_hs256_secrets=" , "))
 

@@ -157,14 +157,14 @@ async def test_a_retried_start_with_its_request_id_never_makes_two_jobs(
 async def test_safe_calls_are_retried_until_the_server_is_up(make_app: AppFactory) -> None:
     port = free_port()
     app_task = asyncio.create_task(_start_later(make_app, port, delay=0.7))
-    async with AsyncClient(f"127.0.0.1:{port}", retry=RetryPolicy(attempts=8)) as client:
+    async with AsyncClient(f"127.0.0.1:{port}", retry=RetryPolicy(deadline=30)) as client:
         types = await client.list_import_types()
     await app_task
     assert [t.name for t in types] == ["contacts", "transactions"]
 
 
 async def test_unavailable_is_raised_once_retries_are_spent() -> None:
-    async with AsyncClient(f"127.0.0.1:{free_port()}", retry=RetryPolicy(attempts=2)) as client:
+    async with AsyncClient(f"127.0.0.1:{free_port()}", retry=RetryPolicy(deadline=0.5)) as client:
         with pytest.raises(Unavailable):
             await client.list_import_types()
 
@@ -220,7 +220,7 @@ async def _start_later(make_app: AppFactory, port: int, delay: float) -> None:
 async def test_closing_the_sync_client_ends_calls_still_waiting_in_other_threads() -> None:
     import threading
 
-    client = Client(f"127.0.0.1:{free_port()}", retry=RetryPolicy(attempts=1000, max_backoff=0.2))
+    client = Client(f"127.0.0.1:{free_port()}", retry=RetryPolicy(deadline=600, max_backoff=0.2))
     outcome: list[BaseException] = []
 
     def wait_forever() -> None:

@@ -51,7 +51,7 @@ def test_migrations_are_numbered_without_gaps() -> None:
 async def test_jobs_staged_before_engine_v2_stay_readable_and_new_workers_finish_them(
     server_url: str, settings: Settings
 ) -> None:
-    # Jobs as the version before migration 0004 left them: one finished (every outcome in
+    # Jobs as the version before migration engine_v2 left them: one finished (every outcome in
     # its entries), one queued (rows not validated at staging, keys resolved).
     name = "importd_upgrade_to_engine_v2"
     admin = await asyncpg.connect(server_url)
@@ -65,8 +65,9 @@ async def test_jobs_staged_before_engine_v2_stay_readable_and_new_workers_finish
             "CREATE TABLE importd_migrations (version integer PRIMARY KEY, name text NOT NULL,"
             " applied_at timestamptz NOT NULL DEFAULT now())"
         )
+        engine_v2 = next(m.version for m in load_migrations() if m.name == "engine_v2")
         for migration in load_migrations():
-            if migration.version < 4:
+            if migration.version < engine_v2:
                 await database.execute(migration.sql)
                 await database.execute(
                     "INSERT INTO importd_migrations (version, name) VALUES ($1, $2)",
@@ -117,7 +118,7 @@ async def test_jobs_staged_before_engine_v2_stay_readable_and_new_workers_finish
             " VALUES ($1, 1, 1, 2), ($1, 2, 3, 3)",
             queued,
         )
-        await prepare_schema(url)  # applies 0004 and later, creates the target tables
+        await prepare_schema(url)  # applies engine_v2 and later, creates the target tables
 
         application = Application(replace(settings, workers=1), url)
         await application.start()

@@ -90,7 +90,7 @@ async def test_source_uri_reads_a_file_inside_the_allowed_folder(
     [
         "file://{dir}/../secret.csv",
         "file:///etc/passwd",
-        "http://example.com/x.csv",
+        "ftp://example.com/x.csv",
         "file://{dir}/missing.csv",
     ],
 )

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TypedDict, TypeVar, Unpack
 
 import grpc
+import stamina
 
 from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
@@ -58,18 +59,37 @@ class ImportOptions(TypedDict, total=False):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How calls that are safe to repeat are retried when the server is UNAVAILABLE, and for
-    how long a broken progress stream is resumed (`resume_seconds`, e.g. a rolling restart)."""
+    """How calls that are safe to repeat are retried when the server is UNAVAILABLE.
 
-    attempts: int = 6
+    Pauses grow exponentially from `initial_backoff` to `max_backoff` seconds, each plus a
+    random `jitter` of up to that many seconds, so that clients turned away together (a
+    rolling restart, a database outage) do not come back in lock-step. Retries are made
+    for up to `deadline` seconds after the first attempt, however many that takes; a broken
+    progress stream is resumed likewise for up to `resume_seconds` (counted afresh each
+    time it has delivered events again).
+    """
+
+    deadline: float = 30.0
     initial_backoff: float = 0.1
-    max_backoff: float = 3.0
-    multiplier: float = 2.0
+    max_backoff: float = 5.0
+    jitter: float = 1.0
     resume_seconds: float = 120.0
 
-    def backoff(self, attempt: int) -> float:
-        """Seconds to wait before retry number `attempt` (1-based)."""
-        return min(self.max_backoff, self.initial_backoff * self.multiplier ** (attempt - 1))
+    def attempts(self, within: float) -> AsyncIterable[stamina.Attempt]:
+        """Attempts at a call: a `with` block that fails UNAVAILABLE is tried again after a
+        jittered pause until `within` seconds have passed, then its error is raised."""
+        return stamina.retry_context(
+            on=_is_unavailable,
+            attempts=None,
+            timeout=within,
+            wait_initial=self.initial_backoff,
+            wait_max=self.max_backoff,
+            wait_jitter=self.jitter,
+        )
+
+
+def _is_unavailable(error: Exception) -> bool:
+    return isinstance(error, grpc.aio.AioRpcError) and error.code() == grpc.StatusCode.UNAVAILABLE
 
 
 class AsyncClient:
@@ -109,15 +129,26 @@ class AsyncClient:
         await self._channel.close()
 
     async def start_import(
-        self, source: Source, *, import_type: str, **options: Unpack[ImportOptions]
+        self,
+        source: Source | None = None,
+        *,
+        import_type: str,
+        source_uri: str | None = None,
+        **options: Unpack[ImportOptions],
     ) -> AsyncJob:
         """Uploads a file (streamed in pieces, never read whole) and returns its job, QUEUED
         once the server has stored the file (or FAILED if the file cannot be read).
 
+        Or, with `source_uri` instead of `source`, has the server read the file itself:
+        `https://…` (e.g. a signed URL), `s3://bucket/<tenant>/key` or `file://…`, as the
+        server allows (`list_source_uri_schemes`).
+
         `options` are ImportOptions (mode "upsert" by default). A `request_id` is generated
-        when not given, so a retried upload (after UNAVAILABLE) never makes two jobs. Paths,
-        bytes and seekable files are retried; other streams cannot be read twice and are not.
+        when not given, so a retried start (after UNAVAILABLE) never makes two jobs. Paths,
+        bytes, seekable files and URIs are retried; other streams cannot be read twice.
         """
+        if (source is None) == (source_uri is None):
+            raise TypeError("start_import takes a source or a source_uri, not both or neither")
         file_format = options.get("file_format")
         spec = pb.ImportSpec(
             import_type=import_type,
@@ -128,6 +159,7 @@ class AsyncClient:
                 else pb.FILE_FORMAT_UNSPECIFIED
             ),
             file_name=options.get("file_name") or _source_name(source),
+            source_uri=source_uri or "",
             dry_run=options.get("dry_run", False),
             max_errors=options.get("max_errors"),
             all_or_nothing=options.get("all_or_nothing", False),
@@ -185,6 +217,11 @@ class AsyncClient:
         response = await self._unary(self._stub.ListImportTypes, pb.ListImportTypesRequest())
         return list(response.import_types)
 
+    async def list_source_uri_schemes(self) -> list[str]:
+        """The schemes `source_uri` may use on this server, e.g. ["file", "https", "s3"]."""
+        response = await self._unary(self._stub.ListImportTypes, pb.ListImportTypesRequest())
+        return list(response.source_uri_schemes)
+
     async def _get(self, job_id: str) -> pb.Job:
         return await self._unary(self._stub.GetJob, pb.GetJobRequest(id=job_id))
 
@@ -209,30 +246,30 @@ class AsyncClient:
 
     async def _progress(self, job_id: str) -> AsyncIterator[pb.ProgressEvent]:
         last: pb.ProgressEvent | None = None
-        failures = 0
-        broken_since: float | None = None
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                call = self._stub.StreamProgress(
-                    pb.StreamProgressRequest(id=job_id), metadata=self._metadata
-                )
-                async for event in call:
-                    failures, broken_since = 0, None
-                    if last is None or _is_newer(event, last):
-                        last = event
-                        yield event
-                    if event.terminal:
-                        return
-            except grpc.aio.AioRpcError as error:
-                if error.code() != grpc.StatusCode.UNAVAILABLE:
-                    raise error_from_rpc(error) from None
-                failures += 1
-                broken_since = broken_since or loop.time()
-                if loop.time() - broken_since > self._retry.resume_seconds:
-                    raise error_from_rpc(error) from None
-            # The stream broke (a replica went away): resume from a fresh snapshot.
-            await asyncio.sleep(self._retry.backoff(max(failures, 1)))
+        try:
+            while True:
+                # Each round resumes until the stream delivers again or resume_seconds pass.
+                async for attempt in self._retry.attempts(self._retry.resume_seconds):
+                    with attempt:
+                        delivered = False
+                        call = self._stub.StreamProgress(
+                            pb.StreamProgressRequest(id=job_id), metadata=self._metadata
+                        )
+                        try:
+                            async for event in call:
+                                delivered = True
+                                if last is None or _is_newer(event, last):
+                                    last = event
+                                    yield event
+                                if event.terminal:
+                                    return
+                        except grpc.aio.AioRpcError as error:
+                            if not delivered or error.code() != grpc.StatusCode.UNAVAILABLE:
+                                raise
+                # The stream broke after delivering (a replica went away), or ended early:
+                # resume from a fresh snapshot.
+        except grpc.aio.AioRpcError as error:
+            raise error_from_rpc(error) from None
 
     async def _download(self, job_id: str, path: Path, statuses: Iterable[str | int]) -> Path:
         request = pb.ExportEntriesRequest(
@@ -258,20 +295,15 @@ class AsyncClient:
     async def _with_retries(
         self, call: Callable[[], Awaitable[Response]], *, idempotent: bool
     ) -> Response:
-        attempt = 0
-        while True:
-            try:
+        try:
+            if not idempotent:
                 return await call()
-            except grpc.aio.AioRpcError as error:
-                attempt += 1
-                retry = (
-                    idempotent
-                    and error.code() == grpc.StatusCode.UNAVAILABLE
-                    and attempt < self._retry.attempts
-                )
-                if not retry:
-                    raise error_from_rpc(error) from None
-            await asyncio.sleep(self._retry.backoff(attempt))
+            async for attempt in self._retry.attempts(self._retry.deadline):
+                with attempt:
+                    return await call()
+        except grpc.aio.AioRpcError as error:
+            raise error_from_rpc(error) from None
+        raise AssertionError("unreachable: stamina either returns an attempt's result or raises")
 
 
 class AsyncJob:
@@ -352,7 +384,14 @@ def _is_newer(event: pb.ProgressEvent, last: pb.ProgressEvent) -> bool:
     return (new.seconds, new.nanos) > (old.seconds, old.nanos)
 
 
-def _source_name(source: Source) -> str:
+async def _no_pieces() -> AsyncIterator[bytes]:
+    return
+    yield b""  # makes this an async generator that yields nothing
+
+
+def _source_name(source: Source | None) -> str:
+    if source is None:
+        return ""  # the server names the job after the URI, without its query
     if isinstance(source, bytes):
         return ""
     if isinstance(source, str | os.PathLike):
@@ -360,8 +399,11 @@ def _source_name(source: Source) -> str:
     return Path(str(getattr(source, "name", ""))).name
 
 
-def _pieces(source: Source) -> tuple[Callable[[], AsyncIterator[bytes]], bool]:
+def _pieces(source: Source | None) -> tuple[Callable[[], AsyncIterator[bytes]], bool]:
     """A way to read the source from its start, in pieces, and whether it can be re-read."""
+    if source is None:  # the server reads a source_uri itself
+        return _no_pieces, True
+
     if isinstance(source, bytes):
 
         async def from_bytes() -> AsyncIterator[bytes]:

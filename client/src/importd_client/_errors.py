@@ -13,7 +13,8 @@ class ImportdError(Exception):
 
     Attributes: `code` (the gRPC status code), `message` (the server's message),
     `reason` (a stable UPPER_SNAKE_CASE word, or None), `metadata` (ErrorInfo metadata),
-    `field_violations` (request field -> what is wrong with it).
+    `field_violations` (request field -> what is wrong with it), `retry_delay` (seconds the
+    server asks to wait before retrying, from RetryInfo, or None).
     """
 
     def __init__(
@@ -24,12 +25,14 @@ class ImportdError(Exception):
         reason: str | None = None,
         metadata: dict[str, str] | None = None,
         field_violations: dict[str, str] | None = None,
+        retry_delay: float | None = None,
     ) -> None:
         self.code = code
         self.message = message
         self.reason = reason
         self.metadata = metadata or {}
         self.field_violations = field_violations or {}
+        self.retry_delay = retry_delay
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -100,14 +103,18 @@ def error_from_rpc(error: grpc.aio.AioRpcError) -> ImportdError:
     reason: str | None = None
     metadata: dict[str, str] = {}
     violations: dict[str, str] = {}
+    retry_delay: float | None = None
     status = rpc_status.from_call(error)  # type: ignore[arg-type]
     for detail in status.details if status is not None else ():
         info = error_details_pb2.ErrorInfo()
         bad_request = error_details_pb2.BadRequest()
+        retry_info = error_details_pb2.RetryInfo()
         if detail.Unpack(info):
             reason, metadata = info.reason, dict(info.metadata)
         elif detail.Unpack(bad_request):
             violations = {v.field: v.description for v in bad_request.field_violations}
+        elif detail.Unpack(retry_info):
+            retry_delay = retry_info.retry_delay.ToTimedelta().total_seconds()
     kind = _BY_CODE.get(code, ImportdError)
     return kind(
         code,
@@ -115,4 +122,5 @@ def error_from_rpc(error: grpc.aio.AioRpcError) -> ImportdError:
         reason=reason,
         metadata=metadata,
         field_violations=violations,
+        retry_delay=retry_delay,
     )

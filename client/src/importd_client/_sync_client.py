@@ -111,10 +111,20 @@ class Client:
         self._runner.stop()
 
     def start_import(
-        self, source: Source, *, import_type: str, **options: Unpack[ImportOptions]
+        self,
+        source: Source | None = None,
+        *,
+        import_type: str,
+        source_uri: str | None = None,
+        **options: Unpack[ImportOptions],
     ) -> Job:
-        """Uploads a file and returns its job; see AsyncClient.start_import."""
-        job = self._runner.run(self._async.start_import(source, import_type=import_type, **options))
+        """Uploads a file, or names one by `source_uri`, and returns its job; see
+        AsyncClient.start_import."""
+        job = self._runner.run(
+            self._async.start_import(
+                source, import_type=import_type, source_uri=source_uri, **options
+            )
+        )
         return Job(self._runner, job)
 
     def get_job(self, job_id: str) -> Job:
@@ -138,6 +148,10 @@ class Client:
     def list_import_types(self) -> list[pb.ImportType]:
         """The import types the server knows, with their columns and rules."""
         return self._runner.run(self._async.list_import_types())
+
+    def list_source_uri_schemes(self) -> list[str]:
+        """The schemes `source_uri` may use on this server, e.g. ["file", "https", "s3"]."""
+        return self._runner.run(self._async.list_source_uri_schemes())
 
 
 class Job:

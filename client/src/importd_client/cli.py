@@ -4,6 +4,7 @@ fully succeed, 2 bad usage, 3 the server refused the request or could not be rea
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterable
 from datetime import timedelta
@@ -22,6 +23,8 @@ from importd.v1 import import_service_pb2 as pb
 from importd_client import Client, ImportdError, Job, entry_status_name, job_status_name
 from importd_client._async_client import DEFAULT_TARGET
 
+# A source with a scheme (https://, s3://, file://) is a URI the server reads itself.
+_URI = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://")
 EXIT_NOT_SUCCEEDED = 1
 EXIT_REFUSED = 3
 COUNTS = ("created", "updated", "unchanged", "skipped", "failed", "deleted")
@@ -102,7 +105,7 @@ def main(
 
 
 @main.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("source")
 @click.option("--type", "-t", "import_type", required=True, help="Import type, e.g. contacts.")
 @click.option(
     "--mode",
@@ -122,7 +125,7 @@ def main(
 @click.pass_context
 def start(
     context: click.Context,
-    file: Path,
+    source: str,
     import_type: str,
     mode: str,
     file_format: str | None,
@@ -134,10 +137,15 @@ def start(
     labels: tuple[str, ...],
     watch: bool,
 ) -> None:
-    """Import FILE."""
+    """Import SOURCE: a local file, or a URI the server reads itself (https://…, s3://…,
+    file://…)."""
     settings: _Settings = context.obj
+    uri = source if _URI.match(source) else None
+    if uri is None and not Path(source).is_file():
+        raise click.BadParameter(f"no file at {source}", param_hint="SOURCE")
     job = settings.client(context).start_import(
-        file,
+        None if uri else Path(source),
+        source_uri=uri,
         import_type=import_type,
         mode=mode,
         file_format=file_format,

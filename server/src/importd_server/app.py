@@ -5,7 +5,11 @@ Nothing here is global, so two servers can run side by side in one process (test
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import asyncpg
 import grpc
@@ -15,20 +19,27 @@ from grpc_reflection.v1alpha import reflection
 
 from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
+from importd_server.api.paging import PageTokens
 from importd_server.api.servicer import ImportServicer
 from importd_server.auth import Authenticator
 from importd_server.config import Settings
+from importd_server.engine.admission import Admission
 from importd_server.engine.housekeeping import Housekeeper
 from importd_server.engine.import_types import default_types_dir, load_import_types
 from importd_server.engine.processing import ChunkProcessor
 from importd_server.engine.staging import Stager, StagingLimits
 from importd_server.engine.workers import WorkerPool
+from importd_server.http.downloads import LinkDownloads
+from importd_server.http.links import DownloadLinks
+from importd_server.http.server import HttpServer
 from importd_server.metrics import Metrics, MetricsInterceptor
 from importd_server.progress.hub import ProgressHub
+from importd_server.store.availability import DatabaseMonitor
 from importd_server.store.entries import EntryStore
 from importd_server.store.jobs import JobStore
 from importd_server.store.migrate import migrate
 from importd_server.store.pool import create_pool
+from importd_server.store.secrets import PAGE_TOKEN_KEY, shared_secret
 from importd_server.store.targets import ensure_target_table
 
 log = structlog.get_logger(__name__)
@@ -49,6 +60,10 @@ class Application:
         self._interceptors = tuple(interceptors)
         self.database_url = database_url
         self.port: int | None = None
+        self.http_port: int | None = None
+        self.download_links: DownloadLinks | None = None
+        self._http: HttpServer | None = None
+        self._socket_dir: Path | None = None
         self._pool: asyncpg.Pool | None = None
         self._grpc: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
@@ -56,17 +71,29 @@ class Application:
         self.hub: ProgressHub | None = None
         self.metrics: Metrics | None = None
         self.housekeeper: Housekeeper | None = None
+        self._monitor = DatabaseMonitor(database_url, self._set_serving)
 
     async def start(self) -> int:
-        """Connects, migrates, and starts serving; returns the bound port."""
+        """Connects (waiting up to `database_wait_seconds` for the database: else
+        DatabaseUnreachable), migrates, and starts serving; returns the bound port."""
         settings = self.settings
         import_types = load_import_types(settings.types_dir or default_types_dir())
-        self._pool = await create_pool(self.database_url, settings.db_pool_size)
+        # Before connecting: a bad token table stops the start-up at once.
+        authenticator = Authenticator.from_settings(settings)
+        self._pool = await create_pool(
+            self.database_url, settings.db_pool_size, wait_seconds=settings.database_wait_seconds
+        )
         await migrate(self._pool)
+        page_token_key = (
+            settings.page_token_key.encode()
+            if settings.page_token_key
+            else await shared_secret(self._pool, PAGE_TOKEN_KEY)
+        )
         async with self._pool.acquire() as connection:
             for import_type in import_types.values():
                 await ensure_target_table(connection, import_type)
         jobs = JobStore(self._pool)
+        entries = EntryStore(self._pool)
         self.metrics = Metrics()
         processor = ChunkProcessor(import_types, settings.lease_seconds)
         self.workers = WorkerPool(
@@ -78,28 +105,42 @@ class Application:
             poll_seconds=settings.poll_seconds,
             max_attempts=settings.max_attempts,
         )
+        admission = Admission(jobs, settings.max_active_jobs_per_tenant)
         stager = Stager(
             self._pool,
             jobs,
             StagingLimits(settings.max_file_bytes, settings.chunk_size),
+            admission,
             self.metrics,
         )
         self.hub = ProgressHub(self.database_url, jobs)
-        authenticator = Authenticator.from_settings(settings)
         if not authenticator.enabled:
             log.warning(
                 "authentication is off: no tokens are configured; every caller is"
                 " the tenant 'default' with every scope"
             )
+        if settings.http_port is not None:
+            # The gateway calls this server's gRPC service over a socket of its own: private
+            # to this user, and reachable whatever the gRPC port's address and TLS.
+            self._socket_dir = Path(tempfile.mkdtemp(prefix="importd-"))
+            gateway_target = f"unix:{self._socket_dir / 'grpc.sock'}"
+            self._http = HttpServer(settings, gateway_target)
+            self.http_port = self._http.bind()
+            # The page tokens' key, which every replica shares: a link issued by one opens
+            # on any (DownloadLinks derives a key of its own from it).
+            self.download_links = DownloadLinks(page_token_key, self._public_url(self.http_port))
         servicer = ImportServicer(
             settings,
             import_types,
             jobs,
-            EntryStore(self._pool),
+            entries,
             stager,
             self.hub,
             authenticator,
+            admission,
+            PageTokens(page_token_key),
             self.workers.wake,
+            download_links=self.download_links,
         )
 
         limit = settings.max_message_bytes
@@ -137,22 +178,48 @@ class Application:
             self.port = server.add_insecure_port(address)
         if not self.port:
             raise OSError(f"cannot bind {address}")
+        if self._http is not None:
+            server.add_insecure_port(gateway_target)
         await server.start()
         self._grpc = server
+        if self._http is not None and self.download_links is not None:
+            await self._http.start(LinkDownloads(self.download_links, jobs, entries))
+            log.info("http served", url=self._public_url(self.http_port))
         self.workers.start()
         self.hub.start()
         self.housekeeper.start()
         if settings.metrics_port is not None:
             metrics_port = self.metrics.serve(settings.metrics_host, settings.metrics_port)
             log.info("metrics served", url=f"http://{settings.metrics_host}:{metrics_port}/")
-        for service in ("", SERVICE_NAME):
-            await self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        await self._set_serving(True)
+        # Health follows the database from now on (NOT_SERVING while it is out of reach).
+        self._monitor.start()
         log.info("importd serving", host=self.settings.host, port=self.port)
         return self.port
+
+    def _public_url(self, port: int | None) -> str:
+        """Where people reach the HTTP port: the setting, else the address it listens on."""
+        settings = self.settings
+        if settings.http_public_url:
+            return settings.http_public_url.rstrip("/")
+        scheme = "https" if settings.tls_cert else "http"
+        host = f"[{settings.http_host}]" if ":" in settings.http_host else settings.http_host
+        return f"{scheme}://{host}:{port}"
+
+    async def _set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        # Once shutdown has begun the health servicer ignores this: NOT_SERVING stays.
+        for service in ("", SERVICE_NAME):
+            await self._health.set(service, status)
 
     async def stop(self, grace: float | None = None) -> None:
         """Stops taking calls, lets running calls finish within the grace period, disconnects."""
         grace = self.settings.grace_seconds if grace is None else grace
+        await self._monitor.stop()
         await self._health.enter_graceful_shutdown()
         if self.hub is not None:
             # Open progress streams end now with UNAVAILABLE, so watchers resume elsewhere.
@@ -163,10 +230,22 @@ class Application:
             self.metrics.stop()
         if self.workers is not None:
             await self.workers.stop(grace)
-        if self._grpc is not None:
-            await self._grpc.stop(grace)
-            self._grpc = None
+        # Together: requests in flight on the HTTP port are calls of the gRPC server.
+        await asyncio.gather(self._stop_http(), self._stop_grpc(grace))
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
         log.info("importd stopped")
+
+    async def _stop_http(self) -> None:
+        if self._http is not None:
+            await self._http.stop()
+            self._http = None
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+            self._socket_dir = None
+
+    async def _stop_grpc(self, grace: float) -> None:
+        if self._grpc is not None:
+            await self._grpc.stop(grace)
+            self._grpc = None

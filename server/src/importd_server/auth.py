@@ -3,6 +3,7 @@ development) become a Principal: a tenant, scopes, and whether the token is live
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -13,7 +14,8 @@ import jwt
 import structlog
 
 from importd_server.config import Settings
-from importd_server.errors import PermissionDenied, Unauthenticated
+from importd_server.errors import PermissionDenied, Unauthenticated, excerpt
+from importd_server.tenants import InvalidTenant, Tenant, parse_tenant, value_kind
 
 log = structlog.get_logger(__name__)
 
@@ -26,7 +28,7 @@ ALL_SCOPES = frozenset({READ, WRITE})
 class Principal:
     """The caller, as its token says: its tenant, scopes, and live (or test) mode."""
 
-    tenant: str
+    tenant: Tenant
     scopes: frozenset[str]
     live: bool
     subject: str = ""
@@ -42,7 +44,7 @@ class Principal:
 
 
 # With no authentication configured (development), every caller is this one.
-ANONYMOUS = Principal(tenant="default", scopes=ALL_SCOPES, live=True, subject="anonymous")
+ANONYMOUS = Principal(tenant=Tenant("default"), scopes=ALL_SCOPES, live=True, subject="anonymous")
 
 
 class Authenticator:
@@ -135,7 +137,7 @@ class Authenticator:
                     algorithms=[str(algorithm)],
                     audience=self._audience,
                     issuer=self._issuer,
-                    options={"require": ["exp", "aud", "tenant"]},
+                    options={"require": ["exp", "aud"]},
                 )
             except jwt.InvalidSignatureError:
                 continue
@@ -162,25 +164,119 @@ class Authenticator:
 
 
 def _principal_from_claims(claims: Mapping[str, Any]) -> Principal:
-    scopes = claims.get("scope", "")
-    granted = scopes.split() if isinstance(scopes, str) else list(claims.get("scopes", []))
+    try:
+        tenant = parse_tenant(claims.get("tenant"))
+    except InvalidTenant as error:
+        raise Unauthenticated(
+            f"the token's tenant claim {error}", reason="INVALID_TENANT_CLAIM"
+        ) from None
     return Principal(
-        tenant=str(claims["tenant"]),
-        scopes=frozenset(granted),
+        tenant=tenant,
+        scopes=_scopes_from_claims(claims),
         live=claims.get("live") is True,
         subject=str(claims.get("sub", "")),
     )
 
 
+def _scopes_from_claims(claims: Mapping[str, Any]) -> frozenset[str]:
+    """`scope`, space-separated (RFC 8693), or else `scopes`, a list of strings."""
+    if "scope" in claims:
+        if isinstance(claims["scope"], str):
+            return frozenset(claims["scope"].split())
+    elif "scopes" in claims:
+        scopes = claims["scopes"]
+        if isinstance(scopes, list) and all(isinstance(s, str) for s in scopes):
+            return frozenset(scopes)
+    else:
+        return frozenset()
+    raise Unauthenticated(
+        "the token's scope claim must be a space-separated string (or scopes a list of strings)",
+        reason="INVALID_SCOPE_CLAIM",
+    )
+
+
+# The keys of one [[tokens]] entry; anything else is a typo that must not pass silently.
+_ENTRY_KEYS = ("token", "tenant", "scopes", "live", "name")
+# A token is sent as an HTTP/2 header value after "Bearer ": printable ASCII, no spaces.
+_TOKEN = re.compile(r"[!-~]+")
+
+
+class StaticTokensError(ValueError):
+    """The static token table is not as documented; start-up stops, naming entry and field."""
+
+
 def load_static_tokens(path: Path) -> dict[str, Principal]:
-    """The development token table: `[[tokens]]` with token, tenant, scopes and live."""
-    document = tomllib.loads(path.read_text(encoding="utf-8"))
-    table = {}
-    for entry in document.get("tokens", []):
-        table[entry["token"]] = Principal(
-            tenant=entry["tenant"],
-            scopes=frozenset(entry.get("scopes", sorted(ALL_SCOPES))),
-            live=bool(entry.get("live", False)),
-            subject=entry.get("name", "static token"),
-        )
+    """The development token table: `[[tokens]]` with token, tenant, scopes, live and name,
+    read strictly: a wrong type, an unknown key or scope, or a bad tenant refuses to start."""
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise StaticTokensError(f"{path}: not valid TOML: {error}") from None
+    return parse_static_tokens(document, str(path))
+
+
+def parse_static_tokens(document: Mapping[str, Any], source: str) -> dict[str, Principal]:
+    """The token table of a parsed TOML document; `source` names it in errors."""
+    for key in document:
+        if key != "tokens":
+            raise StaticTokensError(
+                f"{source}: unknown key {excerpt(key)}; the table is [[tokens]]"
+            )
+    entries = document.get("tokens", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise StaticTokensError(f"{source}: tokens must be an array of tables, [[tokens]]")
+    table: dict[str, Principal] = {}
+    first_use: dict[str, int] = {}
+    for number, entry in enumerate(entries, 1):
+        name = entry.get("name")
+        where = f"{source}: [[tokens]] entry {number}"
+        if isinstance(name, str):
+            where += f" ({excerpt(name)})"
+        token, principal = _static_entry(entry, where)
+        if token in first_use:
+            raise StaticTokensError(
+                f"{where}, field token: the same token as entry {first_use[token]}"
+            )
+        first_use[token] = number
+        table[token] = principal
     return table
+
+
+def _static_entry(entry: Mapping[str, Any], where: str) -> tuple[str, Principal]:
+    def refuse(field: str, problem: str) -> StaticTokensError:
+        return StaticTokensError(f"{where}, field {field}: {problem}")
+
+    for key in entry:
+        if key not in _ENTRY_KEYS:
+            raise refuse(excerpt(key), f"unknown; an entry has {', '.join(_ENTRY_KEYS)}")
+    for required in ("token", "tenant"):
+        if required not in entry:
+            raise refuse(required, "missing")
+    token = entry["token"]
+    # The token itself is a secret: say what is wrong with it, never what it is.
+    if not isinstance(token, str) or not _TOKEN.fullmatch(token):
+        raise refuse("token", "must be a non-empty string of printable ASCII without spaces")
+    try:
+        tenant = parse_tenant(entry["tenant"])
+    except InvalidTenant as error:
+        raise refuse("tenant", str(error)) from None
+    scopes = entry.get("scopes", sorted(ALL_SCOPES))
+    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+        raise refuse("scopes", f"must be a list of scopes ({', '.join(sorted(ALL_SCOPES))})")
+    for scope in scopes:
+        if scope not in ALL_SCOPES:
+            raise refuse(
+                "scopes", f"{excerpt(scope)} is not a scope ({', '.join(sorted(ALL_SCOPES))})"
+            )
+    live = entry.get("live", False)
+    if not isinstance(live, bool):
+        raise refuse("live", f"must be true or false, not {_kind(live)}")
+    name = entry.get("name", "static token")
+    if not isinstance(name, str):
+        raise refuse("name", f"must be a string, not {_kind(name)}")
+    return token, Principal(tenant=tenant, scopes=frozenset(scopes), live=live, subject=name)
+
+
+def _kind(value: object) -> str:
+    """What a TOML value is, for errors: the string "false" is not false."""
+    return f"the string {excerpt(value)}" if isinstance(value, str) else value_kind(value)

@@ -15,6 +15,7 @@ from importd_server.app import Application
 from importd_server.config import Settings, add_flags
 from importd_server.logs import configure_logging
 from importd_server.store.embedded import start_embedded
+from importd_server.store.pool import DatabaseUnreachable, database_address
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +47,14 @@ async def serve(settings: Settings) -> int:
             await app.start()
             await stop.wait()
             log.info("stop signal received; shutting down", grace_seconds=settings.grace_seconds)
+        except DatabaseUnreachable as error:
+            log.error(
+                "giving up: the database cannot be reached",
+                **database_address(database_url),
+                waited_seconds=settings.database_wait_seconds,
+                error=str(error),
+            )
+            return 1
         finally:
             await app.stop()
     return 0

@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from importd_server.net.guard import AddressGuard
+
 LOG_FORMATS = ("auto", "json", "console")
+# A shorter HMAC key could be guessed; 32 characters of a password manager are plenty.
+MIN_KEY_CHARS = 32
 
 
 def default_data_dir() -> Path:
@@ -29,6 +33,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 50051
     database_url: str | None = None
+    database_wait_seconds: float = 60.0
     data_dir: Path = Path()
     log_format: str = "auto"
     log_level: str = "info"
@@ -36,6 +41,11 @@ class Settings:
     db_pool_size: int = 10
     types_dir: Path | None = None
     source_dir: Path | None = None
+    remote_allow_hosts: str | None = None
+    remote_connect_seconds: float = 10.0
+    remote_read_seconds: float = 60.0
+    remote_total_seconds: float = 3600.0
+    s3_buckets: str | None = None
     workers: int = 2
     chunk_size: int = 5000
     lease_seconds: float = 30.0
@@ -51,10 +61,16 @@ class Settings:
     auth_rs256_public_keys: str | None = None
     auth_issuer: str | None = None
     auth_audience: str = "importd"
+    # Signs page tokens; unset, the replicas share a random key kept in the database.
+    page_token_key: str | None = field(default=None, repr=False)
     tls_cert: Path | None = None
     tls_key: Path | None = None
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = 9464
+    http_host: str = "127.0.0.1"
+    http_port: int | None = 8080
+    # The address people reach the HTTP port at, for download links (e.g. behind a proxy).
+    http_public_url: str | None = None
     retention_days: float = 30.0
     housekeeping_seconds: float = 300.0
 
@@ -65,10 +81,19 @@ class Settings:
             raise ValueError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together")
-        if not 0 <= self.port <= 65535:
-            raise ValueError("port must be between 0 and 65535")
+        for name in ("port", "http_port"):
+            if not 0 <= (getattr(self, name) or 0) <= 65535:
+                raise ValueError(f"{name} must be between 0 and 65535")
+        if self.database_wait_seconds < 0:
+            raise ValueError("database_wait_seconds must not be negative")
         if self.workers < 0:
             raise ValueError("workers must not be negative (0: this replica only serves the API)")
+        if self.page_token_key is not None and len(self.page_token_key) < MIN_KEY_CHARS:
+            raise ValueError(f"page_token_key must have at least {MIN_KEY_CHARS} characters")
+        for name in ("remote_connect_seconds", "remote_read_seconds", "remote_total_seconds"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be more than 0")
+        AddressGuard.from_allow_list(self.remote_allow_hosts)  # a typo fails the start-up
         limits = ("max_active_jobs_per_tenant", "max_streams_per_tenant", "max_message_bytes")
         for name in ("chunk_size", "max_attempts", "max_file_bytes", "max_rows", *limits):
             if getattr(self, name) < 1:

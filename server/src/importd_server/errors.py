@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+EXCERPT_CHARS = 40
+
+
+def excerpt(value: str, limit: int = EXCERPT_CHARS) -> str:
+    """A caller's value as an error message may show it: quoted with control characters
+    escaped (repr), and cut after `limit` characters, so no input is ever echoed unbounded."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value)} characters)"
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,14 @@ class InvalidArgument(ImportdError):
             f"{field}: {description}",
             reason=reason,
             field_violations=(FieldViolation(field, description),),
+        )
+
+    @classmethod
+    def for_fields(cls, violations: Sequence[FieldViolation]) -> InvalidArgument:
+        """An error about several request fields, each named in the message too."""
+        return cls(
+            "; ".join(f"{v.field}: {v.description}" for v in violations),
+            field_violations=tuple(violations),
         )
 
 

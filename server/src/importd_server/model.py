@@ -163,6 +163,7 @@ class JobFilter:
     statuses: tuple[JobStatus, ...] = ()
     import_type: str | None = None
     include_live: bool = True
+    search: str | None = None
 
 
 @dataclass(frozen=True)

@@ -246,9 +246,12 @@ class ImportSpec(_message.Message):
     file_name: _builtins.str
     """The file's name, for the caller's reference and the export's name."""
     source_uri: _builtins.str
-    """A file the server reads itself instead of an upload, e.g.
-    "file:///data/imports/contacts.csv" inside the configured allow-listed
-    folder. When set, no chunks may follow the spec.
+    """A file the server reads itself instead of an upload: "file://" inside the
+    configured allow-listed folder, "https://" (e.g. a signed URL; only public
+    addresses unless allow-listed), or "s3://bucket/<tenant>/key" in a
+    configured bucket. ListImportTypes names the schemes a server accepts.
+    Only the URI without its query is stored or shown. When set, no chunks
+    may follow the spec.
     """
     dry_run: _builtins.bool
     """Validate and count what would happen, write nothing to the target."""
@@ -569,12 +572,17 @@ class ListJobsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     STATUSES_FIELD_NUMBER: _builtins.int
     IMPORT_TYPE_FIELD_NUMBER: _builtins.int
+    SEARCH_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """At most this many jobs; 50 when unset, at most 1000."""
     page_token: _builtins.str
     """The next_page_token of a previous response."""
     import_type: _builtins.str
     """Only jobs of this import type; all when empty."""
+    search: _builtins.str
+    """Only jobs whose file name or one of whose label values contains this text, ignoring
+    case; all when empty.
+    """
     @_builtins.property
     def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___JobStatus.ValueType]:
         """Only jobs in one of these statuses; all when empty."""
@@ -586,10 +594,11 @@ class ListJobsRequest(_message.Message):
         page_token: _builtins.str = ...,
         statuses: _abc.Iterable[Global___JobStatus.ValueType] | None = ...,
         import_type: _builtins.str = ...,
+        search: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["import_type", b"import_type", "page_size", b"page_size", "page_token", b"page_token", "statuses", b"statuses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["import_type", b"import_type", "page_size", b"page_size", "page_token", b"page_token", "search", b"search", "statuses", b"statuses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -690,6 +699,7 @@ class ListEntriesRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     OFFSET_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The job's id."""
     page_size: _builtins.int
@@ -698,6 +708,8 @@ class ListEntriesRequest(_message.Message):
     """The next_page_token of a previous response."""
     offset: _builtins.int
     """Skip this many matching entries (limit/offset style); not with page_token."""
+    error_code: _builtins.str
+    """Only entries with an error of this code, e.g. "INVALID_EMAIL"; all when empty."""
     @_builtins.property
     def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___EntryStatus.ValueType]:
         """Only entries in one of these statuses; all when empty."""
@@ -710,10 +722,11 @@ class ListEntriesRequest(_message.Message):
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         offset: _builtins.int = ...,
+        error_code: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "offset", b"offset", "page_size", b"page_size", "page_token", b"page_token", "statuses", b"statuses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_code", b"error_code", "id", b"id", "offset", b"offset", "page_size", b"page_size", "page_token", b"page_token", "statuses", b"statuses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -957,18 +970,26 @@ class ListImportTypesResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     IMPORT_TYPES_FIELD_NUMBER: _builtins.int
+    SOURCE_URI_SCHEMES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def import_types(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImportType]:
         """The import types, by name."""
+
+    @_builtins.property
+    def source_uri_schemes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The schemes ImportSpec.source_uri may use on this server, as configured:
+        "file", "https", "http" (allow-listed hosts only), "s3".
+        """
 
     def __init__(
         self,
         *,
         import_types: _abc.Iterable[Global___ImportType] | None = ...,
+        source_uri_schemes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["import_types", b"import_types"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["import_types", b"import_types", "source_uri_schemes", b"source_uri_schemes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1106,3 +1127,53 @@ class ColumnSpec(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__pattern) -> _WhichOneofReturnType__pattern | None: ...
 
 Global___ColumnSpec: _TypeAlias = ColumnSpec  # noqa: Y015
+
+@_typing.final
+class CreateDownloadLinkRequest(_message.Message):
+    """Request for CreateDownloadLink."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The job's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateDownloadLinkRequest: _TypeAlias = CreateDownloadLinkRequest  # noqa: Y015
+
+@_typing.final
+class DownloadLink(_message.Message):
+    """A signed, time-limited link to a job's not-imported rows."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """The link: GET it, with no token, for the CSV file."""
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the link stops working."""
+
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DownloadLink: _TypeAlias = DownloadLink  # noqa: Y015

@@ -27,6 +27,11 @@ if _version_not_supported:
 
 class ImportServiceStub:
     """ImportService runs bulk-import jobs.
+
+    The google.api.http annotations are the HTTP/JSON API (importd's HTTP port): the gateway
+    builds its routes from them at start-up. A client-streaming method's body is the raw
+    file, streamed; a server stream of messages is Server-Sent Events; a server stream whose
+    response_body is a bytes field is a streamed download.
     """
 
     def __init__(self, channel):
@@ -75,10 +80,20 @@ class ImportServiceStub:
                 request_serializer=importd_dot_v1_dot_import__service__pb2.ListImportTypesRequest.SerializeToString,
                 response_deserializer=importd_dot_v1_dot_import__service__pb2.ListImportTypesResponse.FromString,
                 _registered_method=True)
+        self.CreateDownloadLink = channel.unary_unary(
+                '/importd.v1.ImportService/CreateDownloadLink',
+                request_serializer=importd_dot_v1_dot_import__service__pb2.CreateDownloadLinkRequest.SerializeToString,
+                response_deserializer=importd_dot_v1_dot_import__service__pb2.DownloadLink.FromString,
+                _registered_method=True)
 
 
 class ImportServiceServicer:
     """ImportService runs bulk-import jobs.
+
+    The google.api.http annotations are the HTTP/JSON API (importd's HTTP port): the gateway
+    builds its routes from them at start-up. A client-streaming method's body is the raw
+    file, streamed; a server stream of messages is Server-Sent Events; a server stream whose
+    response_body is a bytes field is a streamed download.
     """
 
     def StartImport(self, request_iterator, context):
@@ -141,6 +156,14 @@ class ImportServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateDownloadLink(self, request, context):
+        """Issues a signed link to the job's not-imported rows (ExportEntries' default CSV),
+        usable without a token by whoever holds it, for 60 minutes. Ask again for a fresh one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ImportServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -184,6 +207,11 @@ def add_ImportServiceServicer_to_server(servicer, server):
                     request_deserializer=importd_dot_v1_dot_import__service__pb2.ListImportTypesRequest.FromString,
                     response_serializer=importd_dot_v1_dot_import__service__pb2.ListImportTypesResponse.SerializeToString,
             ),
+            'CreateDownloadLink': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateDownloadLink,
+                    request_deserializer=importd_dot_v1_dot_import__service__pb2.CreateDownloadLinkRequest.FromString,
+                    response_serializer=importd_dot_v1_dot_import__service__pb2.DownloadLink.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'importd.v1.ImportService', rpc_method_handlers)
@@ -194,6 +222,11 @@ def add_ImportServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ImportService:
     """ImportService runs bulk-import jobs.
+
+    The google.api.http annotations are the HTTP/JSON API (importd's HTTP port): the gateway
+    builds its routes from them at start-up. A client-streaming method's body is the raw
+    file, streamed; a server stream of messages is Server-Sent Events; a server stream whose
+    response_body is a bytes field is a streamed download.
     """
 
     @staticmethod
@@ -402,6 +435,33 @@ class ImportService:
             '/importd.v1.ImportService/ListImportTypes',
             importd_dot_v1_dot_import__service__pb2.ListImportTypesRequest.SerializeToString,
             importd_dot_v1_dot_import__service__pb2.ListImportTypesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateDownloadLink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/importd.v1.ImportService/CreateDownloadLink',
+            importd_dot_v1_dot_import__service__pb2.CreateDownloadLinkRequest.SerializeToString,
+            importd_dot_v1_dot_import__service__pb2.DownloadLink.FromString,
             options,
             channel_credentials,
             insecure,

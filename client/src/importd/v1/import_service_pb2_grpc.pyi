@@ -32,7 +32,13 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ImportServiceStub:
-    """ImportService runs bulk-import jobs."""
+    """ImportService runs bulk-import jobs.
+
+    The google.api.http annotations are the HTTP/JSON API (importd's HTTP port): the gateway
+    builds its routes from them at start-up. A client-streaming method's body is the raw
+    file, streamed; a server stream of messages is Server-Sent Events; a server stream whose
+    response_body is a bytes field is a streamed download.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -61,10 +67,20 @@ class ImportServiceStub:
     """
     ListImportTypes: _grpc.UnaryUnaryMultiCallable[_import_service_pb2.ListImportTypesRequest, _import_service_pb2.ListImportTypesResponse]
     """Lists the import types this server knows, with their columns and rules."""
+    CreateDownloadLink: _grpc.UnaryUnaryMultiCallable[_import_service_pb2.CreateDownloadLinkRequest, _import_service_pb2.DownloadLink]
+    """Issues a signed link to the job's not-imported rows (ExportEntries' default CSV),
+    usable without a token by whoever holds it, for 60 minutes. Ask again for a fresh one.
+    """
 
 @_typing.type_check_only
 class ImportServiceAsyncStub(ImportServiceStub):
-    """ImportService runs bulk-import jobs."""
+    """ImportService runs bulk-import jobs.
+
+    The google.api.http annotations are the HTTP/JSON API (importd's HTTP port): the gateway
+    builds its routes from them at start-up. A client-streaming method's body is the raw
+    file, streamed; a server stream of messages is Server-Sent Events; a server stream whose
+    response_body is a bytes field is a streamed download.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     StartImport: _aio.StreamUnaryMultiCallable[_import_service_pb2.StartImportRequest, _import_service_pb2.Job]  # type: ignore[assignment]
@@ -90,9 +106,19 @@ class ImportServiceAsyncStub(ImportServiceStub):
     """
     ListImportTypes: _aio.UnaryUnaryMultiCallable[_import_service_pb2.ListImportTypesRequest, _import_service_pb2.ListImportTypesResponse]  # type: ignore[assignment]
     """Lists the import types this server knows, with their columns and rules."""
+    CreateDownloadLink: _aio.UnaryUnaryMultiCallable[_import_service_pb2.CreateDownloadLinkRequest, _import_service_pb2.DownloadLink]  # type: ignore[assignment]
+    """Issues a signed link to the job's not-imported rows (ExportEntries' default CSV),
+    usable without a token by whoever holds it, for 60 minutes. Ask again for a fresh one.
+    """
 
 class ImportServiceServicer(metaclass=_abc_1.ABCMeta):
-    """ImportService runs bulk-import jobs."""
+    """ImportService runs bulk-import jobs.
+
+    The google.api.http annotations are the HTTP/JSON API (importd's HTTP port): the gateway
+    builds its routes from them at start-up. A client-streaming method's body is the raw
+    file, streamed; a server stream of messages is Server-Sent Events; a server stream whose
+    response_body is a bytes field is a streamed download.
+    """
 
     @_abc_1.abstractmethod
     def StartImport(
@@ -164,5 +190,15 @@ class ImportServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_import_service_pb2.ListImportTypesResponse, _abc.Awaitable[_import_service_pb2.ListImportTypesResponse]]:
         """Lists the import types this server knows, with their columns and rules."""
+
+    @_abc_1.abstractmethod
+    def CreateDownloadLink(
+        self,
+        request: _import_service_pb2.CreateDownloadLinkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_import_service_pb2.DownloadLink, _abc.Awaitable[_import_service_pb2.DownloadLink]]:
+        """Issues a signed link to the job's not-imported rows (ExportEntries' default CSV),
+        usable without a token by whoever holds it, for 60 minutes. Ask again for a fresh one.
+        """
 
 def add_ImportServiceServicer_to_server(servicer: ImportServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

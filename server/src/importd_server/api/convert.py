@@ -17,8 +17,10 @@ from importd_server.api.status import build_rpc_status
 from importd_server.auth import Principal
 from importd_server.engine.import_types import ImportType
 from importd_server.engine.parsing import ENCODINGS, ParseOptions
+from importd_server.engine.remote import redact, source_file_name
 from importd_server.engine.staging import NewJob
-from importd_server.errors import FieldViolation, InvalidArgument
+from importd_server.errors import FieldViolation, InvalidArgument, excerpt
+from importd_server.http.links import Link
 from importd_server.model import Entry, EntryStatus, FileFormat, ImportMode, Job, JobStatus
 
 E = TypeVar("E", bound=StrEnum)
@@ -38,7 +40,7 @@ def parse_id(value: str, field: str = "id") -> uuid.UUID:
     try:
         return uuid.UUID(value)
     except ValueError:
-        raise InvalidArgument.for_field(field, f"{value!r} is not a UUID") from None
+        raise InvalidArgument.for_field(field, f"{excerpt(value)} is not a UUID") from None
 
 
 def enum_to_proto(value: StrEnum | None, twin: tuple[Any, str]) -> Any:
@@ -71,6 +73,11 @@ def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     message = timestamp_pb2.Timestamp()
     message.FromDatetime(value)
     return message
+
+
+def download_link_to_proto(link: Link) -> pb.DownloadLink:
+    """A DownloadLink message."""
+    return pb.DownloadLink(url=link.url, expire_time=timestamp(link.expire_time))
 
 
 def job_to_proto(job: Job) -> pb.Job:
@@ -162,9 +169,6 @@ def import_type_to_proto(import_type: ImportType) -> pb.ImportType:
     )
 
 
-MAX_LABELS = 64
-
-
 def new_job_from_spec(
     spec: pb.ImportSpec,
     import_types: Mapping[str, ImportType],
@@ -172,7 +176,9 @@ def new_job_from_spec(
     max_rows: int,
     max_chars: int,
 ) -> NewJob:
-    """The checked NewJob a spec asks for; INVALID_ARGUMENT naming every bad field."""
+    """The checked NewJob a spec asks for; INVALID_ARGUMENT naming every bad field.
+
+    The spec's strings are within their limits (`limits.check_request`)."""
     violations: list[FieldViolation] = []
 
     def bad(field: str, description: str) -> None:
@@ -181,7 +187,7 @@ def new_job_from_spec(
     import_type = import_types.get(spec.import_type)
     if import_type is None:
         known = ", ".join(sorted(import_types)) or "none"
-        bad("import_type", f"unknown import type {spec.import_type!r} (known: {known})")
+        bad("import_type", f"unknown import type {excerpt(spec.import_type)} (known: {known})")
     mode = ImportMode.INSERT
     if spec.mode:
         try:
@@ -195,21 +201,14 @@ def new_job_from_spec(
     delimiter = spec.csv.delimiter or ","
     quote_char = spec.csv.quote or '"'
     encoding = (spec.csv.encoding or "utf-8").lower()
-    if len(delimiter) != 1:
-        bad("csv.delimiter", "must be one character")
-    if len(quote_char) != 1:
-        bad("csv.quote", "must be one character")
+    if quote_char == delimiter:
+        bad("csv.quote", "must differ from the delimiter")
     if encoding not in ENCODINGS:
         bad("csv.encoding", "must be utf-8 or latin-1")
     if spec.HasField("max_errors") and spec.max_errors < 0:
         bad("max_errors", "must not be negative")
-    if len(spec.labels) > MAX_LABELS:
-        bad("labels", f"at most {MAX_LABELS} labels")
     if violations:
-        raise InvalidArgument(
-            "; ".join(f"{v.field}: {v.description}" for v in violations),
-            field_violations=tuple(violations),
-        )
+        raise InvalidArgument.for_fields(violations)
     assert import_type is not None
     header = spec.csv.header if spec.csv.HasField("header") else True
     identity = pb.ImportSpec()
@@ -229,7 +228,7 @@ def new_job_from_spec(
             max_rows=max_rows,
             max_chars=max_chars,
         ),
-        file_name=spec.file_name or spec.source_uri.rsplit("/", 1)[-1],
+        file_name=spec.file_name or source_file_name(spec.source_uri),
         dry_run=spec.dry_run,
         all_or_nothing=spec.all_or_nothing,
         max_errors=spec.max_errors if spec.HasField("max_errors") else None,
@@ -241,6 +240,7 @@ def new_job_from_spec(
             "quote": quote_char,
             "header": header,
             "encoding": encoding,
+            **({"source_uri": redact(spec.source_uri)} if spec.source_uri else {}),
         },
     )
 
@@ -248,7 +248,7 @@ def new_job_from_spec(
 def _file_format(spec: pb.ImportSpec) -> FileFormat:
     if spec.format:
         return enum_from_proto(spec.format, FILE_FORMAT, FileFormat, "spec.format")
-    name = (spec.file_name or spec.source_uri).lower().removesuffix(".gz")
+    name = (spec.file_name or source_file_name(spec.source_uri)).lower().removesuffix(".gz")
     return FileFormat.JSONL if name.endswith((".jsonl", ".ndjson")) else FileFormat.CSV
 
 

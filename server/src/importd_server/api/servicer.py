@@ -6,13 +6,15 @@ import asyncio
 import contextlib
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
 from importd_server.api import paging
 from importd_server.api.convert import (
+    download_link_to_proto,
     entry_statuses_from_proto,
     entry_to_proto,
     import_type_to_proto,
@@ -22,13 +24,17 @@ from importd_server.api.convert import (
     parse_id,
     progress_event,
 )
+from importd_server.api.limits import check_request
 from importd_server.api.status import Context, maps_errors
 from importd_server.auth import READ, WRITE, Authenticator, Principal
 from importd_server.config import Settings
-from importd_server.engine.export import export_csv
+from importd_server.engine.admission import Admission
+from importd_server.engine.export import NOT_IMPORTED, export_job, with_entries
 from importd_server.engine.import_types import ImportType
+from importd_server.engine.remote import REMOTE_SCHEMES, RemoteSources, uri_scheme
 from importd_server.engine.sources import open_source
 from importd_server.engine.staging import Stager, file_chunks
+from importd_server.engine.validation import INT64_MAX
 from importd_server.errors import (
     FailedPrecondition,
     InvalidArgument,
@@ -36,12 +42,12 @@ from importd_server.errors import (
     PermissionDenied,
     ResourceExhausted,
 )
-from importd_server.model import EntryStatus, Job, JobCursor, JobFilter, JobStatus
+from importd_server.http.links import DownloadLinks
+from importd_server.model import Job, JobCursor, JobFilter, JobStatus
 from importd_server.progress.hub import ProgressHub
 from importd_server.store.entries import EntryStore
 from importd_server.store.jobs import JobStore
-
-NOT_IMPORTED = (EntryStatus.FAILED, EntryStatus.SKIPPED)
+from importd_server.tenants import Tenant
 
 
 class ImportServicer(pb_grpc.ImportServiceServicer):
@@ -56,7 +62,11 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         stager: Stager,
         hub: ProgressHub,
         authenticator: Authenticator,
+        admission: Admission,
+        page_tokens: paging.PageTokens,
         on_job_queued: Callable[[], None] = lambda: None,
+        *,
+        download_links: DownloadLinks | None = None,
     ) -> None:
         self._settings = settings
         self._import_types = import_types
@@ -65,8 +75,12 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         self._stager = stager
         self._hub = hub
         self._auth = authenticator
+        self._admission = admission
+        self._page_tokens = page_tokens
         self._open_streams: Counter[str] = Counter()
+        self._remote = RemoteSources.from_settings(settings)
         self._on_job_queued = on_job_queued
+        self._links = download_links
 
     def _caller(self, context: Context, scope: str) -> Principal:
         """The authenticated caller, if its token grants `scope`."""
@@ -105,6 +119,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         first = await anext(aiter(request_iterator), None)
         if first is None or not first.HasField("spec"):
             raise InvalidArgument.for_field("spec", "the first message must carry the spec")
+        check_request(first)
         spec = first.spec
         if not caller.live and not spec.dry_run:
             raise PermissionDenied(
@@ -122,39 +137,52 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         existing = await self._stager.existing(new_job)
         if existing is not None:
             return job_to_proto(existing)  # a retried start: the limit was checked the first time
-        active = await self._jobs.count_active_jobs(caller.tenant)
-        if active >= self._settings.max_active_jobs_per_tenant:
-            raise ResourceExhausted(
-                f"tenant {caller.tenant} has {active} queued or running jobs, the most allowed;"
-                " start this one when one of them ends",
-                reason="TOO_MANY_ACTIVE_JOBS",
-                metadata={"limit": str(self._settings.max_active_jobs_per_tenant)},
-            )
+        await self._admission.precheck(caller.tenant)
         if spec.source_uri:
             if await anext(aiter(request_iterator), None) is not None:
                 raise InvalidArgument.for_field(
                     "chunk", "no file chunks may follow a spec with a source_uri"
                 )
-            source = open_source(spec.source_uri, self._settings.source_dir, caller.tenant)
-            job = await self._stager.start(new_job, file_chunks(source))
+            pieces = await self._source_pieces(spec.source_uri, caller.tenant)
         else:
-            job = await self._stager.start(new_job, _file_bytes(request_iterator))
+            pieces = _file_bytes(request_iterator)
+        async with _closing(pieces):
+            job = await self._stager.start(new_job, pieces)
         self._on_job_queued()
         return job_to_proto(job)
+
+    async def _source_pieces(self, uri: str, tenant: Tenant) -> AsyncIterator[bytes]:
+        """The bytes of the file a source_uri names: the tenant's own file, or a remote one."""
+        try:
+            urlsplit(uri)
+        except ValueError:  # e.g. an unbalanced "[" in the host
+            raise InvalidArgument.for_field("spec.source_uri", "is not a valid URI") from None
+        scheme = uri_scheme(uri)
+        if scheme in REMOTE_SCHEMES:
+            return self._remote.open(uri, tenant)
+        if scheme != "file":
+            raise InvalidArgument.for_field(
+                "spec.source_uri",
+                f"scheme {scheme!r} is not supported; use file://, https:// or s3://",
+            )
+        return file_chunks(await open_source(uri, self._settings.source_dir, tenant))
 
     @maps_errors
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
         caller = self._caller(context, READ)
+        check_request(request)
         return job_to_proto(await self._job(parse_id(request.id), caller))
 
     @maps_errors
     async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
         caller = self._caller(context, READ)
+        check_request(request)
         job_filter = JobFilter(
             tenant=caller.tenant,
             statuses=job_statuses_from_proto(request.statuses, "statuses"),
             import_type=request.import_type or None,
             include_live=caller.live,
+            search=request.search or None,
         )
         size = paging.page_size(request.page_size)
         filters = paging.fingerprint(
@@ -163,18 +191,21 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
             sorted(job_filter.statuses),
             job_filter.import_type,
             job_filter.include_live,
+            job_filter.search,
         )
         after = None
         if request.page_token:
-            position = paging.decode_page_token(request.page_token, filters)
+            position = self._page_tokens.decode(request.page_token, filters)
             try:
                 after = JobCursor(datetime.fromisoformat(position["t"]), uuid.UUID(position["i"]))
             except (KeyError, ValueError, TypeError):
-                raise InvalidArgument.for_field("page_token", "is not a valid page token") from None
+                raise paging.invalid_token() from None
+            if after.create_time.tzinfo is None:
+                raise paging.invalid_token()
         page = await self._jobs.list_jobs(job_filter, size, after)
         next_token = ""
         if page.next_cursor is not None:
-            next_token = paging.encode_page_token(
+            next_token = self._page_tokens.encode(
                 {"t": page.next_cursor.create_time.isoformat(), "i": str(page.next_cursor.job_id)},
                 filters,
             )
@@ -186,28 +217,37 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
     async def ListEntries(
         self, request: pb.ListEntriesRequest, context: Context
     ) -> pb.ListEntriesResponse:
-        job = _with_entries(await self._job(parse_id(request.id), self._caller(context, READ)))
+        caller = self._caller(context, READ)
+        check_request(request)
+        job = with_entries(await self._job(parse_id(request.id), caller))
         statuses = entry_statuses_from_proto(request.statuses, "statuses")
         size = paging.page_size(request.page_size)
         if request.offset < 0:
             raise InvalidArgument.for_field("offset", "must not be negative")
         if request.offset and request.page_token:
             raise InvalidArgument.for_field("offset", "cannot be combined with page_token")
-        filters = paging.fingerprint("ListEntries", str(job.id), sorted(statuses))
+        error_code = request.error_code or None
+        filters = paging.fingerprint("ListEntries", str(job.id), sorted(statuses), error_code)
         after_row = 0
         if request.page_token:
-            position = paging.decode_page_token(request.page_token, filters)
-            row = position.get("r")
-            if not isinstance(row, int) or row < 0:
-                raise InvalidArgument.for_field("page_token", "is not a valid page token")
+            row = self._page_tokens.decode(request.page_token, filters).get("r")
+            # bool is an int to Python, and the row number is a bigint to PostgreSQL.
+            if type(row) is not int or not 0 <= row <= INT64_MAX:
+                raise paging.invalid_token()
             after_row = row
         columns = await self._jobs.file_columns(job.id)
         page = await self._entries.list_entries(
-            job, columns, statuses, size, after_row=after_row, offset=request.offset
+            job,
+            columns,
+            statuses,
+            size,
+            after_row=after_row,
+            offset=request.offset,
+            error_code=error_code,
         )
         next_token = ""
         if page.next_after_row is not None:
-            next_token = paging.encode_page_token({"r": page.next_after_row}, filters)
+            next_token = self._page_tokens.encode({"r": page.next_after_row}, filters)
         return pb.ListEntriesResponse(
             entries=[entry_to_proto(e) for e in page.entries],
             next_page_token=next_token,
@@ -217,6 +257,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
     @maps_errors
     async def CancelJob(self, request: pb.CancelJobRequest, context: Context) -> pb.Job:
         caller = self._caller(context, WRITE)
+        check_request(request)
         job_id = parse_id(request.id)
         job = await self._job(job_id, caller)
         cancelled = await self._jobs.cancel_job(job_id, caller.tenant)
@@ -236,11 +277,11 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
     async def ExportEntries(
         self, request: pb.ExportEntriesRequest, context: Context
     ) -> AsyncIterator[pb.ExportEntriesResponse]:
-        job = _with_entries(await self._job(parse_id(request.id), self._caller(context, READ)))
+        caller = self._caller(context, READ)
+        check_request(request)
+        job = await self._job(parse_id(request.id), caller)
         statuses = entry_statuses_from_proto(request.statuses, "statuses") or NOT_IMPORTED
-        columns = await self._jobs.file_columns(job.id)
-        entries = self._entries.iter_entries(job.id, columns, statuses)
-        async for piece in export_csv(columns, entries):
+        async for piece in export_job(job, self._jobs, self._entries, statuses):
             yield pb.ExportEntriesResponse(chunk=piece)
 
     @maps_errors
@@ -248,15 +289,33 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         self, request: pb.ListImportTypesRequest, context: Context
     ) -> pb.ListImportTypesResponse:
         self._caller(context, READ)
+        local = ["file"] if self._settings.source_dir is not None else []
         return pb.ListImportTypesResponse(
-            import_types=[import_type_to_proto(t) for _, t in sorted(self._import_types.items())]
+            import_types=[import_type_to_proto(t) for _, t in sorted(self._import_types.items())],
+            source_uri_schemes=[*local, *self._remote.schemes()],
         )
+
+    @maps_errors
+    async def CreateDownloadLink(
+        self, request: pb.CreateDownloadLinkRequest, context: Context
+    ) -> pb.DownloadLink:
+        caller = self._caller(context, READ)
+        check_request(request)
+        job = with_entries(await self._job(parse_id(request.id), caller))
+        if self._links is None:
+            raise FailedPrecondition(
+                "download links need the HTTP port, which is off (IMPORTD_HTTP_PORT)",
+                reason="HTTP_PORT_OFF",
+            )
+        link = self._links.issue(job.id, caller.tenant)
+        return download_link_to_proto(link)
 
     @maps_errors
     async def StreamProgress(
         self, request: pb.StreamProgressRequest, context: Context
     ) -> AsyncIterator[pb.ProgressEvent]:
         caller = self._caller(context, READ)
+        check_request(request)
         job_id = parse_id(request.id)
         limit = self._settings.max_streams_per_tenant
         if self._open_streams[caller.tenant] >= limit:
@@ -296,16 +355,15 @@ async def _drain(request_iterator: AsyncIterator[pb.StartImportRequest], seconds
                 pass
 
 
-def _with_entries(job: Job) -> Job:
-    """The job, if its entries are still kept (see the retention setting)."""
-    if job.entries_removed_time is not None:
-        raise FailedPrecondition(
-            f"the entries of job {job.id} were removed at {job.entries_removed_time:%Y-%m-%d}"
-            " by the retention setting",
-            reason="ENTRIES_EXPIRED",
-            metadata={"id": str(job.id)},
-        )
-    return job
+@contextlib.asynccontextmanager
+async def _closing(pieces: AsyncIterator[bytes]) -> AsyncIterator[None]:
+    """Closes the file's pieces when staging ends, also early (an error, a file too large):
+    a remote connection ends then, not whenever the generator is collected."""
+    try:
+        yield
+    finally:
+        if isinstance(pieces, AsyncGenerator):
+            await pieces.aclose()
 
 
 async def _file_bytes(

@@ -5,16 +5,18 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import timedelta
 from typing import Any, TypeVar, cast
 
 import grpc
 import structlog
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from importd_server import errors
+from importd_server.store.availability import is_connection_error
 
 log = structlog.get_logger(__name__)
 
@@ -33,6 +35,11 @@ _CODES: dict[type[errors.ImportdError], int] = {
 }
 
 
+# What a caller should wait before retrying while the database is out of reach: about the
+# health monitor's probe interval.
+DATABASE_RETRY_DELAY = timedelta(seconds=1)
+
+
 def to_rpc_status(error: errors.ImportdError) -> status_pb2.Status:
     """A google.rpc.Status for the error: its code, message, ErrorInfo and BadRequest."""
     code = next((c for kind, c in _CODES.items() if isinstance(error, kind)), code_pb2.INTERNAL)
@@ -47,11 +54,17 @@ def build_rpc_status(
     reason: str,
     field_violations: tuple[errors.FieldViolation, ...] = (),
     metadata: Mapping[str, str] | None = None,
+    retry_delay: timedelta | None = None,
 ) -> status_pb2.Status:
-    """A google.rpc.Status with an ErrorInfo detail and, for bad fields, a BadRequest."""
+    """A google.rpc.Status with an ErrorInfo detail, for bad fields a BadRequest, and with
+    a `retry_delay` a RetryInfo."""
     details: list[Message] = [
         error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata or {})
     ]
+    if retry_delay is not None:
+        delay = duration_pb2.Duration()
+        delay.FromTimedelta(retry_delay)
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
     if field_violations:
         details.append(
             error_details_pb2.BadRequest(
@@ -63,12 +76,109 @@ def build_rpc_status(
                 ]
             )
         )
+    return status_pb2.Status(code=code, message=message, details=_packed(details))
+
+
+# gRPC refuses trailing metadata beyond 8 KiB by default (the caller then sees
+# RESOURCE_EXHAUSTED "Stream removed" instead of our status), and a status travels twice:
+# its message percent-encoded in grpc-message (up to 3 bytes per byte), the whole Status
+# base64-encoded in grpc-status-details-bin. These bounds keep both under 6 KiB.
+MAX_MESSAGE_BYTES = 512
+MAX_STATUS_BYTES = 3072
+MAX_DETAIL_CHARS = 256
+
+
+def bounded(status: status_pb2.Status) -> status_pb2.Status:
+    """The status cut to fit in gRPC's metadata: its message, each string of its
+    ErrorInfo and BadRequest, then (while still too big) violations and metadata entries
+    from the end. A safety net: callers' values are already cut where they are quoted."""
+    details = [_unpacked(detail) for detail in status.details]
+    for detail in details:
+        _cut_strings(detail)
+    message = _cut_utf8(status.message, MAX_MESSAGE_BYTES)
+    while True:
+        result = status_pb2.Status(code=status.code, message=message, details=_packed(details))
+        if result.ByteSize() <= MAX_STATUS_BYTES or not _drop_one(details):
+            return result
+
+
+def _unpacked(detail: any_pb2.Any) -> Message:
+    for kind in (error_details_pb2.ErrorInfo, error_details_pb2.BadRequest):
+        if detail.Is(kind.DESCRIPTOR):
+            message: Message = kind()
+            detail.Unpack(message)
+            return message
+    return detail  # another kind of detail: kept as it is
+
+
+def _packed(details: list[Message]) -> list[any_pb2.Any]:
+    """Each detail as an Any (one that is an Any already as it is)."""
     packed = []
     for detail in details:
-        any_detail = any_pb2.Any()
-        any_detail.Pack(detail)
-        packed.append(any_detail)
-    return status_pb2.Status(code=code, message=message, details=packed)
+        if isinstance(detail, any_pb2.Any):
+            packed.append(detail)
+        else:
+            any_detail = any_pb2.Any()
+            any_detail.Pack(detail)
+            packed.append(any_detail)
+    return packed
+
+
+def _cut_strings(detail: Message) -> None:
+    if isinstance(detail, error_details_pb2.ErrorInfo):
+        detail.reason = _cut(detail.reason)
+        metadata = dict(detail.metadata)
+        detail.metadata.clear()
+        detail.metadata.update({_cut(k): _cut(v) for k, v in metadata.items()})
+    elif isinstance(detail, error_details_pb2.BadRequest):
+        for violation in detail.field_violations:
+            violation.field = _cut(violation.field)
+            violation.description = _cut(violation.description)
+
+
+def _drop_one(details: list[Message]) -> bool:
+    """Drops the last field violation, else the last metadata entry; False if none is left."""
+    for detail in details:
+        if isinstance(detail, error_details_pb2.BadRequest) and detail.field_violations:
+            del detail.field_violations[-1]
+            return True
+    for detail in details:
+        if isinstance(detail, error_details_pb2.ErrorInfo) and detail.metadata:
+            del detail.metadata[max(detail.metadata)]
+            return True
+    return False
+
+
+def _cut(text: str, limit: int = MAX_DETAIL_CHARS) -> str:
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def _cut_utf8(text: str, limit: int) -> str:
+    encoded = text.encode()
+    if len(encoded) <= limit:
+        return text
+    return f"{encoded[: limit - 3].decode(errors='ignore')}..."
+
+
+def status_of(exc: Exception, rpc: str) -> status_pb2.Status:
+    """The status a caller is told for an exception raised while serving `rpc`.
+
+    A database out of reach is UNAVAILABLE (DATABASE_UNAVAILABLE) with a RetryInfo; any
+    other exception but an ImportdError is logged and becomes INTERNAL without its text.
+    """
+    if isinstance(exc, errors.ImportdError):
+        return bounded(to_rpc_status(exc))
+    if is_connection_error(exc):
+        # Expected while the database is away: the health monitor logs the outage once.
+        log.debug("rpc failed: database unreachable", rpc=rpc, error=str(exc))
+        return build_rpc_status(
+            code_pb2.UNAVAILABLE,
+            "the database is unreachable; retry shortly",
+            "DATABASE_UNAVAILABLE",
+            retry_delay=DATABASE_RETRY_DELAY,
+        )
+    log.error("unexpected error in rpc", rpc=rpc, exc_info=exc)
+    return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error; see the server log")
 
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
@@ -78,17 +188,13 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def maps_errors(handler: Handler) -> Handler:
-    """Ends the RPC with the mapped status when the handler raises an ImportdError.
+    """Ends the RPC with the status `status_of` maps an exception to.
 
-    Any other exception is logged and becomes INTERNAL without leaking its text.
     Works for unary handlers and for server-streaming async generators.
     """
 
     async def abort(context: Context, exc: Exception) -> None:
-        if isinstance(exc, errors.ImportdError):
-            await context.abort_with_status(rpc_status.to_status(to_rpc_status(exc)))
-        log.exception("unexpected error in rpc", rpc=handler.__name__)
-        await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+        await context.abort_with_status(rpc_status.to_status(status_of(exc, handler.__name__)))
 
     if inspect.isasyncgenfunction(handler):
 

@@ -11,6 +11,7 @@ import structlog
 
 from importd_server.metrics import Metrics
 from importd_server.model import JobStatus
+from importd_server.store.availability import OutageLog, is_connection_error
 from importd_server.store.sql import JOB_QUERIES
 
 log = structlog.get_logger(__name__)
@@ -29,6 +30,7 @@ class Housekeeper:
         self._retention_seconds = retention_days * 86400
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
+        self._outage = OutageLog("housekeeper")
 
     def start(self) -> None:
         """Starts the timer (the first round runs at once)."""
@@ -64,6 +66,10 @@ class Housekeeper:
         while True:
             try:
                 await self.run_once()
-            except (asyncpg.PostgresError, OSError) as error:
-                log.warning("housekeeping failed; will retry", error=str(error))
+                self._outage.succeeded()
+            except Exception as error:
+                if is_connection_error(error):
+                    self._outage.failed(error)
+                else:
+                    log.exception("housekeeping failed; will retry")
             await asyncio.sleep(self._interval)

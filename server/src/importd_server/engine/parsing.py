@@ -11,13 +11,16 @@ import csv
 import gzip
 import io
 import json
+import re
+import sys
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, NamedTuple
 
 from importd_server.engine.import_types import ImportType
+from importd_server.errors import excerpt
 from importd_server.model import FileFormat, ImportMode, RowError
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -25,6 +28,10 @@ ENCODINGS = {"utf-8": "utf-8-sig", "utf8": "utf-8-sig", "latin-1": "latin-1", "l
 MAX_FIELD_CHARS = 1 << 20
 MAX_LINE_CHARS = 1 << 20
 MAX_EXCERPT_CHARS = 1000
+# What PostgreSQL text cannot hold: NUL (a CSV byte, or JSON's "\u0000") and lone
+# surrogates (JSON's "\ud800"). A row with one fails alone; the character becomes U+FFFD.
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+REPLACEMENT = "\ufffd"
 
 
 class FileError(Exception):
@@ -134,7 +141,8 @@ def parse_rows(
             state.finish()
         else:
             lines = _lines(text, options.max_chars, CsvState())
-            yield from _limited(_jsonl_rows(lines, options, import_type, mode, columns), options)
+            rows = _jsonl_rows(lines, options, import_type, mode, columns)
+            yield from _limited(rows, options, columns)
 
 
 def csv_rows(
@@ -148,7 +156,8 @@ def csv_rows(
     """The CSV rows of `text`, a part of a file that starts where `state` stands (a record
     boundary), moving `state` on. The caller calls `state.finish()` at the file's end."""
     lines = _lines(text, options.max_chars, state)
-    yield from _limited(_csv_rows(lines, options, import_type, mode, columns, state), options)
+    rows = _csv_rows(lines, options, import_type, mode, columns, state)
+    yield from _limited(rows, options, columns)
 
 
 @contextlib.contextmanager
@@ -166,10 +175,17 @@ def file_errors(options: ParseOptions) -> Iterator[None]:
         raise FileError("INVALID_GZIP", f"the gzip stream is broken: {error}") from None
 
 
-def _limited(rows: Iterator[ParsedRow], options: ParseOptions) -> Iterator[ParsedRow]:
+def _limited(
+    rows: Iterator[ParsedRow], options: ParseOptions, columns: FileColumns
+) -> Iterator[ParsedRow]:
+    """The rows up to max_rows, each one storable (see _storable)."""
     for row in rows:
         if options.max_rows is not None and row.row_number > options.max_rows:
             raise FileError("TOO_MANY_ROWS", f"the file has more than {options.max_rows} rows")
+        if _unstorable("".join(row.values)) or (
+            row.error is not None and _unstorable(row.error.value)
+        ):
+            row = _storable(row, columns.names)
         yield row
 
 
@@ -227,8 +243,8 @@ class _Prefixed(io.RawIOBase):
 
 
 def _lines(text: io.TextIOBase, max_chars: int | None, state: CsvState) -> Iterator[str]:
-    """The file's lines, refusing what no row may hold: overlong lines, NUL characters, and
-    more text than `max_chars` in all (a decompression bomb). Counts them in `state`."""
+    """The file's lines, refusing what no row may hold: overlong lines, and more text than
+    `max_chars` in all (a decompression bomb). Counts them in `state`."""
     while line := text.readline(MAX_LINE_CHARS + 1):
         state.lines += 1
         number = state.lines
@@ -236,8 +252,6 @@ def _lines(text: io.TextIOBase, max_chars: int | None, state: CsvState) -> Itera
             raise FileError(
                 "LINE_TOO_LONG", f"line {number} is longer than {MAX_LINE_CHARS} characters"
             )
-        if "\x00" in line:
-            raise FileError("NUL_CHARACTER", f"line {number} contains a NUL character")
         state.chars += len(line)
         if max_chars is not None and state.chars > max_chars:
             raise FileError("FILE_TOO_LARGE", f"the file holds more than {max_chars} characters")
@@ -298,12 +312,16 @@ def _check_header(
 ) -> None:
     seen: dict[str, int] = {}
     for position, name in enumerate(header, 1):
+        if problem := _unstorable(name):
+            raise FileError(
+                "INVALID_CHARACTER", f"column {position} of the header contains {problem}"
+            )
         column = import_type.resolve_header(name)
         canonical = column.name if column else name.lower()
         if canonical in seen:
             raise FileError(
                 "DUPLICATE_HEADER",
-                f"column {canonical!r} appears twice in the header"
+                f"column {excerpt(canonical)} appears twice in the header"
                 f" (columns {seen[canonical]} and {position})",
             )
         seen[canonical] = position
@@ -330,24 +348,43 @@ def _jsonl_rows(
         row_number += 1
         try:
             value = json.loads(line, parse_float=Decimal)  # numbers keep every digit
-        except json.JSONDecodeError as error:
-            problem = RowError("INVALID_JSON", "", _excerpt(line), f"not valid JSON: {error.msg}")
+        except (ValueError, RecursionError) as error:
+            problem = RowError("INVALID_JSON", "", _excerpt(line), _json_problem(error))
             yield ParsedRow(row_number, line_number, [], problem)
             continue
         if not isinstance(value, dict):
             problem = RowError("NOT_AN_OBJECT", "", _excerpt(line), "a line must be a JSON object")
             yield ParsedRow(row_number, line_number, [], problem)
             continue
+        bad_key: RowError | None = None
         for name in value:
             if name not in position:
+                if unstorable := _unstorable(name):
+                    # The key cannot become a column: the row fails whole, shown as read.
+                    message = f"a key contains {unstorable}, which PostgreSQL text cannot hold"
+                    bad_key = RowError("INVALID_CHARACTER", "", _excerpt(line), message)
+                    break
                 position[name] = len(position)
                 columns.add(name, import_type)
+        if bad_key is not None:
+            yield ParsedRow(row_number, line_number, [], bad_key)
+            continue
         fields = [""] * len(position)
         for name, item in value.items():
             fields[position[name]] = json_text(item)
         yield ParsedRow(row_number, line_number, fields)
     if row_number == 0:
         raise FileError("EMPTY_FILE", "the file is empty: no JSON lines")
+
+
+def _json_problem(error: ValueError | RecursionError) -> str:
+    """Why json.loads refused a line. Besides bad syntax (JSONDecodeError), an integer longer
+    than int() reads and nesting deeper than the stack are one bad line, not a crash."""
+    if isinstance(error, json.JSONDecodeError):
+        return f"not valid JSON: {error.msg}"
+    if isinstance(error, RecursionError):
+        return "JSON nested too deeply to read"
+    return f"a JSON integer of more than {sys.get_int_max_str_digits()} digits"
 
 
 def json_text(value: Any) -> str:
@@ -365,3 +402,30 @@ def json_text(value: Any) -> str:
 
 def _excerpt(line: str) -> str:
     return line.strip()[:MAX_EXCERPT_CHARS]
+
+
+def _unstorable(text: str) -> str | None:
+    """What in the text PostgreSQL cannot hold, in words, or None."""
+    if "\x00" in text:
+        return "a NUL character"
+    # CSV files (strictly decoded) never hold surrogates: the regex is for JSON escapes.
+    if not text.isascii() and UNSTORABLE.search(text):
+        return "a lone surrogate"
+    return None
+
+
+def _storable(row: ParsedRow, names: list[str]) -> ParsedRow:
+    """The row with what PostgreSQL text cannot hold replaced by U+FFFD: failed, naming its
+    first such field, unless it has failed already (its error's value is cleaned too)."""
+    values = [UNSTORABLE.sub(REPLACEMENT, v) for v in row.values]
+    if row.error is not None:
+        error = replace(row.error, value=UNSTORABLE.sub(REPLACEMENT, row.error.value))
+        return row._replace(values=values, error=error)
+    position, problem = next((i, p) for i, v in enumerate(row.values) if (p := _unstorable(v)))
+    error = RowError(
+        "INVALID_CHARACTER",
+        names[position],
+        values[position],
+        f"contains {problem} (shown as U+FFFD), which PostgreSQL text cannot hold",
+    )
+    return row._replace(values=values, error=error)

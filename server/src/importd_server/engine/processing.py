@@ -285,7 +285,7 @@ async def _fail_rows(work: _Work, errors: Mapping[int, Sequence[RowError]]) -> N
 
 async def _check_rows_staged_unchecked(work: _Work, checker: RowChecker) -> int:
     """Validates the pending rows of a job staged before validation moved to staging
-    (migration 0004), as staging now does: the invalid ones FAILED, the others given their
+    (migration 0005), as staging now does: the invalid ones FAILED, the others given their
     clean values (their keys were resolved at staging already). Returns how many failed."""
     connection, claim = work.connection, work.claim
     rows = await connection.fetch(

@@ -18,6 +18,7 @@ import asyncpg
 import pyarrow as pa
 import structlog
 
+from importd_server.engine.admission import Admission
 from importd_server.engine.blocks import read_blocks
 from importd_server.engine.checking import BlockChecker
 from importd_server.engine.import_types import ImportType
@@ -119,11 +120,17 @@ class Stager:
     """Turns an upload into a queued job with its entries and chunks."""
 
     def __init__(
-        self, pool: asyncpg.Pool, jobs: JobStore, limits: StagingLimits, metrics: Metrics
+        self,
+        pool: asyncpg.Pool,
+        jobs: JobStore,
+        limits: StagingLimits,
+        admission: Admission,
+        metrics: Metrics,
     ) -> None:
         self._pool = pool
         self._jobs = jobs
         self._limits = limits
+        self._admission = admission
         self._metrics = metrics
 
     async def start(self, new_job: NewJob, chunks: AsyncIterator[bytes]) -> Job:
@@ -179,6 +186,7 @@ class Stager:
                 async with connection.transaction():
                     await self._insert_job(connection, job_id, new_job)
                     await self._stage(connection, job_id, new_job, chunks, received)
+                    await self._admission.admit(connection, new_job.tenant)
             except FileError as error:
                 bound.info("file refused", reason=error.reason, message=error.message)
                 async with connection.transaction():

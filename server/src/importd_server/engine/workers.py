@@ -13,6 +13,7 @@ import structlog
 
 from importd_server.engine.processing import ChunkProcessor, Claim
 from importd_server.metrics import Metrics
+from importd_server.store.availability import OutageLog, is_connection_error
 from importd_server.store.jobs import notify_progress
 from importd_server.store.sql import CHUNK_QUERIES, JOB_QUERIES
 
@@ -43,6 +44,7 @@ class WorkerPool:
         self._stopping = asyncio.Event()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._outage = OutageLog("workers")
         self.replica_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
     def start(self) -> None:
@@ -70,20 +72,30 @@ class WorkerPool:
         if pending:
             # The cancelled chunks rolled back: give them to other replicas now, not when
             # their leases expire, and do not count the interrupted attempt.
-            released = await self._pool.execute(
-                CHUNK_QUERIES["release_leases"], f"{self.replica_id}/%"
-            )
-            log.info("chunks released at shutdown", result=released)
+            try:
+                released = await self._pool.execute(
+                    CHUNK_QUERIES["release_leases"], f"{self.replica_id}/%"
+                )
+            except Exception as error:
+                if not is_connection_error(error):
+                    raise
+                log.warning("chunks left to their leases: database unreachable", error=str(error))
+            else:
+                log.info("chunks released at shutdown", result=released)
 
     async def _work(self, owner: str) -> None:
         bound = log.bind(worker=owner)
         while not self._stopping.is_set():
             try:
                 did_work = await self._claim_and_process(owner)
-            except Exception:
+                self._outage.succeeded()
+            except Exception as error:
                 # The chunk's transaction rolled back; its lease expires and it runs again,
                 # up to max_attempts times.
-                bound.exception("chunk failed; it will be retried")
+                if is_connection_error(error):
+                    self._outage.failed(error)
+                else:
+                    bound.exception("chunk failed; it will be retried")
                 did_work = False
             if not did_work:
                 self._wake.clear()

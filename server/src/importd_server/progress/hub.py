@@ -9,13 +9,13 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
-import asyncpg
 import structlog
 
 from importd_server.errors import Unavailable
 from importd_server.model import Job
+from importd_server.store.availability import OutageLog, is_connection_error
 from importd_server.store.jobs import PROGRESS_CHANNEL, JobStore
-from importd_server.store.pool import Connection
+from importd_server.store.pool import Connection, connect
 
 log = structlog.get_logger(__name__)
 
@@ -73,6 +73,8 @@ class ProgressHub:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
+        self._listener_outage = OutageLog("progress listener")
+        self._fan_out_outage = OutageLog("progress fan-out")
         self.listening = asyncio.Event()
 
     def start(self) -> None:
@@ -137,12 +139,15 @@ class ProgressHub:
             except asyncio.CancelledError:
                 raise
             except Exception as error:
-                log.warning("progress listener lost; reconnecting", error=str(error))
+                if is_connection_error(error):
+                    self._listener_outage.failed(error)
+                else:
+                    log.exception("progress listener failed; reconnecting")
             self.listening.clear()
             await asyncio.sleep(self._reconnect_seconds)
 
     async def _listen_once(self) -> None:
-        connection = await asyncpg.connect(
+        connection = await connect(
             self._database_url, server_settings={"application_name": LISTENER_NAME}
         )
         lost = asyncio.Event()
@@ -150,6 +155,7 @@ class ProgressHub:
         try:
             await connection.add_listener(PROGRESS_CHANNEL, self._on_notification)
             self.listening.set()
+            self._listener_outage.succeeded()
             log.debug("progress listener connected")
             self._resync()
             while not lost.is_set():
@@ -158,7 +164,10 @@ class ProgressHub:
                 if lost.is_set():
                     break
                 # A silently dead connection shows here; a live one gets a safety-net resync.
-                await asyncio.wait_for(connection.fetchval("SELECT 1"), self._resync_seconds)
+                try:
+                    await connection.fetchval("SELECT 1", timeout=self._resync_seconds)
+                except TimeoutError:
+                    raise ConnectionError("the LISTEN connection stopped answering") from None
                 self._resync()
             raise ConnectionError("the LISTEN connection was closed")
         finally:
@@ -176,8 +185,12 @@ class ProgressHub:
                     for job in await self._jobs.get_jobs(job_ids):
                         for subscription in list(self._subscriptions.get(job.id, ())):
                             subscription.offer(job)
-                except Exception:
-                    log.exception("progress fan-out failed; retrying")
+                    self._fan_out_outage.succeeded()
+                except Exception as error:
+                    if is_connection_error(error):
+                        self._fan_out_outage.failed(error)
+                    else:
+                        log.exception("progress fan-out failed; retrying")
                     self._dirty.update(job_ids)
                     self._wake.set()
             # Coalesce: changes during this pause become one read for each job.

@@ -136,15 +136,30 @@ class EntryStore:
         page_size: int,
         after_row: int = 0,
         offset: int = 0,
+        error_code: str | None = None,
     ) -> EntryPage:
-        """One page of a job's entries in row order, with the count of all that match."""
+        """One page of a job's entries in row order, with the count of all that match
+        (with an error of `error_code`, when given)."""
         wanted = [s.value for s in statuses]
-        rows = await self._pool.fetch(
-            ENTRY_QUERIES["list_entries"], job.id, wanted, after_row, offset, page_size + 1
-        )
+        async with self._pool.acquire() as connection:
+            rows = await connection.fetch(
+                ENTRY_QUERIES["list_entries"],
+                job.id,
+                wanted,
+                after_row,
+                offset,
+                page_size + 1,
+                error_code,
+            )
+            if error_code is None:
+                total = job.count_entries(statuses)
+            else:
+                total = await connection.fetchval(
+                    ENTRY_QUERIES["count_failed_entries"], job.id, wanted, error_code
+                )
         entries = tuple(entry_from_row(r, columns) for r in rows[:page_size])
         next_after = entries[-1].row_number if len(rows) > page_size else None
-        return EntryPage(entries, next_after, job.count_entries(statuses))
+        return EntryPage(entries, next_after, total)
 
     async def iter_entries(
         self,
@@ -158,7 +173,7 @@ class EntryStore:
         after = 0
         while True:
             rows = await self._pool.fetch(
-                ENTRY_QUERIES["list_entries"], job_id, wanted, after, 0, batch_size
+                ENTRY_QUERIES["list_entries"], job_id, wanted, after, 0, batch_size, None
             )
             for row in rows:
                 yield entry_from_row(row, columns)

@@ -46,6 +46,15 @@ class JobStore:
         count: int = await self._pool.fetchval(JOB_QUERIES["count_active_jobs"], tenant)
         return count
 
+    async def count_active_jobs_admitting(self, connection: Connection, tenant: str) -> int:
+        """How many of the tenant's jobs are queued or running, counted in the caller's
+        transaction under the tenant's admission lock (held until that transaction ends):
+        each admission sees every job the ones before it committed."""
+        await connection.execute(JOB_QUERIES["lock_tenant_admission"], tenant)
+        # A statement of its own: its snapshot is taken after the lock was granted.
+        count: int = await connection.fetchval(JOB_QUERIES["count_active_jobs"], tenant)
+        return count
+
     async def get_jobs(self, job_ids: list[uuid.UUID]) -> list[Job]:
         """The jobs with these ids, whoever's they are (for the progress hub)."""
         return [job_from_row(r) for r in await self._pool.fetch(JOB_QUERIES["get_jobs"], job_ids)]
@@ -83,6 +92,7 @@ class JobStore:
             job_filter.import_type,
             page_size + 1,  # one more tells whether a next page exists
             job_filter.include_live,
+            job_filter.search,
         )
         jobs = tuple(job_from_row(r) for r in rows[:page_size])
         has_more = len(rows) > page_size

@@ -20,3 +20,4 @@ def load_queries(file_name: str) -> dict[str, str]:
 JOB_QUERIES = load_queries("jobs.sql")
 CHUNK_QUERIES = load_queries("chunks.sql")
 ENTRY_QUERIES = load_queries("entries.sql")
+SECRET_QUERIES = load_queries("secrets.sql")

@@ -75,12 +75,13 @@ SET clean = ($4::jsonb ->> row_number::text)::text[]
 WHERE job_id = $1 AND row_number BETWEEN $2 AND $3 AND $4::jsonb ? row_number::text;
 
 -- name: list_entries
--- A page of a job's entries in row order after row $3, filtered by status ($2 empty = all),
--- skipping $4 matching rows (offset style). A pending entry of a done chunk has the outcome
+-- A page of a job's entries in row order after row $3, filtered by status ($2 empty = all)
+-- and by an error code ($6 NULL = any), skipping $4 matching rows (offset style). A pending
+-- entry of a done chunk has the outcome
 -- its character in the chunk's outcome string says (import_jobs.chunk_rows finds the chunk;
--- chunks done before migration 0004 have no outcome string: their entries hold every
--- outcome). Entries FAILED or SKIPPED are found without looking at chunks unless the filter
--- asks for other statuses too.
+-- chunks done before migration 0005 have no outcome string: their entries hold every
+-- outcome). Entries FAILED or SKIPPED (the only ones with errors) are found without looking
+-- at chunks unless the filter asks for other statuses too.
 SELECT row_number, line_number, status, key, raw, errors, note, process_time
 FROM (
     SELECT e.row_number, e.line_number, e.key, e.raw, e.errors, e.note,
@@ -100,6 +101,8 @@ FROM (
        AND c.chunk_number = ((e.row_number - 1)
                              / (SELECT chunk_rows FROM import_jobs WHERE id = $1) + 1)::integer
     WHERE e.job_id = $1 AND e.row_number > $3
+      AND ($6::text IS NULL
+           OR e.errors @> jsonb_build_array(jsonb_build_object('code', $6::text)))
       AND (cardinality($2::text[]) = 0 OR e.status = ANY($2::text[])
            OR (e.status = 'PENDING'
                AND $2::text[] && '{PENDING,CREATED,UPDATED,UNCHANGED,DELETED}'::text[]))
@@ -108,3 +111,11 @@ WHERE cardinality($2::text[]) = 0 OR status = ANY($2::text[])
 ORDER BY row_number
 OFFSET $4
 LIMIT $5;
+
+-- name: count_failed_entries
+-- How many entries of a job have an error of code $3 (and a status among $2, empty = any):
+-- only FAILED entries have errors, and their status is in the entry itself.
+SELECT count(*)
+FROM import_entries
+WHERE job_id = $1 AND (cardinality($2::text[]) = 0 OR status = ANY($2::text[]))
+  AND errors @> jsonb_build_array(jsonb_build_object('code', $3::text));

@@ -7,7 +7,8 @@ SELECT * FROM import_jobs WHERE id = $1 AND tenant = $2;
 -- name: list_jobs
 -- A keyset page of one tenant's jobs, newest first. $3/$4 are the cursor
 -- (create_time, id) of the previous page's last job, both NULL on the first page; $7 false
--- hides live jobs (from a test token).
+-- hides live jobs (from a test token); $8, unless NULL, is text the file name or a label
+-- value contains, ignoring case (strpos: the text's % and _ are not wildcards).
 SELECT *
 FROM import_jobs
 WHERE tenant = $1
@@ -15,6 +16,10 @@ WHERE tenant = $1
   AND ($5::text IS NULL OR import_type = $5)
   AND ($3::timestamptz IS NULL OR (create_time, id) < ($3, $4::uuid))
   AND ($7::boolean OR NOT live)
+  AND ($8::text IS NULL
+       OR strpos(lower(file_name), lower($8)) > 0
+       OR EXISTS (SELECT FROM jsonb_each_text(labels) AS l
+                  WHERE strpos(lower(l.value), lower($8)) > 0))
 ORDER BY create_time DESC, id DESC
 LIMIT $6;
 
@@ -89,6 +94,12 @@ SELECT * FROM import_jobs WHERE id = ANY($1::uuid[]);
 
 -- name: count_active_jobs
 SELECT count(*) FROM import_jobs WHERE tenant = $1 AND status IN ('QUEUED', 'RUNNING');
+
+-- name: lock_tenant_admission
+-- Held until the caller's transaction ends: one tenant's new jobs are admitted one at a
+-- time. The two-key form keeps these locks apart from the migrations' one-key lock; two
+-- tenants whose names hash alike merely take turns.
+SELECT pg_advisory_xact_lock(1, hashtext($1));
 
 -- name: count_jobs_by_status
 SELECT status, count(*) AS n FROM import_jobs GROUP BY status;

@@ -1,0 +1,1 @@
+"""Outbound connections made on a caller's behalf, and the guard that vets them."""
