@@ -248,11 +248,20 @@ async def _apply_batch(
     outcome: dict[int, str] = {}
     for row in pending:
         number = row["row_number"]
-        try:
-            async with _savepoint(connection, keep=keep):
-                outcome[number] = await connection.fetchval(plan.apply, *work.rows(number, number))
-        except REFUSED_BY_DATABASE as refusal:
-            refused[number] = str(refusal).split("\n")[0]
+        for attempt in range(2):
+            try:
+                async with _savepoint(connection, keep=keep):
+                    outcome[number] = await connection.fetchval(
+                        plan.apply, *work.rows(number, number)
+                    )
+                break
+            except asyncpg.UniqueViolationError as refusal:
+                # Another job may have inserted the key since the row looked: look again.
+                if attempt:
+                    refused[number] = str(refusal).split("\n")[0]
+            except REFUSED_BY_DATABASE as refusal:
+                refused[number] = str(refusal).split("\n")[0]
+                break
     return "".join(outcome.get(n, NOT_APPLIED) for n in range(first, last + 1))
 
 

@@ -178,30 +178,46 @@ def apply_plan(
         # An uncorrelated IN is a hashed subplan: no join for the planner to misjudge.
         return f"({', '.join(f's.{k}' for k in keys)}) IN (SELECT {key_list} FROM {which})"
 
+    # What the target holds for the row's key, looked up by a subquery per row (never a
+    # join the planner could make scan the whole target): NULL (nothing), 'same' (the
+    # row's values already) or 'differs'. A new row is then inserted plainly, which costs
+    # much less than ON CONFLICT's speculative insertion, and a row already there as is is
+    # not touched (ON CONFLICT would lock it). A row another job inserts meanwhile makes the
+    # plain INSERT fail: the batch is then applied row by row, each row looking again.
+    state = f"CASE WHEN {differs('t', 's')} THEN 'differs' ELSE 'same' END" if updated else "'same'"
+    found = f"""
+        SELECT s.*, CASE WHEN s.pending THEN (
+                   SELECT {state} FROM {table} t WHERE {match("t", "s")}) END AS found
+        FROM ({source}) s"""
+    insert_new = f"""
+            INSERT INTO {table} ({column_list})
+            SELECT {column_list} FROM source WHERE pending AND found IS NULL
+            ORDER BY {in_key_order("")}"""
     skip_note = None
     if mode is ImportMode.UPSERT:
-        on_conflict = (
-            f"DO UPDATE SET {', '.join(f'{u} = EXCLUDED.{u}' for u in updated)}"
-            f" WHERE {differs('t', 'EXCLUDED')}"
-            if updated
-            else "DO NOTHING"
-        )
-        applied = f"""
+        writes = [f"created AS ({insert_new})"]
+        outcome = "CASE WHEN s.found IS NULL THEN 'C' ELSE 'N' END"
+        if updated:
+            # ON CONFLICT takes the rows to change in key order, and inserts one that
+            # another job deleted meanwhile.
+            writes.append(
+                f"""applied AS (
             INSERT INTO {table} AS t ({column_list})
-            SELECT {column_list} FROM source WHERE pending ORDER BY {in_key_order("")}
-            ON CONFLICT ({key_list}) {on_conflict}
-            RETURNING {key_list}, (xmax = 0) AS inserted"""
-        outcome = f"""CASE WHEN {among("applied WHERE inserted")} THEN 'C'
+            SELECT {column_list} FROM source WHERE pending AND found = 'differs'
+            ORDER BY {in_key_order("")}
+            ON CONFLICT ({key_list}) DO UPDATE
+            SET {", ".join(f"{u} = EXCLUDED.{u}" for u in updated)}
+            WHERE {differs("t", "EXCLUDED")}
+            RETURNING {key_list}, (xmax = 0) AS inserted)"""
+            )
+            outcome = f"""CASE WHEN s.found IS NULL OR {among("applied WHERE inserted")} THEN 'C'
                    WHEN {among("applied")} THEN 'U' ELSE 'N' END"""
     elif mode is ImportMode.INSERT:
-        applied = f"""
-            INSERT INTO {table} ({column_list})
-            SELECT {column_list} FROM source WHERE pending ORDER BY {in_key_order("")}
-            ON CONFLICT ({key_list}) DO NOTHING
-            RETURNING {key_list}"""
-        outcome = f"CASE WHEN {among('applied')} THEN 'C' ELSE 'S' END"
+        writes = [f"created AS ({insert_new})"]
+        outcome = "CASE WHEN s.found IS NULL THEN 'C' ELSE 'S' END"
         skip_note = "key already exists"
     elif mode is ImportMode.UPDATE:
+        found = source
         applied = (
             f"""
             UPDATE {table} t SET {", ".join(f"{u} = s.{u}" for u in updated)}
@@ -210,14 +226,18 @@ def apply_plan(
             if updated
             else "SELECT NULL::bigint AS row_number WHERE false"
         )
+        writes = [f"applied AS ({applied})"]
         outcome = f"""CASE WHEN s.row_number IN (SELECT row_number FROM applied) THEN 'U'
                    WHEN EXISTS (SELECT 1 FROM {table} t WHERE {match("t", "s")}) THEN 'N'
                    ELSE 'S' END"""
         skip_note = "key does not exist"
     else:
-        applied = f"""
+        found = source
+        writes = [
+            f"""applied AS (
             DELETE FROM {table} t USING source s WHERE s.pending AND {match("t", "s")}
-            RETURNING s.row_number"""
+            RETURNING s.row_number)"""
+        ]
         outcome = "CASE WHEN s.row_number IN (SELECT row_number FROM applied) THEN 'D' ELSE 'S' END"
         skip_note = "key does not exist"
     return ApplyPlan(
@@ -228,10 +248,11 @@ def apply_plan(
             if mode in (ImportMode.UPDATE, ImportMode.DELETE)
             else None
         ),
-        # Data-modifying CTEs must sit at the top level, hence one flat WITH.
+        # Data-modifying CTEs must sit at the top level, hence one flat WITH; they run
+        # whether or not they are read.
         apply=f"""
-            WITH source AS MATERIALIZED ({source}),
-            applied AS ({applied})
+            WITH source AS MATERIALIZED ({found}),
+            {", ".join(writes)}
             SELECT string_agg(
                 CASE WHEN NOT s.pending THEN '{NOT_APPLIED}' ELSE {outcome} END,
                 '' ORDER BY s.row_number) AS outcomes
