@@ -112,6 +112,8 @@ def job_to_proto(job: Job) -> pb.Job:
         start_time=timestamp(job.start_time),
         end_time=timestamp(job.end_time),
         update_time=timestamp(job.update_time),
+        received_bytes=job.received_bytes,
+        staged_rows=job.staged_rows,
     )
     if job.error is not None:
         code = code_pb2.Code.DESCRIPTOR.values_by_name.get(job.error.code)

@@ -49,6 +49,9 @@ from importd_server.store.entries import EntryStore
 from importd_server.store.jobs import JobStore
 from importd_server.tenants import Tenant
 
+# StartImport's initial metadata: the new job's id, sent as soon as the job exists.
+JOB_ID_METADATA = "importd-job-id"
+
 
 class ImportServicer(pb_grpc.ImportServiceServicer):
     """Serves the ImportService."""
@@ -146,8 +149,13 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
             pieces = await self._source_pieces(spec.source_uri, caller.tenant)
         else:
             pieces = _file_bytes(request_iterator)
+
+        async def tell_job_id(job_id: uuid.UUID) -> None:
+            # Before the file is received: the caller can follow the upload at once.
+            await context.send_initial_metadata(((JOB_ID_METADATA, str(job_id)),))
+
         async with _closing(pieces):
-            job = await self._stager.start(new_job, pieces)
+            job = await self._stager.start(new_job, pieces, tell_job_id)
         self._on_job_queued()
         return job_to_proto(job)
 
