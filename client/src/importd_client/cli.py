@@ -355,7 +355,8 @@ class _Detail(ProgressColumn):
         return Text(f"{received} of {total}  {speed}  ETA {eta}  {task.fields['text']}")
 
 
-UPLOAD_STAGES = (pb.JOB_STAGE_RECEIVING, pb.JOB_STAGE_STAGING)
+# The stages of a job whose file is still being received, as the upload bar names them.
+UPLOAD_STAGES = {pb.JOB_STAGE_RECEIVING: "uploading", pb.JOB_STAGE_STAGING: "staging"}
 
 
 def _follow(settings: _Settings, job: Job, file_size: int | None = None) -> None:
@@ -371,15 +372,17 @@ def _follow(settings: _Settings, job: Job, file_size: int | None = None) -> None
     ) as bar:
         upload: TaskID | None = None
         task: TaskID | None = None
+        if file_size is not None:  # this process is sending the file
+            upload = bar.add_task("uploading", total=file_size, upload=True, text="")
         for event in job.progress():
             current = event.job
             receiving = current.stage in UPLOAD_STAGES
             if receiving and upload is None:
-                upload = bar.add_task("uploading", total=file_size, upload=True, text="")
+                upload = bar.add_task("uploading", total=None, upload=True, text="")
             if upload is not None:
                 bar.update(
                     upload,
-                    description="uploading" if receiving else "uploaded",
+                    description=UPLOAD_STAGES.get(current.stage, "uploaded"),
                     completed=current.received_bytes,
                     total=file_size if receiving else current.received_bytes or file_size,
                     text=f"{current.staged_rows:,} rows read",
