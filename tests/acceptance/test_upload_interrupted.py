@@ -15,7 +15,7 @@ from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
 from tests.acceptance.processes import serve
 from tests.conftest import AppFactory
-from tests.rpc import import_and_wait
+from tests.rpc import import_and_wait, wait_for_job
 
 STALE_SECONDS = 2
 # More than a block of the parser (1 MiB): rows are stored while the upload is held open.
@@ -52,12 +52,7 @@ async def test_a_replica_killed_mid_upload_leaves_a_job_that_fails_interrupted_w
     survivor = await make_app(upload_stale_seconds=STALE_SECONDS)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{survivor.port}") as channel:
         stub = pb_grpc.ImportServiceStub(channel)
-        async with asyncio.timeout(60):
-            while (job := await stub.GetJob(pb.GetJobRequest(id=job_id))).status in (
-                pb.JOB_STATUS_QUEUED,
-                pb.JOB_STATUS_RUNNING,
-            ):
-                await asyncio.sleep(0.1)
+        job = await wait_for_job(stub, job_id, within=60)
         assert job.status == pb.JOB_STATUS_FAILED
         assert "gave no sign of life" in job.error.message
         assert job.staged_rows > 0 and not job.HasField("total_rows")
