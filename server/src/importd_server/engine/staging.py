@@ -19,16 +19,16 @@ import pyarrow as pa
 import structlog
 
 from importd_server.engine.admission import Admission
-from importd_server.engine.blocks import read_blocks
 from importd_server.engine.checking import BlockChecker
 from importd_server.engine.import_types import ImportType
 from importd_server.engine.parsing import FileColumns, FileError, ParseOptions
 from importd_server.engine.processing import fail_if_too_many_errors
+from importd_server.engine.shapes import FileReader
 from importd_server.errors import AlreadyExists, PermissionDenied
 from importd_server.metrics import Metrics
-from importd_server.model import EntryStatus, ImportMode, Job
+from importd_server.model import Dialect, EntryStatus, ImportMode, Job
 from importd_server.store.entries import copy_entries, encode_entries
-from importd_server.store.jobs import JobStore, notify_progress
+from importd_server.store.jobs import JobStore, dialect_to_json, notify_progress
 from importd_server.store.pool import Connection
 from importd_server.store.sql import CHUNK_QUERIES, ENTRY_QUERIES, JOB_QUERIES
 
@@ -114,6 +114,7 @@ class _ByteFeed(io.RawIOBase):
 class _Received:
     size: int = 0
     sha256: Any = field(default_factory=hashlib.sha256)
+    dialect: Dialect | None = None
 
 
 class Stager:
@@ -242,7 +243,8 @@ class Stager:
     ) -> None:
         feed = _ByteFeed()
         columns = FileColumns()
-        blocks = read_blocks(feed, new_job.parse, new_job.import_type, new_job.mode, columns)
+        reader = FileReader(new_job.parse, new_job.import_type, new_job.mode, columns)
+        blocks = reader.blocks(feed)
         checker = BlockChecker(new_job.import_type, new_job.mode, columns)
         failed = 0
         total = 0
@@ -296,6 +298,8 @@ class Stager:
             if file_errors:
                 raise file_errors[0] from None
             raise group_error.exceptions[0] from None
+        finally:
+            received.dialect = reader.dialect  # a refused file's job shows how it was read
 
         superseded = await connection.fetchrow(ENTRY_QUERIES["skip_superseded_rows"], job_id)
         assert superseded is not None
@@ -327,8 +331,8 @@ async def _record_file(
     skipped: int,
     chunk_rows: int | None,
 ) -> None:
-    """Records what the file was: size, digest, rows, columns, rows already decided, and
-    how many rows each chunk has."""
+    """Records what the file was: size, digest, rows, columns, rows already decided, how
+    many rows each chunk has, and how it was read."""
     await connection.execute(
         JOB_QUERIES["finish_staging"],
         job_id,
@@ -340,6 +344,13 @@ async def _record_file(
         skipped,
         chunk_rows,
     )
+    if received.dialect is not None:
+        await connection.execute(
+            JOB_QUERIES["record_dialect"],
+            job_id,
+            received.dialect.format.value,
+            dialect_to_json(received.dialect),
+        )
 
 
 async def file_chunks(source: BinaryIO, block_size: int = 1 << 20) -> AsyncIterator[bytes]:

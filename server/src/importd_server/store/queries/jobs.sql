@@ -41,6 +41,13 @@ SET file_size_bytes = $2, sha256 = $3, total_rows = $4, columns = $5,
     chunk_rows = $8, update_time = clock_timestamp()
 WHERE id = $1;
 
+-- name: record_dialect
+-- How the file was read (engine/shapes.py): the format its bytes showed, and the dialect,
+-- kept in options (model.Dialect; read back by store/jobs.py).
+UPDATE import_jobs
+SET format = $2, options = options || jsonb_build_object('dialect', $3::jsonb)
+WHERE id = $1;
+
 -- name: fail_job
 -- A job-level failure: the job ends FAILED with the error; its remaining chunks never run.
 UPDATE import_jobs
