@@ -55,7 +55,7 @@ def xlsx(sheets: Sheets, hidden: Sequence[str] = ()) -> bytes:
         "xl/workbook.xml": (
             f'<?xml version="1.0" encoding="UTF-8"?><workbook xmlns="{main}" xmlns:r="{rel}"><sheets>'
             + "".join(
-                f"<sheet name={quoteattr(name)} sheetId=\"{i}\" r:id=\"rId{i}\""
+                f'<sheet name={quoteattr(name)} sheetId="{i}" r:id="rId{i}"'
                 + (' state="hidden"' if name in hidden else "")
                 + "/>"
                 for i, name in enumerate(names, 1)
@@ -112,7 +112,9 @@ def _xlsx_cell(reference: str, value: Cell) -> str:
         serial = (value.hour * 3600 + value.minute * 60 + value.second) / 86400
         return f'<c r="{reference}" s="3"><v>{serial!r}</v></c>'
     assert isinstance(value, str)
-    return f'<c r="{reference}" t="inlineStr"><is><t xml:space="preserve">{escape(value)}</t></is></c>'
+    return (
+        f'<c r="{reference}" t="inlineStr"><is><t xml:space="preserve">{escape(value)}</t></is></c>'
+    )
 
 
 def _column_letters(position: int) -> str:

@@ -320,8 +320,8 @@ def _column_map(
             columns = ", ".join(c.name for c in import_type.columns)
             bad(
                 "column_map",
-                f"value of {excerpt(header)}: {import_type.name} has no column"
-                f" {excerpt(target)} (columns: {columns})",
+                f"key {excerpt(header)} is mapped to {excerpt(target)}, which is no column of"
+                f" {import_type.name} (columns: {columns})",
             )
         elif column.name in by_column:
             bad(

@@ -323,14 +323,18 @@ def sniff_delimiter(sample: str, quote: str, complete: bool) -> str | None:
 
 
 def _record_widths(sample: str, delimiter: str, quote: str) -> list[int]:
-    reader = csv.reader(io.StringIO(sample), delimiter=delimiter, quotechar=quote)
+    """How many fields each of the sample's first records has, read with `delimiter`."""
+    reader = csv.reader(io.StringIO(sample), delimiter=delimiter, quotechar=quote, strict=True)
     widths = []
     try:
         for fields in itertools.islice(reader, SNIFF_RECORDS):
             if fields and fields != [""]:
                 widths.append(len(fields))
-    except csv.Error:
-        pass  # a quoted field the sample cuts short: the records before it tell enough
+    except csv.Error as error:
+        # A quoted field the sample cuts short ends it; a quote followed by something else
+        # than the delimiter means this delimiter splits records wrongly: one unlike the rest.
+        if "unexpected end of data" not in str(error):
+            widths.append(0)
     return widths
 
 
