@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 
 from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
+from importd_client import AsyncClient
+from importd_server.app import Application
 from tests.conftest import AppFactory
 from tests.rpc import counts, entries_of, import_and_wait, rich_error, start_import
 from tests.spreadsheets import Sheets, ods, xlsx
@@ -372,3 +374,17 @@ async def test_arbitrary_bytes_end_in_rows_or_a_job_level_error_never_internal(
             pb.JOB_STATUS_SUCCEEDED,
             pb.JOB_STATUS_PARTIALLY_SUCCEEDED,
         )
+
+
+async def test_the_client_sends_the_sheet_and_the_column_map(app: Application) -> None:
+    book = ods({"Intro": [["read me"]], "Leads": [["Mail"], ["a@x.com"]]})
+    async with AsyncClient(f"127.0.0.1:{app.port}") as client:
+        job = await client.start_import(
+            book, import_type="contacts", sheet="Leads", column_map={"Mail": "email"}
+        )
+        await job.wait(timeout=30)
+    assert (job.job.status, job.job.created_count, job.job.dialect.sheet) == (
+        pb.JOB_STATUS_SUCCEEDED,
+        1,
+        "Leads",
+    )
