@@ -260,7 +260,7 @@ class FileReader:
         state = CsvState.start(self._options, self._import_type, self._columns)
         # calamine's rows start at the sheet's first row, so the position is the number.
         for number, row in enumerate(cells, 1):
-            values = [cell_text(cell) for cell in row]
+            values = [cell if type(cell) is str else cell_text(cell) for cell in row]
             while values and not values[-1]:
                 values.pop()  # a sheet is as wide as its widest row
             if not values:
