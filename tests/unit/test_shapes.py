@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from importd_server.engine.blocks import ColumnBlock
@@ -36,13 +36,34 @@ DETECT = {
 Row = tuple[int, int, list[str], str | None]
 
 
-def read(data: bytes, **options: Any) -> tuple[list[Row], list[str], Dialect | None]:
+class Trickle(io.RawIOBase):
+    """The file in pieces of `size` bytes after its first `start` bytes, as an upload may
+    arrive."""
+
+    def __init__(self, data: bytes, size: int, start: int = 0) -> None:
+        self._data, self._size, self._start, self._at = data, size, start, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        size = len(buffer) if self._at < self._start else min(self._size, len(buffer))
+        piece = self._data[self._at : self._at + size]
+        buffer[: len(piece)] = piece
+        self._at += len(piece)
+        return len(piece)
+
+
+def read(
+    data: bytes, piece: int = 1 << 30, **options: Any
+) -> tuple[list[Row], list[str], Dialect | None]:
     """The rows (row number, line number, values, error code), the file's columns, and the
-    dialect the reader decided; FileError propagates."""
+    dialect the reader decided, the file after its first 64 KiB (the sample, read whole)
+    arriving in pieces of `piece` bytes; FileError propagates."""
     columns = FileColumns()
     reader = FileReader(ParseOptions(**{**DETECT, **options}), CONTACTS, ImportMode.UPSERT, columns)
     rows: list[Row] = []
-    for block in reader.blocks(io.BytesIO(data)):
+    for block in reader.blocks(Trickle(data, piece, 64 * 1024)):
         if isinstance(block, ColumnBlock):
             values = zip(*(c.to_pylist() for c in block.table.columns), strict=True)
             numbers = zip(
@@ -190,6 +211,42 @@ def test_a_file_ascii_up_to_its_first_non_utf8_byte_is_read_in_the_fallback_enco
     rows, _, dialect = read(data, fallback_encodings=("windows-1252",))
     assert rows[-1] == (300_001, 300_002, ["b@x.com", "Jürgen €"], None)
     assert dialect is not None and dialect.encoding == "windows-1252"
+
+
+# ASCII and the Latin-1 letters (0xC0-0xFF): without bytes 0x80-0xBF no Latin-1 text here
+# is also valid UTF-8, while é, ü, ß... are bytes that start a UTF-8 sequence.
+LATIN1_FIELD = st.text(
+    st.characters(min_codepoint=32, max_codepoint=255).filter(
+        lambda c: (c < "\x7f" and c not in ',"') or c >= "\xc0"
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=30)  # each example reads 64 KiB twice
+@given(
+    st.lists(st.lists(LATIN1_FIELD, min_size=2, max_size=2), min_size=1, max_size=20),
+    st.integers(1, 9),
+)
+def test_a_latin1_file_reads_alike_wherever_its_pieces_are_cut(
+    table: list[list[str]], piece: int
+) -> None:
+    # Past the 64 KiB sample (read whole), the file reaches the decoder in these pieces.
+    text = as_csv([["email", "first_name"], *[["a@x.com", "padding"]] * 4100, *table], ",")
+    rows, columns, dialect = read(text.encode("latin-1"), piece, fallback_encodings=("latin-1",))
+    assert (rows, columns) == read(text.encode(), detect_encoding=False)[:2]
+    assert dialect is not None
+    assert dialect.encoding == ("utf-8" if text.isascii() else "latin-1")
+
+
+@settings(max_examples=30)  # each example reads 64 KiB twice
+@given(st.text(st.characters(exclude_categories=["Cs", "Cc"]), max_size=40), st.integers(1, 9))
+def test_a_utf16_file_reads_alike_wherever_its_pieces_are_cut(value: str, piece: int) -> None:
+    text = as_csv(
+        [["email", "first_name"], *[["a@x.com", "padding"]] * 2100, ["a@x.com", value]], ","
+    )
+    data = codecs.BOM_UTF16_BE + text.encode("utf-16-be")
+    assert read(data, piece)[:2] == read(text.encode(), detect_encoding=False)[:2]
 
 
 def test_the_first_fallback_that_reads_the_file_is_taken() -> None:

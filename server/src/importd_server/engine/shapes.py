@@ -339,10 +339,10 @@ def _record_widths(sample: str, delimiter: str, quote: str) -> list[int]:
 
 
 def _read_up_to(stream: io.BufferedReader[Any], size: int) -> bytes:
-    head = b""
+    head = bytearray()
     while len(head) < size and (piece := stream.read1(size - len(head))):
         head += piece
-    return head
+    return bytes(head)
 
 
 def _encoding(head: bytes, options: ParseOptions) -> tuple[str, int]:
@@ -562,8 +562,8 @@ def _unreadable_workbook(error: Exception, file_format: FileFormat) -> FileError
 class _Decoded(io.RawIOBase):
     """A text stream's bytes as UTF-8, decoded as they are read.
 
-    Read as utf-8 with `fallbacks`, valid UTF-8 passes through untouched; at the first
-    invalid byte, if everything before it was ASCII, the file is read in the first fallback
+    Read as utf-8 with `fallbacks`, ASCII passes through untouched; at the first byte that
+    is not UTF-8, if everything before it was ASCII, the file is read in the first fallback
     that decodes it (the ASCII already read means the same in it), else it is refused.
     """
 
@@ -595,24 +595,25 @@ class _Decoded(io.RawIOBase):
         return size
 
     def _decode(self, piece: bytes, final: bool) -> bytes:
-        if self.encoding == "utf-8" and self._ascii and piece.isascii():
-            return piece
+        utf8 = self.encoding == "utf-8"
+        if utf8 and self._ascii and piece.isascii() and not self._decoder.getstate()[0]:
+            return piece  # nothing held back from the previous piece: ASCII passes as is
         try:
             text = self._decoder.decode(piece, final)
         except UnicodeDecodeError as error:
-            if self._ascii and piece[: error.start].isascii() and self._fallbacks:
-                return self._fall_back(piece, error, final)
+            # error.object is what the decoder held back from the last piece, then this one.
+            if self._ascii and self._fallbacks and error.object[: error.start].isascii():
+                return self._fall_back(error, piece, final)
             raise self._invalid(error, piece) from None
-        if self.encoding == "utf-8":
+        if utf8 and not text.isascii():
             self._ascii = False  # no fallback after valid UTF-8 that is not ASCII
-            return piece
         return text.encode()
 
-    def _fall_back(self, piece: bytes, error: UnicodeDecodeError, final: bool) -> bytes:
+    def _fall_back(self, error: UnicodeDecodeError, piece: bytes, final: bool) -> bytes:
         for name in self._fallbacks:
             decoder = codecs.getincrementaldecoder(ENCODINGS[name])("strict")
             try:
-                text = decoder.decode(piece, final)
+                text = decoder.decode(error.object, final)
             except UnicodeDecodeError:
                 continue
             self.encoding, self._decoder, self._fallbacks = name, decoder, ()
@@ -620,16 +621,18 @@ class _Decoded(io.RawIOBase):
         tried = ", ".join(["utf-8", *self._fallbacks])
         raise FileError(
             "INVALID_ENCODING",
-            f"the file is none of {tried}: byte 0x{piece[error.start]:02x} at offset"
-            f" {self._offset + error.start} cannot be decoded",
+            f"the file is none of {tried}: byte 0x{error.object[error.start]:02x} at offset"
+            f" {self._at(error, piece)} cannot be decoded",
         )
 
     def _invalid(self, error: UnicodeDecodeError, piece: bytes) -> FileError:
-        # The decoder may hold the start of a character from the previous piece.
-        held = len(error.object) - len(piece)
-        at = self._offset - held + error.start
         return FileError(
             "INVALID_ENCODING",
             f"the file is not valid {self.encoding}: byte 0x{error.object[error.start]:02x}"
-            f" at offset {at} cannot be decoded ({error.reason})",
+            f" at offset {self._at(error, piece)} cannot be decoded ({error.reason})",
         )
+
+    def _at(self, error: UnicodeDecodeError, piece: bytes) -> int:
+        """The offset in the file of the byte the decoder refused."""
+        held = len(error.object) - len(piece)  # the start of a character, from before
+        return self._offset - held + error.start
