@@ -596,8 +596,9 @@ class _Decoded(io.RawIOBase):
 
     def _decode(self, piece: bytes, final: bool) -> bytes:
         utf8 = self.encoding == "utf-8"
-        if utf8 and self._ascii and piece.isascii() and not self._decoder.getstate()[0]:
-            return piece  # nothing held back from the previous piece: ASCII passes as is
+        held = utf8 and self._decoder.getstate()[0]  # a character's start, from before
+        if utf8 and self._ascii and not held and piece.isascii():
+            return piece
         try:
             text = self._decoder.decode(piece, final)
         except UnicodeDecodeError as error:
@@ -605,9 +606,12 @@ class _Decoded(io.RawIOBase):
             if self._ascii and self._fallbacks and error.object[: error.start].isascii():
                 return self._fall_back(error, piece, final)
             raise self._invalid(error, piece) from None
-        if utf8 and not text.isascii():
+        if not utf8:
+            return text.encode()
+        if not text.isascii():
             self._ascii = False  # no fallback after valid UTF-8 that is not ASCII
-        return text.encode()
+        # Whole characters only, as decoded, unless the piece is exactly that.
+        return piece if not held and not self._decoder.getstate()[0] else text.encode()
 
     def _fall_back(self, error: UnicodeDecodeError, piece: bytes, final: bool) -> bytes:
         for name in self._fallbacks:
