@@ -204,12 +204,10 @@ class FileReader:
         delimiter = options.delimiter
         if file_format is FileFormat.CSV and options.sniff_delimiter:
             delimiter = sniff_delimiter(sample, options.quote, complete) or delimiter
-        body = Chained(head[bom:], stream)
-        text: io.RawIOBase = body
-        if encoding != "utf-8" or (options.detect_encoding and not bom):
-            fallbacks = options.fallback_encodings if options.detect_encoding and not bom else ()
-            self._decoded = _Decoded(io.BufferedReader(body), encoding, fallbacks, bom)
-            text = self._decoded
+        # Every text file reaches the parsers as UTF-8, decoding errors located here.
+        fallbacks = options.fallback_encodings if options.detect_encoding and not bom else ()
+        body = io.BufferedReader(Chained(head[bom:], stream))
+        self._decoded = _Decoded(body, encoding, fallbacks, bom)
         self._dialect = Dialect(
             format=file_format,
             encoding=encoding,
@@ -218,7 +216,9 @@ class FileReader:
             detected=_detected(options, file_format),
         )
         resolved = replace(options, format=file_format, delimiter=delimiter, encoding="utf-8")
-        yield from read_blocks(text, resolved, self._import_type, self._mode, self._columns)
+        yield from read_blocks(
+            self._decoded, resolved, self._import_type, self._mode, self._columns
+        )
 
     def _workbook(self, body: io.BufferedReader[Any], gzipped: bool) -> Iterator[Block]:
         """A workbook's rows: spooled to a temporary file (calamine reads files whole),
