@@ -80,10 +80,10 @@ def request(method: str, path: str, value: str, job_id: str) -> Message:
     elif "id" in METHODS[method].input_type.fields_by_name:
         message.id = job_id
     *parents, leaf = path.split(".")
-    if parents[-2:] == ["spec", "labels"]:
-        target = message.spec.labels
+    if parents[-2:] in (["spec", "labels"], ["spec", "column_map"]):
+        target = getattr(message.spec, parents[-1])
         if leaf == "key":
-            target[value] = "v"
+            target[value] = "email" if parents[-1] == "column_map" else "v"
         else:
             target["k"] = value
         return message

@@ -141,7 +141,7 @@ async def test_the_same_request_id_with_another_spec_is_already_exists(
     [
         ({"import_type": "unicorns"}, "spec.import_type"),
         ({"import_type": "contacts", "csv": pb.CsvOptions(delimiter=";;")}, "spec.csv.delimiter"),
-        ({"import_type": "contacts", "csv": pb.CsvOptions(encoding="utf-16")}, "spec.csv.encoding"),
+        ({"import_type": "contacts", "csv": pb.CsvOptions(encoding="utf-7")}, "spec.csv.encoding"),
         ({"import_type": "contacts", "max_errors": -1}, "spec.max_errors"),
     ],
 )

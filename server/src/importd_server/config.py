@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from importd_server.engine.shapes import fallback_list
 from importd_server.net.guard import AddressGuard
 
 LOG_FORMATS = ("auto", "json", "console")
@@ -52,6 +53,9 @@ class Settings:
     poll_seconds: float = 0.5
     max_attempts: int = 5
     max_file_bytes: int = 10 * 1024**3
+    # Tried in order for a text file that is not UTF-8 when the caller names no encoding
+    # (comma-separated; "off": none, such a file fails).
+    fallback_encodings: str | None = "windows-1252"
     max_rows: int = 20_000_000
     max_active_jobs_per_tenant: int = 20
     max_streams_per_tenant: int = 200
@@ -99,6 +103,7 @@ class Settings:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be more than 0")
         AddressGuard.from_allow_list(self.remote_allow_hosts)  # a typo fails the start-up
+        fallback_list(self.fallback_encodings)  # so does an unknown encoding
         if self.upload_stale_seconds <= 0:
             raise ValueError("upload_stale_seconds must be more than 0")
         limits = (

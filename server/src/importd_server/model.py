@@ -48,6 +48,8 @@ class FileFormat(StrEnum):
 
     CSV = "CSV"
     JSONL = "JSONL"
+    XLSX = "XLSX"
+    ODS = "ODS"
 
 
 class EntryStatus(StrEnum):
@@ -73,6 +75,20 @@ class JobError:
     code: str
     reason: str
     message: str
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How a file was read (engine/shapes.py): its format, and the encoding and delimiter of
+    a text file or the sheet of a workbook. `detected` names what importd decided itself
+    because the caller left it unset ("format", "encoding", "delimiter", "sheet")."""
+
+    format: FileFormat
+    encoding: str | None = None
+    delimiter: str | None = None
+    sheet: str | None = None
+    gzip: bool = False
+    detected: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,6 +133,7 @@ class Job:
     update_time: datetime
     live: bool = True
     entries_removed_time: datetime | None = None
+    dialect: Dialect | None = None
     received_bytes: int = 0
     staged_rows: int = 0
 

@@ -66,21 +66,29 @@ class _FileFormat:
 class _FileFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FileFormat.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     FILE_FORMAT_UNSPECIFIED: _FileFormat.ValueType  # 0
-    """Not set: taken from the file name's extension, CSV otherwise."""
+    """Not set: decided from the file's first bytes and its name's extension, CSV otherwise."""
     FILE_FORMAT_CSV: _FileFormat.ValueType  # 1
-    """Comma-separated values with a header row."""
+    """Delimiter-separated values with a header row."""
     FILE_FORMAT_JSONL: _FileFormat.ValueType  # 2
     """One JSON object a line."""
+    FILE_FORMAT_XLSX: _FileFormat.ValueType  # 3
+    """An Excel workbook (Office Open XML); one sheet is read."""
+    FILE_FORMAT_ODS: _FileFormat.ValueType  # 4
+    """An OpenDocument spreadsheet; one sheet is read."""
 
 class FileFormat(_FileFormat, metaclass=_FileFormatEnumTypeWrapper):
     """The file's format."""
 
 FILE_FORMAT_UNSPECIFIED: FileFormat.ValueType  # 0
-"""Not set: taken from the file name's extension, CSV otherwise."""
+"""Not set: decided from the file's first bytes and its name's extension, CSV otherwise."""
 FILE_FORMAT_CSV: FileFormat.ValueType  # 1
-"""Comma-separated values with a header row."""
+"""Delimiter-separated values with a header row."""
 FILE_FORMAT_JSONL: FileFormat.ValueType  # 2
 """One JSON object a line."""
+FILE_FORMAT_XLSX: FileFormat.ValueType  # 3
+"""An Excel workbook (Office Open XML); one sheet is read."""
+FILE_FORMAT_ODS: FileFormat.ValueType  # 4
+"""An OpenDocument spreadsheet; one sheet is read."""
 Global___FileFormat: _TypeAlias = FileFormat  # noqa: Y015
 
 class _JobStatus:
@@ -237,6 +245,26 @@ class ImportSpec(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class ColumnMapEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     IMPORT_TYPE_FIELD_NUMBER: _builtins.int
     MODE_FIELD_NUMBER: _builtins.int
     FORMAT_FIELD_NUMBER: _builtins.int
@@ -249,12 +277,16 @@ class ImportSpec(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     GZIP_FIELD_NUMBER: _builtins.int
+    SHEET_FIELD_NUMBER: _builtins.int
+    COLUMN_MAP_FIELD_NUMBER: _builtins.int
     import_type: _builtins.str
     """The import type's name, e.g. "contacts"."""
     mode: Global___ImportMode.ValueType
     """How rows are applied to the target table."""
     format: Global___FileFormat.ValueType
-    """The file's format."""
+    """The file's format. Unset, importd decides from the file's first bytes (a workbook, a
+    JSON object) and its name's extension; Job.dialect says what it found.
+    """
     file_name: _builtins.str
     """The file's name, for the caller's reference and the export's name."""
     source_uri: _builtins.str
@@ -279,13 +311,25 @@ class ImportSpec(_message.Message):
     """Whether the file is gzip-compressed. Gzip is also detected by its magic
     bytes, so this only documents the caller's intent.
     """
+    sheet: _builtins.str
+    """Workbooks (XLSX, ODS): the sheet to read, by name (exactly, else ignoring case and
+    surrounding spaces). Unset: the first visible worksheet.
+    """
     @_builtins.property
     def csv(self) -> Global___CsvOptions:
-        """CSV options; ignored for other formats."""
+        """CSV options (the encoding applies to JSON Lines too); ignored for workbooks."""
 
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """The caller's own references, returned on the job."""
+
+    @_builtins.property
+    def column_map(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The file's header names mapped to the import type's columns (or their aliases), e.g.
+        "E-Mail Address" -> "email", so the file's headers need not be rewritten. Header
+        names match without regard to case and surrounding spaces, and take precedence over
+        the columns' own names and aliases. A column may be the target of one header only.
+        """
 
     def __init__(
         self,
@@ -302,10 +346,12 @@ class ImportSpec(_message.Message):
         request_id: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         gzip: _builtins.bool = ...,
+        sheet: _builtins.str = ...,
+        column_map: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "csv", b"csv", "max_errors", b"max_errors"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "all_or_nothing", b"all_or_nothing", "csv", b"csv", "dry_run", b"dry_run", "file_name", b"file_name", "format", b"format", "gzip", b"gzip", "import_type", b"import_type", "labels", b"labels", "max_errors", b"max_errors", "mode", b"mode", "request_id", b"request_id", "source_uri", b"source_uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "all_or_nothing", b"all_or_nothing", "column_map", b"column_map", "csv", b"csv", "dry_run", b"dry_run", "file_name", b"file_name", "format", b"format", "gzip", b"gzip", "import_type", b"import_type", "labels", b"labels", "max_errors", b"max_errors", "mode", b"mode", "request_id", b"request_id", "sheet", b"sheet", "source_uri", b"source_uri"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_errors: _TypeAlias = _typing.Literal["max_errors"]  # noqa: Y015
     _WhichOneofArgType__max_errors: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors"]  # noqa: Y015
@@ -324,13 +370,19 @@ class CsvOptions(_message.Message):
     HEADER_FIELD_NUMBER: _builtins.int
     ENCODING_FIELD_NUMBER: _builtins.int
     delimiter: _builtins.str
-    """One character; "," when empty."""
+    """One character. Empty: sniffed from the first records among "," ";" tab "|"
+    (the one that splits them most alike), "," when none does.
+    """
     quote: _builtins.str
     """One character; '"' when empty."""
     header: _builtins.bool
     """Whether the first row names the columns. Unset means true."""
     encoding: _builtins.str
-    """"utf-8" (the default; a BOM is accepted) or "latin-1"."""
+    """One of ListImportTypesResponse.encodings, e.g. "utf-8", "utf-16", "windows-1252".
+    Empty: a byte order mark decides (UTF-8, UTF-16, UTF-32), else UTF-8, else, if the
+    file is ASCII up to its first byte that is not UTF-8, the server's first fallback
+    encoding that reads it (ListImportTypesResponse.fallback_encodings).
+    """
     def __init__(
         self,
         *,
@@ -434,6 +486,7 @@ class Job(_message.Message):
     ALL_OR_NOTHING_FIELD_NUMBER: _builtins.int
     MAX_ERRORS_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    DIALECT_FIELD_NUMBER: _builtins.int
     RECEIVED_BYTES_FIELD_NUMBER: _builtins.int
     STAGED_ROWS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
@@ -513,8 +566,12 @@ class Job(_message.Message):
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the job last changed (counts, stage or status), as committed. While the
-        file is received it is the upload's heartbeat, at least every 15 s.
+        file is received it is also the upload's heartbeat, refreshed even when idle.
         """
+
+    @_builtins.property
+    def dialect(self) -> Global___Dialect:
+        """How the file was read; unset when its first bytes were never read."""
 
     def __init__(
         self,
@@ -548,12 +605,13 @@ class Job(_message.Message):
         all_or_nothing: _builtins.bool = ...,
         max_errors: _builtins.int | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        dialect: Global___Dialect | None = ...,
         received_bytes: _builtins.int = ...,
         staged_rows: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "_total_rows", b"_total_rows", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "max_errors", b"max_errors", "start_time", b"start_time", "total_rows", b"total_rows", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "_total_rows", b"_total_rows", "create_time", b"create_time", "dialect", b"dialect", "end_time", b"end_time", "error", b"error", "max_errors", b"max_errors", "start_time", b"start_time", "total_rows", b"total_rows", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "_total_rows", b"_total_rows", "all_or_nothing", b"all_or_nothing", "create_time", b"create_time", "created_count", b"created_count", "deleted_count", b"deleted_count", "dry_run", b"dry_run", "end_time", b"end_time", "error", b"error", "failed_count", b"failed_count", "file_name", b"file_name", "file_size_bytes", b"file_size_bytes", "format", b"format", "id", b"id", "import_type", b"import_type", "labels", b"labels", "max_errors", b"max_errors", "mode", b"mode", "processed_rows", b"processed_rows", "progress_percent", b"progress_percent", "received_bytes", b"received_bytes", "request_id", b"request_id", "rows_per_second", b"rows_per_second", "sha256", b"sha256", "skipped_count", b"skipped_count", "stage", b"stage", "staged_rows", b"staged_rows", "start_time", b"start_time", "status", b"status", "total_rows", b"total_rows", "unchanged_count", b"unchanged_count", "update_time", b"update_time", "updated_count", b"updated_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "_total_rows", b"_total_rows", "all_or_nothing", b"all_or_nothing", "create_time", b"create_time", "created_count", b"created_count", "deleted_count", b"deleted_count", "dialect", b"dialect", "dry_run", b"dry_run", "end_time", b"end_time", "error", b"error", "failed_count", b"failed_count", "file_name", b"file_name", "file_size_bytes", b"file_size_bytes", "format", b"format", "id", b"id", "import_type", b"import_type", "labels", b"labels", "max_errors", b"max_errors", "mode", b"mode", "processed_rows", b"processed_rows", "progress_percent", b"progress_percent", "received_bytes", b"received_bytes", "request_id", b"request_id", "rows_per_second", b"rows_per_second", "sha256", b"sha256", "skipped_count", b"skipped_count", "stage", b"stage", "staged_rows", b"staged_rows", "start_time", b"start_time", "status", b"status", "total_rows", b"total_rows", "unchanged_count", b"unchanged_count", "update_time", b"update_time", "updated_count", b"updated_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_errors: _TypeAlias = _typing.Literal["max_errors"]  # noqa: Y015
     _WhichOneofArgType__max_errors: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors"]  # noqa: Y015
@@ -565,6 +623,52 @@ class Job(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__total_rows) -> _WhichOneofReturnType__total_rows | None: ...
 
 Global___Job: _TypeAlias = Job  # noqa: Y015
+
+@_typing.final
+class Dialect(_message.Message):
+    """How importd read a file: what the caller set and what importd decided itself."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FORMAT_FIELD_NUMBER: _builtins.int
+    ENCODING_FIELD_NUMBER: _builtins.int
+    DELIMITER_FIELD_NUMBER: _builtins.int
+    SHEET_FIELD_NUMBER: _builtins.int
+    GZIP_FIELD_NUMBER: _builtins.int
+    DETECTED_FIELD_NUMBER: _builtins.int
+    format: Global___FileFormat.ValueType
+    """The format the file was read as."""
+    encoding: _builtins.str
+    """Text files: the encoding, e.g. "utf-8", "utf-16-le", "windows-1252"."""
+    delimiter: _builtins.str
+    """CSV: the delimiter."""
+    sheet: _builtins.str
+    """Workbooks: the sheet read."""
+    gzip: _builtins.bool
+    """Whether the file was gzip-compressed."""
+    @_builtins.property
+    def detected(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What importd decided from the file because the spec left it unset: "format",
+        "encoding", "delimiter", "sheet".
+        """
+
+    def __init__(
+        self,
+        *,
+        format: Global___FileFormat.ValueType = ...,
+        encoding: _builtins.str = ...,
+        delimiter: _builtins.str = ...,
+        sheet: _builtins.str = ...,
+        gzip: _builtins.bool = ...,
+        detected: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delimiter", b"delimiter", "detected", b"detected", "encoding", b"encoding", "format", b"format", "gzip", b"gzip", "sheet", b"sheet"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Dialect: _TypeAlias = Dialect  # noqa: Y015
 
 @_typing.final
 class GetJobRequest(_message.Message):
@@ -997,6 +1101,10 @@ class ListImportTypesResponse(_message.Message):
 
     IMPORT_TYPES_FIELD_NUMBER: _builtins.int
     SOURCE_URI_SCHEMES_FIELD_NUMBER: _builtins.int
+    FORMATS_FIELD_NUMBER: _builtins.int
+    ENCODINGS_FIELD_NUMBER: _builtins.int
+    FALLBACK_ENCODINGS_FIELD_NUMBER: _builtins.int
+    SNIFFED_DELIMITERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def import_types(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImportType]:
         """The import types, by name."""
@@ -1007,15 +1115,35 @@ class ListImportTypesResponse(_message.Message):
         "file", "https", "http" (allow-listed hosts only), "s3".
         """
 
+    @_builtins.property
+    def formats(self) -> _containers.RepeatedScalarFieldContainer[Global___FileFormat.ValueType]:
+        """The file formats this server reads (CSV and JSON Lines also gzip-compressed)."""
+
+    @_builtins.property
+    def encodings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The encodings CsvOptions.encoding may name."""
+
+    @_builtins.property
+    def fallback_encodings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The encodings tried, in order, for a file that is not UTF-8 when the spec names none."""
+
+    @_builtins.property
+    def sniffed_delimiters(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The delimiters sniffed, in order of preference, when CsvOptions.delimiter is empty."""
+
     def __init__(
         self,
         *,
         import_types: _abc.Iterable[Global___ImportType] | None = ...,
         source_uri_schemes: _abc.Iterable[_builtins.str] | None = ...,
+        formats: _abc.Iterable[Global___FileFormat.ValueType] | None = ...,
+        encodings: _abc.Iterable[_builtins.str] | None = ...,
+        fallback_encodings: _abc.Iterable[_builtins.str] | None = ...,
+        sniffed_delimiters: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["import_types", b"import_types", "source_uri_schemes", b"source_uri_schemes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["encodings", b"encodings", "fallback_encodings", b"fallback_encodings", "formats", b"formats", "import_types", b"import_types", "sniffed_delimiters", b"sniffed_delimiters", "source_uri_schemes", b"source_uri_schemes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -49,11 +49,14 @@ class Labels:
     max_entries: int
     key: Text
     value: Text
+    noun: str = "labels"  # what the entries are called in messages
 
     def violations(self, field: str, labels: Mapping[str, str]) -> Iterator[FieldViolation]:
         """Each problem of the labels, keys in sorted order (a map has no order of its own)."""
         if len(labels) > self.max_entries:
-            yield FieldViolation(field, f"has {len(labels)} labels, more than {self.max_entries}")
+            yield FieldViolation(
+                field, f"has {len(labels)} {self.noun}, more than {self.max_entries}"
+            )
         for key in sorted(labels):
             if problem := self.key.problem(key):
                 yield FieldViolation(field, f"key {excerpt(key)} {problem}")
@@ -86,6 +89,13 @@ FIELDS: dict[str, Text | Labels] = {
         64,
         key=Text(63, TOKEN_CHARACTERS, TOKEN, min_chars=1),
         value=Text(255, TEXT_CHARACTERS, TEXT),
+    ),
+    "ImportSpec.sheet": Text(255, TEXT_CHARACTERS, TEXT),
+    "ImportSpec.column_map": Labels(
+        500,
+        key=Text(255, TEXT_CHARACTERS, TEXT, min_chars=1),
+        value=Text(63, TOKEN_CHARACTERS, TOKEN, min_chars=1),
+        noun="entries",
     ),
     "CsvOptions.delimiter": Text(1, DELIMITER_CHARACTERS, f"{TEXT}, or a tab"),
     "CsvOptions.quote": Text(1, TEXT_CHARACTERS, TEXT),

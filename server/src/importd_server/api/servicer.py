@@ -14,9 +14,11 @@ from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
 from importd_server.api import paging
 from importd_server.api.convert import (
+    FILE_FORMAT,
     download_link_to_proto,
     entry_statuses_from_proto,
     entry_to_proto,
+    enum_to_proto,
     import_type_to_proto,
     job_statuses_from_proto,
     job_to_proto,
@@ -32,6 +34,7 @@ from importd_server.engine.admission import Admission
 from importd_server.engine.export import NOT_IMPORTED, export_job, with_entries
 from importd_server.engine.import_types import ImportType
 from importd_server.engine.remote import REMOTE_SCHEMES, RemoteSources, uri_scheme
+from importd_server.engine.shapes import DELIMITERS, ENCODINGS, fallback_list
 from importd_server.engine.sources import open_source
 from importd_server.engine.staging import Stager, file_chunks
 from importd_server.engine.validation import INT64_MAX
@@ -43,7 +46,7 @@ from importd_server.errors import (
     ResourceExhausted,
 )
 from importd_server.http.links import DownloadLinks
-from importd_server.model import Job, JobCursor, JobFilter, JobStatus
+from importd_server.model import FileFormat, Job, JobCursor, JobFilter, JobStatus
 from importd_server.progress.hub import ProgressHub
 from importd_server.store.entries import EntryStore
 from importd_server.store.jobs import JobStore
@@ -82,6 +85,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         self._page_tokens = page_tokens
         self._open_streams: Counter[str] = Counter()
         self._remote = RemoteSources.from_settings(settings)
+        self._fallback_encodings = fallback_list(settings.fallback_encodings)
         self._on_job_queued = on_job_queued
         self._links = download_links
 
@@ -136,6 +140,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
             caller,
             self._settings.max_rows,
             self._settings.max_file_bytes,
+            self._fallback_encodings,
         )
         existing = await self._stager.existing(new_job)
         if existing is not None:
@@ -301,6 +306,10 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         return pb.ListImportTypesResponse(
             import_types=[import_type_to_proto(t) for _, t in sorted(self._import_types.items())],
             source_uri_schemes=[*local, *self._remote.schemes()],
+            formats=[enum_to_proto(f, FILE_FORMAT) for f in FileFormat],
+            encodings=list(ENCODINGS),
+            fallback_encodings=list(self._fallback_encodings),
+            sniffed_delimiters=list(DELIMITERS),
         )
 
     @maps_errors

@@ -129,7 +129,9 @@ class ChunkProcessor:
         job = await connection.fetchrow("SELECT * FROM import_jobs WHERE id = $1", claim.job_id)
         if job is None or job["status"] not in ("QUEUED", "RUNNING"):
             return None
-        import_type = self._import_types[job["import_type"]]
+        import_type = self._import_types[job["import_type"]].with_header_map(
+            job["options"].get("column_map", {})
+        )
         mode = ImportMode(job["mode"])
         columns = FileColumns.of(job["columns"], import_type)
         checker = RowChecker(import_type, columns.positions, mode)

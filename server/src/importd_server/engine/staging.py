@@ -21,18 +21,18 @@ import pyarrow as pa
 import structlog
 
 from importd_server.engine.admission import Admission
-from importd_server.engine.blocks import read_blocks
 from importd_server.engine.checking import BlockChecker
 from importd_server.engine.import_types import ImportType
 from importd_server.engine.parsing import FileColumns, FileError, ParseOptions
 from importd_server.engine.processing import fail_if_too_many_errors
+from importd_server.engine.shapes import FileReader
 from importd_server.engine.uploads import JobEnded, UploadSlots, UploadState, writing_progress
 from importd_server.errors import AlreadyExists, ImportdError, PermissionDenied
 from importd_server.metrics import Metrics
-from importd_server.model import EntryStatus, ImportMode, Job
+from importd_server.model import Dialect, EntryStatus, ImportMode, Job
 from importd_server.store.availability import is_connection_error
 from importd_server.store.entries import copy_entries, encode_entries
-from importd_server.store.jobs import JobStore, job_from_row, notify_progress
+from importd_server.store.jobs import JobStore, dialect_to_json, job_from_row, notify_progress
 from importd_server.store.pool import Connection, close_connection, open_connection
 from importd_server.store.sql import CHUNK_QUERIES, ENTRY_QUERIES, JOB_QUERIES
 
@@ -124,6 +124,7 @@ class _Received:
     sha256: Any = field(default_factory=hashlib.sha256)
     staged_rows: int = 0
     total_rows: int | None = None  # known once the file is read whole
+    dialect: Dialect | None = None
 
     def state(self) -> UploadState:
         return (self.size, self.staged_rows, self.total_rows)
@@ -351,7 +352,8 @@ class Stager:
         repeated keys; the job row is left to `_queue` (the progress writer owns it now)."""
         feed = _ByteFeed()
         columns = FileColumns()
-        blocks = read_blocks(feed, new_job.parse, new_job.import_type, new_job.mode, columns)
+        reader = FileReader(new_job.parse, new_job.import_type, new_job.mode, columns)
+        blocks = reader.blocks(feed)
         checker = BlockChecker(new_job.import_type, new_job.mode, columns)
         failed = 0
         total = 0
@@ -407,6 +409,8 @@ class Stager:
             if file_errors:
                 raise file_errors[0] from None
             raise group_error.exceptions[0] from None
+        finally:
+            received.dialect = reader.dialect  # a refused file's job shows how it was read
         received.total_rows = total  # the file is read whole: stage STAGING
 
         superseded = await connection.fetchrow(ENTRY_QUERIES["skip_superseded_rows"], job_id)
@@ -457,8 +461,9 @@ async def _record_file(
     skipped: int,
     chunk_rows: int | None,
 ) -> bool:
-    """Records what the file was: size, digest, rows, columns, rows already decided, and
-    how many rows each chunk has; False if the job is no longer receiving."""
+    """Records what the file was: size, digest, rows, columns, rows already decided, how
+    many rows each chunk has, and how it was read; False if the job is no longer
+    receiving."""
     recorded = await connection.fetchval(
         JOB_QUERIES["finish_staging"],
         job_id,
@@ -470,7 +475,16 @@ async def _record_file(
         skipped,
         chunk_rows,
     )
-    return recorded is not None
+    if recorded is None:
+        return False
+    if received.dialect is not None:
+        await connection.execute(
+            JOB_QUERIES["record_dialect"],
+            job_id,
+            received.dialect.format.value,
+            dialect_to_json(received.dialect),
+        )
+    return True
 
 
 def _abort_cause(error: BaseException) -> str:

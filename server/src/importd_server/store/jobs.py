@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import asdict
+from typing import Any
 
 import asyncpg
 
 from importd_server.model import (
     Counts,
+    Dialect,
     FileFormat,
     ImportMode,
     Job,
@@ -174,6 +177,25 @@ def job_from_row(row: asyncpg.Record) -> Job:
         update_time=row["update_time"],
         live=row["live"],
         entries_removed_time=row["entries_removed_time"],
+        dialect=dialect_from_json(row["options"].get("dialect")),
         received_bytes=row["received_bytes"],
         staged_rows=row["staged_rows"],
+    )
+
+
+def dialect_to_json(dialect: Dialect) -> dict[str, Any]:
+    """A Dialect as kept in import_jobs.options."""
+    return asdict(dialect)
+
+
+def dialect_from_json(stored: dict[str, Any] | None) -> Dialect | None:
+    """The Dialect kept in import_jobs.options, if the file's first bytes were read."""
+    if stored is None:
+        return None
+    return Dialect(
+        **{
+            **stored,
+            "format": FileFormat(stored["format"]),
+            "detected": tuple(stored["detected"]),
+        }
     )

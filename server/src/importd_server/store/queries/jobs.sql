@@ -94,6 +94,13 @@ WITH interrupted AS (
 )
 SELECT id, pg_notify($2, id::text) FROM failed;
 
+-- name: record_dialect
+-- How the file was read (engine/shapes.py): the format its bytes showed, and the dialect,
+-- kept in options (model.Dialect; read back by store/jobs.py).
+UPDATE import_jobs
+SET format = $2, options = options || jsonb_build_object('dialect', $3::jsonb)
+WHERE id = $1;
+
 -- name: fail_job
 -- A job-level failure: the job ends FAILED with the error; its remaining chunks never run.
 UPDATE import_jobs
