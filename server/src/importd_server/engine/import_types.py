@@ -96,8 +96,8 @@ class ImportType:
 
     def with_header_map(self, column_map: Mapping[str, str]) -> ImportType:
         """This type reading headers through a job's column map (header -> column name)."""
-        pairs = sorted((header.strip().lower(), column) for header, column in column_map.items())
-        return replace(self, header_map=tuple(pairs))
+        pairs = tuple(sorted((h.strip().lower(), c) for h, c in column_map.items()))
+        return self if pairs == self.header_map else replace(self, header_map=pairs)
 
 
 class ImportTypeError(ValueError):
