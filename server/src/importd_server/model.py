@@ -197,3 +197,45 @@ class EntryPage:
     entries: tuple[Entry, ...]
     next_after_row: int | None
     total_count: int
+
+
+class WebhookEvents(StrEnum):
+    """Which of a job's status changes its webhook is told about."""
+
+    TERMINAL = "TERMINAL"
+    ALL = "ALL"
+
+
+class WebhookDeliveryState(StrEnum):
+    """Where a webhook delivery is."""
+
+    PENDING = "PENDING"
+    DELIVERED = "DELIVERED"
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True)
+class WebhookAttempt:
+    """One POST of a webhook delivery: its HTTP status (None when no response came) and
+    what went wrong (None on success)."""
+
+    number: int
+    start_time: datetime
+    latency_seconds: float
+    http_status: int | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One event of a job for its webhook, and the attempts to deliver it."""
+
+    id: uuid.UUID
+    job_id: uuid.UUID
+    url: str
+    job_status: JobStatus
+    state: WebhookDeliveryState
+    create_time: datetime
+    next_attempt_time: datetime
+    end_time: datetime | None
+    attempts: tuple[WebhookAttempt, ...]

@@ -61,6 +61,19 @@ class ImportServiceStub:
     """
     ListImportTypes: _grpc.UnaryUnaryMultiCallable[_import_service_pb2.ListImportTypesRequest, _import_service_pb2.ListImportTypesResponse]
     """Lists the import types this server knows, with their columns and rules."""
+    WatchJobs: _grpc.UnaryStreamMultiCallable[_import_service_pb2.WatchJobsRequest, _import_service_pb2.WatchJobsResponse]
+    """Streams every change to the caller's jobs that match a filter: first a
+    snapshot (the matching jobs that are queued or running, and those changed
+    since `since`), then each change, coalesced to a few a second a job. The
+    stream does not end by itself; resume after a disconnect with `since` set
+    to the latest update_time received.
+    """
+    ListWebhookDeliveries: _grpc.UnaryUnaryMultiCallable[_import_service_pb2.ListWebhookDeliveriesRequest, _import_service_pb2.ListWebhookDeliveriesResponse]
+    """Lists the webhook deliveries of a job, each with its attempts."""
+    GetWebhookSecret: _grpc.UnaryUnaryMultiCallable[_import_service_pb2.GetWebhookSecretRequest, _import_service_pb2.WebhookSecret]
+    """Returns the secret that signs the caller's webhooks ("whsec_..."): one per
+    tenant, and another for test tokens than for live ones.
+    """
 
 @_typing.type_check_only
 class ImportServiceAsyncStub(ImportServiceStub):
@@ -90,6 +103,19 @@ class ImportServiceAsyncStub(ImportServiceStub):
     """
     ListImportTypes: _aio.UnaryUnaryMultiCallable[_import_service_pb2.ListImportTypesRequest, _import_service_pb2.ListImportTypesResponse]  # type: ignore[assignment]
     """Lists the import types this server knows, with their columns and rules."""
+    WatchJobs: _aio.UnaryStreamMultiCallable[_import_service_pb2.WatchJobsRequest, _import_service_pb2.WatchJobsResponse]  # type: ignore[assignment]
+    """Streams every change to the caller's jobs that match a filter: first a
+    snapshot (the matching jobs that are queued or running, and those changed
+    since `since`), then each change, coalesced to a few a second a job. The
+    stream does not end by itself; resume after a disconnect with `since` set
+    to the latest update_time received.
+    """
+    ListWebhookDeliveries: _aio.UnaryUnaryMultiCallable[_import_service_pb2.ListWebhookDeliveriesRequest, _import_service_pb2.ListWebhookDeliveriesResponse]  # type: ignore[assignment]
+    """Lists the webhook deliveries of a job, each with its attempts."""
+    GetWebhookSecret: _aio.UnaryUnaryMultiCallable[_import_service_pb2.GetWebhookSecretRequest, _import_service_pb2.WebhookSecret]  # type: ignore[assignment]
+    """Returns the secret that signs the caller's webhooks ("whsec_..."): one per
+    tenant, and another for test tokens than for live ones.
+    """
 
 class ImportServiceServicer(metaclass=_abc_1.ABCMeta):
     """ImportService runs bulk-import jobs."""
@@ -164,5 +190,36 @@ class ImportServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_import_service_pb2.ListImportTypesResponse, _abc.Awaitable[_import_service_pb2.ListImportTypesResponse]]:
         """Lists the import types this server knows, with their columns and rules."""
+
+    @_abc_1.abstractmethod
+    def WatchJobs(
+        self,
+        request: _import_service_pb2.WatchJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_import_service_pb2.WatchJobsResponse], _abc.AsyncIterator[_import_service_pb2.WatchJobsResponse]]:
+        """Streams every change to the caller's jobs that match a filter: first a
+        snapshot (the matching jobs that are queued or running, and those changed
+        since `since`), then each change, coalesced to a few a second a job. The
+        stream does not end by itself; resume after a disconnect with `since` set
+        to the latest update_time received.
+        """
+
+    @_abc_1.abstractmethod
+    def ListWebhookDeliveries(
+        self,
+        request: _import_service_pb2.ListWebhookDeliveriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_import_service_pb2.ListWebhookDeliveriesResponse, _abc.Awaitable[_import_service_pb2.ListWebhookDeliveriesResponse]]:
+        """Lists the webhook deliveries of a job, each with its attempts."""
+
+    @_abc_1.abstractmethod
+    def GetWebhookSecret(
+        self,
+        request: _import_service_pb2.GetWebhookSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_import_service_pb2.WebhookSecret, _abc.Awaitable[_import_service_pb2.WebhookSecret]]:
+        """Returns the secret that signs the caller's webhooks ("whsec_..."): one per
+        tenant, and another for test tokens than for live ones.
+        """
 
 def add_ImportServiceServicer_to_server(servicer: ImportServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

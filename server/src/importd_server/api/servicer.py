@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import uuid
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
@@ -22,6 +23,7 @@ from importd_server.api.convert import (
     new_job_from_spec,
     parse_id,
     progress_event,
+    webhook_delivery_to_proto,
 )
 from importd_server.api.limits import check_request
 from importd_server.api.status import Context, maps_errors
@@ -40,12 +42,18 @@ from importd_server.errors import (
     NotFound,
     PermissionDenied,
     ResourceExhausted,
+    Unimplemented,
 )
 from importd_server.model import EntryStatus, Job, JobCursor, JobFilter, JobStatus
+from importd_server.net.guard import AddressGuard
+from importd_server.net.http import check_http_url
 from importd_server.progress.hub import ProgressHub
 from importd_server.store.entries import EntryStore
 from importd_server.store.jobs import JobStore
+from importd_server.store.webhooks import WebhookStore
 from importd_server.tenants import Tenant
+from importd_server.tracing import Tracing
+from importd_server.webhooks.signing import WebhookSigner
 
 NOT_IMPORTED = (EntryStatus.FAILED, EntryStatus.SKIPPED)
 
@@ -64,6 +72,9 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         authenticator: Authenticator,
         admission: Admission,
         page_tokens: paging.PageTokens,
+        webhooks: WebhookStore,
+        webhook_signer: WebhookSigner,
+        tracing: Tracing,
         on_job_queued: Callable[[], None] = lambda: None,
     ) -> None:
         self._settings = settings
@@ -77,6 +88,10 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         self._page_tokens = page_tokens
         self._open_streams: Counter[str] = Counter()
         self._remote = RemoteSources.from_settings(settings)
+        self._guard = AddressGuard.from_allow_list(settings.remote_allow_hosts)
+        self._webhooks = webhooks
+        self._webhook_signer = webhook_signer
+        self._tracing = tracing
         self._on_job_queued = on_job_queued
 
     def _caller(self, context: Context, scope: str) -> Principal:
@@ -131,6 +146,8 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
             self._settings.max_rows,
             self._settings.max_file_bytes,
         )
+        if spec.webhook_url:
+            check_http_url(spec.webhook_url, self._guard, "spec.webhook_url")
         existing = await self._stager.existing(new_job)
         if existing is not None:
             return job_to_proto(existing)  # a retried start: the limit was checked the first time
@@ -143,8 +160,12 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
             pieces = await self._source_pieces(spec.source_uri, caller.tenant)
         else:
             pieces = _file_bytes(request_iterator)
-        async with _closing(pieces):
-            job = await self._stager.start(new_job, pieces)
+        with self._tracing.span("importd.staging") as span:
+            # The job keeps this span's context: its chunks join the trace on any replica.
+            new_job = dataclasses.replace(new_job, trace_parent=self._tracing.trace_parent())
+            async with _closing(pieces):
+                job = await self._stager.start(new_job, pieces)
+            span.set_attribute("importd.job_id", str(job.id))
         self._on_job_queued()
         return job_to_proto(job)
 
@@ -284,6 +305,33 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
             import_types=[import_type_to_proto(t) for _, t in sorted(self._import_types.items())],
             source_uri_schemes=[*local, *self._remote.schemes()],
         )
+
+    @maps_errors
+    async def ListWebhookDeliveries(
+        self, request: pb.ListWebhookDeliveriesRequest, context: Context
+    ) -> pb.ListWebhookDeliveriesResponse:
+        caller = self._caller(context, READ)
+        check_request(request)
+        job = await self._job(parse_id(request.id), caller)
+        deliveries = await self._webhooks.list_deliveries(job.id)
+        return pb.ListWebhookDeliveriesResponse(
+            deliveries=[webhook_delivery_to_proto(d) for d in deliveries]
+        )
+
+    @maps_errors
+    async def GetWebhookSecret(
+        self, request: pb.GetWebhookSecretRequest, context: Context
+    ) -> pb.WebhookSecret:
+        # The secret can forge the tenant's webhooks: for those who may start imports.
+        caller = self._caller(context, WRITE)
+        return pb.WebhookSecret(secret=self._webhook_signer.secret(caller.tenant, caller.live))
+
+    @maps_errors
+    async def WatchJobs(
+        self, request: pb.WatchJobsRequest, context: Context
+    ) -> AsyncIterator[pb.WatchJobsResponse]:
+        raise Unimplemented("WatchJobs is not implemented yet")
+        yield pb.WatchJobsResponse()
 
     @maps_errors
     async def StreamProgress(

@@ -26,7 +26,7 @@ from importd_server.engine.validation import RowChecker
 from importd_server.errors import AlreadyExists, PermissionDenied
 from importd_server.model import EntryStatus, ImportMode, Job
 from importd_server.store.entries import EntryRecord, copy_entries, errors_to_json
-from importd_server.store.jobs import JobStore, notify_progress
+from importd_server.store.jobs import JobStore, notify_progress, record_trace_parent
 from importd_server.store.pool import Connection
 from importd_server.store.sql import CHUNK_QUERIES, ENTRY_QUERIES, JOB_QUERIES
 
@@ -54,6 +54,7 @@ class NewJob:
     spec_digest: str
     options: dict[str, Any] = field(default_factory=dict)
     live: bool = True
+    trace_parent: str | None = None  # the W3C traceparent of the span creating the job
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,7 @@ class Stager:
             new_job.spec_digest,
             new_job.live,
         )
+        await record_trace_parent(connection, job_id, new_job.trace_parent)
 
     async def _stage(
         self,

@@ -30,6 +30,21 @@ async def notify_progress(connection: Connection, job_id: uuid.UUID) -> None:
     await connection.execute("SELECT pg_notify($1, $2)", PROGRESS_CHANNEL, str(job_id))
 
 
+async def record_trace_parent(
+    connection: Connection, job_id: uuid.UUID, trace_parent: str | None
+) -> None:
+    """Keeps the W3C traceparent of the span that created the job, so that its chunks, on
+    any replica, join the job's trace (tracing.py)."""
+    if trace_parent is not None:
+        await connection.execute(JOB_QUERIES["record_trace_parent"], job_id, trace_parent)
+
+
+async def read_trace_parent(connection: Connection, job_id: uuid.UUID) -> str | None:
+    """The job's W3C traceparent, if tracing was on when it was created."""
+    trace_parent: str | None = await connection.fetchval(JOB_QUERIES["read_trace_parent"], job_id)
+    return trace_parent
+
+
 class JobStore:
     """Reads and writes jobs through a pool it is given."""
 

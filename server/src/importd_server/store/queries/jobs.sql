@@ -117,3 +117,9 @@ UPDATE import_jobs j SET entries_removed_time = now()
 FROM expired x
 WHERE j.id = x.id
 RETURNING j.id;
+
+-- name: record_trace_parent
+UPDATE import_jobs SET trace_parent = $2 WHERE id = $1;
+
+-- name: read_trace_parent
+SELECT trace_parent FROM import_jobs WHERE id = $1;
