@@ -25,12 +25,11 @@ class WebhookSigner:
         self, tenant: str, live: bool, webhook_id: str, timestamp: int, body: bytes
     ) -> dict[str, str]:
         """The webhook-id, webhook-timestamp and webhook-signature headers of one attempt."""
-        signed = b"%s.%d.%s" % (webhook_id.encode(), timestamp, body)
-        digest = hmac.digest(self._secret_bytes(tenant, live), signed, hashlib.sha256)
+        secret = self._secret_bytes(tenant, live)
         return {
             "webhook-id": webhook_id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": "v1," + base64.b64encode(digest).decode(),
+            "webhook-signature": signature(secret, webhook_id, timestamp, body),
         }
 
     def _secret_bytes(self, tenant: str, live: bool) -> bytes:
@@ -38,3 +37,9 @@ class WebhookSigner:
         mode = b"live" if live else b"test"
         message = b"importd webhook secret\0" + mode + b"\0" + tenant.encode()
         return hmac.digest(self._key, message, hashlib.sha256)
+
+
+def signature(secret: bytes, webhook_id: str, timestamp: int, body: bytes) -> str:
+    """ "v1," and the base64 HMAC-SHA256 of "<id>.<timestamp>.<body>" under the secret."""
+    signed = b"%s.%d.%s" % (webhook_id.encode(), timestamp, body)
+    return "v1," + base64.b64encode(hmac.digest(secret, signed, hashlib.sha256)).decode()
