@@ -151,6 +151,28 @@ class JobFilter:
 
 
 @dataclass(frozen=True)
+class WatchFilter:
+    """Which of a tenant's jobs WatchJobs reports: each filter set must match the job as it
+    is now (labels: every one given, with the same value)."""
+
+    tenant: str
+    statuses: tuple[JobStatus, ...] = ()
+    import_type: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    include_live: bool = True
+
+    def matches(self, job: Job) -> bool:
+        """Whether the job, as it is, is one the watcher asked for."""
+        return (
+            job.tenant == self.tenant
+            and (not self.statuses or job.status in self.statuses)
+            and (self.import_type is None or job.import_type == self.import_type)
+            and all(job.labels.get(k) == v for k, v in self.labels.items())
+            and (self.include_live or not job.live)
+        )
+
+
+@dataclass(frozen=True)
 class JobCursor:
     """A position in the newest-first job list: after this job."""
 

@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 import dataclasses
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from importd.v1 import import_service_pb2 as pb
@@ -42,9 +42,8 @@ from importd_server.errors import (
     NotFound,
     PermissionDenied,
     ResourceExhausted,
-    Unimplemented,
 )
-from importd_server.model import EntryStatus, Job, JobCursor, JobFilter, JobStatus
+from importd_server.model import EntryStatus, Job, JobCursor, JobFilter, JobStatus, WatchFilter
 from importd_server.net.guard import AddressGuard
 from importd_server.net.http import check_http_url
 from importd_server.progress.hub import ProgressHub
@@ -56,6 +55,11 @@ from importd_server.tracing import Tracing
 from importd_server.webhooks.signing import WebhookSigner
 
 NOT_IMPORTED = (EntryStatus.FAILED, EntryStatus.SKIPPED)
+# Jobs per message of a WatchJobs snapshot: far below the message size limit.
+SNAPSHOT_BATCH = 100
+# How many jobs a watch remembers having sent (to never send a job's older state after a
+# newer one); the oldest are forgotten first.
+SENT_STATES_KEPT = 10_000
 
 
 class ImportServicer(pb_grpc.ImportServiceServicer):
@@ -330,8 +334,38 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
     async def WatchJobs(
         self, request: pb.WatchJobsRequest, context: Context
     ) -> AsyncIterator[pb.WatchJobsResponse]:
-        raise Unimplemented("WatchJobs is not implemented yet")
-        yield pb.WatchJobsResponse()
+        caller = self._caller(context, READ)
+        check_request(request)
+        watch_filter = WatchFilter(
+            tenant=caller.tenant,
+            statuses=job_statuses_from_proto(request.statuses, "statuses"),
+            import_type=request.import_type or None,
+            labels=dict(request.labels),
+            include_live=caller.live,
+        )
+        since = request.since.ToDatetime(tzinfo=UTC) if request.HasField("since") else None
+        async with self._stream_slot(caller.tenant):
+            async for response in self._watch(watch_filter, since):
+                yield response
+
+    async def _watch(
+        self, watch_filter: WatchFilter, since: datetime | None
+    ) -> AsyncIterator[pb.WatchJobsResponse]:
+        # Watch before reading the snapshot, so no change falls between the two.
+        async with self._hub.watch(watch_filter.tenant, watch_filter.matches) as watch:
+            sent = _SentStates()
+            batch: list[pb.Job] = []
+            async for job in self._jobs.watched_jobs(watch_filter, since):
+                sent.is_new(job)
+                batch.append(job_to_proto(job))
+                if len(batch) == SNAPSHOT_BATCH:
+                    yield pb.WatchJobsResponse(jobs=batch)
+                    batch = []
+            yield pb.WatchJobsResponse(jobs=batch, snapshot_complete=True)
+            while True:
+                changed = [job_to_proto(j) for j in await watch.next() if sent.is_new(j)]
+                if changed:
+                    yield pb.WatchJobsResponse(jobs=changed)
 
     @maps_errors
     async def StreamProgress(
@@ -340,20 +374,27 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         caller = self._caller(context, READ)
         check_request(request)
         job_id = parse_id(request.id)
+        async with self._stream_slot(caller.tenant):
+            async for event in self._follow(job_id, caller):
+                yield event
+
+    @contextlib.asynccontextmanager
+    async def _stream_slot(self, tenant: str) -> AsyncIterator[None]:
+        """One of the tenant's open streams (StreamProgress, WatchJobs) on this server, or
+        RESOURCE_EXHAUSTED when it has as many as allowed."""
         limit = self._settings.max_streams_per_tenant
-        if self._open_streams[caller.tenant] >= limit:
+        if self._open_streams[tenant] >= limit:
             raise ResourceExhausted(
-                f"tenant {caller.tenant} has {limit} progress streams open on this server,"
+                f"tenant {tenant} has {limit} progress streams open on this server,"
                 " the most allowed",
                 reason="TOO_MANY_STREAMS",
                 metadata={"limit": str(limit)},
             )
-        self._open_streams[caller.tenant] += 1
+        self._open_streams[tenant] += 1
         try:
-            async for event in self._follow(job_id, caller):
-                yield event
+            yield
         finally:
-            self._open_streams[caller.tenant] -= 1
+            self._open_streams[tenant] -= 1
 
     async def _follow(
         self, job_id: uuid.UUID, caller: Principal
@@ -368,6 +409,25 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
                 if latest.update_time >= job.update_time and latest.progress != job.progress:
                     job = latest
                     yield progress_event(job)
+
+
+class _SentStates:
+    """The update_time of each job a watch sent last: a state read before the snapshot may
+    arrive after it, and must not take a job back in time."""
+
+    def __init__(self) -> None:
+        self._sent: OrderedDict[uuid.UUID, datetime] = OrderedDict()
+
+    def is_new(self, job: Job) -> bool:
+        """Whether the job's state is newer than the one sent last (and notes it if so)."""
+        last = self._sent.get(job.id)
+        if last is not None and job.update_time <= last:
+            return False
+        self._sent[job.id] = job.update_time
+        self._sent.move_to_end(job.id)
+        if len(self._sent) > SENT_STATES_KEPT:
+            self._sent.popitem(last=False)
+        return True
 
 
 async def _drain(request_iterator: AsyncIterator[pb.StartImportRequest], seconds: float) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime
 
 import asyncpg
 
@@ -17,6 +19,7 @@ from importd_server.model import (
     JobPage,
     JobStage,
     JobStatus,
+    WatchFilter,
 )
 from importd_server.store.pool import Connection
 from importd_server.store.sql import JOB_QUERIES
@@ -112,6 +115,31 @@ class JobStore:
         has_more = len(rows) > page_size
         next_cursor = JobCursor(jobs[-1].create_time, jobs[-1].id) if has_more else None
         return JobPage(jobs, next_cursor)
+
+    async def watched_jobs(
+        self, watch_filter: WatchFilter, since: datetime | None, page_size: int = 500
+    ) -> AsyncIterator[Job]:
+        """The filter's jobs that are queued or running, or changed at or after `since`,
+        oldest change first, read a page at a time."""
+        after: tuple[datetime, uuid.UUID] | None = None
+        while True:
+            rows = await self._pool.fetch(
+                JOB_QUERIES["list_watched_jobs"],
+                watch_filter.tenant,
+                [s.value for s in watch_filter.statuses],
+                watch_filter.import_type,
+                dict(watch_filter.labels),
+                since,
+                watch_filter.include_live,
+                after[0] if after else None,
+                after[1] if after else None,
+                page_size,
+            )
+            for row in rows:
+                yield job_from_row(row)
+            if len(rows) < page_size:
+                return
+            after = (rows[-1]["update_time"], rows[-1]["id"])
 
 
 def job_from_row(row: asyncpg.Record) -> Job:
