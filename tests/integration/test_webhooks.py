@@ -25,7 +25,7 @@ WEBHOOK_SETTINGS: dict[str, Any] = {
     "webhook_poll_seconds": 0.05,
     "webhook_initial_backoff_seconds": 0.05,
     "webhook_max_backoff_seconds": 0.2,
-    "webhook_timeout_seconds": 1.0,
+    "webhook_timeout_seconds": 2.0,
     "webhook_lease_seconds": 5.0,
 }
 
@@ -163,8 +163,8 @@ async def test_a_receiver_that_fails_then_recovers_gets_every_event_under_one_id
     assert len(attempts) == len(receiver.received) == 5 + 3
     failures = sorted((a.http_status, a.error) for a in attempts if a.error)
     assert failures == [
-        (0, "no answer within 1 s"),
-        (0, "no answer within 1 s"),
+        (0, "no answer within 2 s"),
+        (0, "no answer within 2 s"),
         (500, "the receiver answered HTTP 500"),
         (500, "the receiver answered HTTP 500"),
         (503, "the receiver answered HTTP 503"),
