@@ -9,6 +9,7 @@ created it (`import_jobs.trace_parent`); work on the job anywhere starts from it
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator, Mapping
 
 import grpc
@@ -49,7 +50,9 @@ class Tracing:
     @classmethod
     def exporting(cls, processor: SpanProcessor) -> Tracing:
         """Tracing on, each finished span handed to `processor` (tests use an in-memory one)."""
-        provider = TracerProvider(resource=Resource.create({SERVICE_NAME: "importd"}))
+        # The standard OTEL_SERVICE_NAME wins; "importd" rather than "unknown_service".
+        service = os.environ.get("OTEL_SERVICE_NAME") or "importd"
+        provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service}))
         provider.add_span_processor(processor)
         return cls(provider)
 

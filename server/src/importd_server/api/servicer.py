@@ -356,14 +356,14 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
             sent = _SentStates()
             batch: list[pb.Job] = []
             async for job in self._jobs.watched_jobs(watch_filter, since):
-                sent.is_new(job)
+                sent.note(job)
                 batch.append(job_to_proto(job))
                 if len(batch) == SNAPSHOT_BATCH:
                     yield pb.WatchJobsResponse(jobs=batch)
                     batch = []
             yield pb.WatchJobsResponse(jobs=batch, snapshot_complete=True)
             while True:
-                changed = [job_to_proto(j) for j in await watch.next() if sent.is_new(j)]
+                changed = [job_to_proto(j) for j in await watch.next() if sent.note(j)]
                 if changed:
                     yield pb.WatchJobsResponse(jobs=changed)
 
@@ -418,8 +418,9 @@ class _SentStates:
     def __init__(self) -> None:
         self._sent: OrderedDict[uuid.UUID, datetime] = OrderedDict()
 
-    def is_new(self, job: Job) -> bool:
-        """Whether the job's state is newer than the one sent last (and notes it if so)."""
+    def note(self, job: Job) -> bool:
+        """Notes the job's state as sent if it is newer than the one sent last; returns
+        whether it was (an older or the same state is not to be sent)."""
         last = self._sent.get(job.id)
         if last is not None and job.update_time <= last:
             return False
