@@ -1,10 +1,23 @@
-"""Benchmark: a contacts CSV imported end to end through the gRPC API (UPSERT), against
-`psql \\copy` of the same file into a copy of the same target table, in one run.
+"""Benchmark: contacts CSVs imported end to end through the gRPC API (UPSERT), against
+`psql \\copy` of a clean file of the same size into a copy of the same target table, in one
+run, case by case:
 
-    uv run python bench/import_vs_copy.py [--rows 1000000] [--workers 2] [--replicas 1]
+    clean    a clean file into an empty table (every row CREATED)
+    dirty    a dirty file into an empty table: ~2% invalid rows of mixed kinds (some with
+             several errors, some with a wrong field count), ~1% keys repeated later in the
+             file (some differing only in the e-mail domain's case)
+    again    the clean file a second time (every row UNCHANGED)
+    updates  the clean file's keys with other values (every row UPDATED)
 
-Uses DATABASE_URL when set, else an embedded PostgreSQL. Prints both times and the ratio.
-Not a test: timings depend on the machine, so they are recorded in BENCHMARKS.md.
+    uv run python bench/import_vs_copy.py [--rows 1000000] [--cases clean,dirty,again,updates]
+        [--workers 2] [--replicas 1] [--verify]
+
+While each import runs, another client calls GetJob and ListJobs in turn (~20 a second) and
+their latencies are reported (p50/p99/max). --verify checks the dirty import row by row
+against the reference (today's parser, RowChecker and last-wins rule, run here in Python).
+
+Uses DATABASE_URL when set, else an embedded PostgreSQL. Not a test: timings depend on the
+machine, so they are recorded in BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -12,13 +25,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import csv
+import io
 import os
 import random
+import re
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
@@ -32,24 +52,92 @@ from tests.acceptance.processes import serve
 
 PIECE = 256 * 1024
 STATUSES = ("active", "inactive", "lead")
+HEADER = "email,first_name,last_name,phone,birth_date,status,score\n"
+TERMINAL = (
+    pb.JOB_STATUS_SUCCEEDED,
+    pb.JOB_STATUS_PARTIALLY_SUCCEEDED,
+    pb.JOB_STATUS_FAILED,
+    pb.JOB_STATUS_CANCELLED,
+)
 
 
-def write_contacts(path: Path, rows: int) -> None:
+def write_contacts(path: Path, rows: int, *, seed: int = 42) -> None:
     """A contacts CSV with every column filled, all rows valid, keys unique."""
-    rng = random.Random(42)
+    rng = random.Random(seed)
     with path.open("w", encoding="utf-8", newline="") as out:
-        out.write("email,first_name,last_name,phone,birth_date,status,score\n")
+        out.write(HEADER)
         for i in range(rows):
-            out.write(
-                f"person{i}@example.com,First{i},Last{rng.randrange(10_000)},"
-                f"+1415{rng.randrange(10**7):07d},"
-                f"19{rng.randrange(50, 99)}-0{rng.randrange(1, 9)}-1{rng.randrange(9)},"
-                f"{STATUSES[i % 3]},{rng.randrange(101)}\n"
-            )
+            out.write(_row(rng, i) + "\n")
 
 
-async def upsert_contacts(path: Path) -> AsyncIterator[pb.StartImportRequest]:
-    """The StartImport stream for a contacts file: the spec, then the file in pieces."""
+def _row(rng: random.Random, i: int, email: str | None = None) -> str:
+    return (
+        f"{email or f'person{i}@example.com'},First{i},Last{rng.randrange(10_000)},"
+        f"+1415{rng.randrange(10**7):07d},"
+        f"19{rng.randrange(50, 99)}-0{rng.randrange(1, 9)}-1{rng.randrange(9)},"
+        f"{STATUSES[i % 3]},{rng.randrange(101)}"
+    )
+
+
+# Ways a row goes wrong (~2% of rows in all), each a function of the row's fields.
+def _bad_email(f: list[str], i: int) -> None:
+    f[0] = f"person{i}@"
+
+
+def _bad_phone(f: list[str], i: int) -> None:
+    f[3] = "555-CALL"
+
+
+def _bad_date(f: list[str], i: int) -> None:
+    f[4] = "1990-02-30" if i % 2 else "31/12/1990"
+
+
+def _bad_enum(f: list[str], i: int) -> None:
+    f[5] = "retired"
+
+
+def _bad_score(f: list[str], i: int) -> None:
+    f[6] = ("101", "-3", "many")[i % 3]
+
+
+def _many_errors(f: list[str], i: int) -> None:
+    f[3], f[4], f[5], f[6] = "12", "2020-13-01", "nope", "1000"
+
+
+def _too_few_fields(f: list[str], i: int) -> None:
+    del f[-2:]
+
+
+BREAKAGES = (_bad_email, _bad_phone, _bad_date, _bad_enum, _bad_score, _many_errors)
+
+
+def write_dirty_contacts(path: Path, rows: int, *, seed: int = 7) -> None:
+    """The clean file's shape, with ~2% invalid rows (0.1% with a wrong field count) and
+    ~1% rows repeating an earlier row's key (half of them with the domain upper-cased),
+    and ~1% valid rows spelled non-canonically (padded names, punctuated phones)."""
+    rng = random.Random(seed)
+    with path.open("w", encoding="utf-8", newline="") as out:
+        out.write(HEADER)
+        for i in range(rows):
+            draw = rng.random()
+            email = None
+            if draw < 0.01 and i > 10:
+                j = rng.randrange(max(0, i - 50_000), i)
+                email = f"person{j}@EXAMPLE.com" if rng.random() < 0.5 else None
+                email = email or f"person{j}@example.com"
+            fields = _row(rng, i, email).split(",")
+            if 0.01 <= draw < 0.029:
+                rng.choice(BREAKAGES)(fields, i)
+            elif 0.029 <= draw < 0.030:
+                _too_few_fields(fields, i)
+            elif 0.030 <= draw < 0.040:
+                fields[1] = f" {fields[1]} "
+                fields[3] = f"{fields[3][:2]} {fields[3][2:5]}-{fields[3][5:]}"
+            out.write(",".join(fields) + "\n")
+
+
+async def _spec_and_pieces(path: Path) -> AsyncIterator[pb.StartImportRequest]:
+    """The StartImport stream: the spec, then the file in pieces."""
     yield pb.StartImportRequest(
         spec=pb.ImportSpec(import_type="contacts", mode=pb.IMPORT_MODE_UPSERT, file_name=path.name)
     )
@@ -58,20 +146,86 @@ async def upsert_contacts(path: Path) -> AsyncIterator[pb.StartImportRequest]:
             yield pb.StartImportRequest(chunk=piece)
 
 
-async def import_through_api(port: int, path: Path) -> tuple[float, pb.Job]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = pb_grpc.ImportServiceStub(channel)
+@dataclass
+class Latencies:
+    """Latencies of GetJob and ListJobs calls made while an import runs."""
 
+    get_job: list[float] = field(default_factory=list)
+    list_jobs: list[float] = field(default_factory=list)
+
+    def summary(self) -> str:
+        def one(name: str, values: list[float]) -> str:
+            if len(values) < 2:
+                return f"{name}: -"
+            ms = sorted(v * 1000 for v in values)
+            p99 = statistics.quantiles(ms, n=100, method="inclusive")[98]
+            return (
+                f"{name} p50 {statistics.median(ms):.0f} ms, p99 {p99:.0f} ms, max {ms[-1]:.0f} ms"
+            )
+
+        calls = len(self.get_job) + len(self.list_jobs)
+        return f"{one('GetJob', self.get_job)}; {one('ListJobs', self.list_jobs)} ({calls} calls)"
+
+
+async def _probe(stub: pb_grpc.ImportServiceStub, job_id: str, latencies: Latencies) -> None:
+    """Calls GetJob and ListJobs in turn, every 50 ms each, until cancelled."""
+    while True:
         started = time.perf_counter()
-        job = await stub.StartImport(upsert_contacts(path))
-        received = time.perf_counter()
-        while job.status in (pb.JOB_STATUS_QUEUED, pb.JOB_STATUS_RUNNING):
-            await asyncio.sleep(0.05)
-            job = await stub.GetJob(pb.GetJobRequest(id=job.id))
-        finished = time.perf_counter()
-        print(f"  upload + staging: {received - started:7.2f} s")
-        print(f"  processing:       {finished - received:7.2f} s")
-        return finished - started, job
+        await stub.GetJob(pb.GetJobRequest(id=job_id))
+        latencies.get_job.append(time.perf_counter() - started)
+        await asyncio.sleep(0.025)
+        started = time.perf_counter()
+        await stub.ListJobs(pb.ListJobsRequest(page_size=50))
+        latencies.list_jobs.append(time.perf_counter() - started)
+        await asyncio.sleep(0.025)
+
+
+@dataclass
+class Run:
+    """One import: its times, the job at the end, and the latencies seen meanwhile."""
+
+    staging: float
+    processing: float
+    job: pb.Job
+    latencies: Latencies
+
+    @property
+    def total(self) -> float:
+        return self.staging + self.processing
+
+
+async def import_through_api(port: int, path: Path, probe_job: str) -> Run:
+    async with (
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}") as probe_channel,
+    ):
+        stub = pb_grpc.ImportServiceStub(channel)
+        latencies = Latencies()
+        probe = asyncio.create_task(
+            _probe(pb_grpc.ImportServiceStub(probe_channel), probe_job, latencies)
+        )
+        try:
+            started = time.perf_counter()
+            job = await stub.StartImport(_spec_and_pieces(path))
+            received = time.perf_counter()
+            while job.status not in TERMINAL:
+                await asyncio.sleep(0.05)
+                job = await stub.GetJob(pb.GetJobRequest(id=job.id))
+            finished = time.perf_counter()
+        finally:
+            probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probe
+    return Run(received - started, finished - received, job, latencies)
+
+
+async def small_job(port: int, work: Path) -> str:
+    """A one-row job, for GetJob to read while the big imports run."""
+    path = work / "one.csv"
+    path.write_text(HEADER + "someone@example.org,,,,,,\n")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        job = await pb_grpc.ImportServiceStub(channel).StartImport(_spec_and_pieces(path))
+    return str(job.id)
 
 
 def psql_binary() -> str:
@@ -105,61 +259,78 @@ async def copy_with_psql(database_url: str, path: Path) -> float:
     psql = await asyncio.create_subprocess_exec(psql_binary(), database_url, "-q", "-c", command)
     if await psql.wait() != 0:
         raise RuntimeError("psql \\copy failed")
-    return time.perf_counter() - started
-
-
-async def reset(database_url: str) -> None:
+    seconds = time.perf_counter() - started
     connection = await asyncpg.connect(database_url)
     try:
-        await connection.execute("TRUNCATE contacts, import_jobs CASCADE")
-        await connection.execute("DROP TABLE IF EXISTS contacts_copy_baseline")
+        await connection.execute("DROP TABLE contacts_copy_baseline")
+    finally:
+        await connection.close()
+    return seconds
+
+
+async def reset(database_url: str, *, keep_contacts: bool = False) -> None:
+    connection = await asyncpg.connect(database_url)
+    try:
+        tables = "import_entries, import_chunks, import_jobs"
+        await connection.execute(f"TRUNCATE {tables}{'' if keep_contacts else ', contacts'}")
         await connection.execute("VACUUM ANALYZE")
     finally:
         await connection.close()
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--workers", default="2")
-    parser.add_argument("--chunk-size", default="5000")
-    parser.add_argument(
-        "--replicas", type=int, default=1, help="server processes sharing the chunks"
-    )
-    args = parser.parse_args()
+def expected_outcomes(path: Path) -> dict[int, tuple[str, frozenset[str]]]:
+    """The reference's verdict on each row that is not CREATED: (status, error codes)."""
+    from importd_server.engine.import_types import default_types_dir, load_import_types
+    from importd_server.engine.parsing import FileColumns, ParseOptions, parse_rows
+    from importd_server.engine.validation import RowChecker
+    from importd_server.model import ImportMode
 
-    with tempfile.TemporaryDirectory() as folder:
-        work = Path(folder)
-        os.chmod(work, 0o755)  # the embedded server's user reads the data folder's parent
-        path = work / "contacts.csv"
-        write_contacts(path, args.rows)
-        size_mb = path.stat().st_size / 1e6
-        print(
-            f"{args.rows} rows, {size_mb:.1f} MB, {args.replicas} replica(s)"
-            f" x {args.workers} workers"
+    contacts = load_import_types(default_types_dir())["contacts"]
+    columns = FileColumns()
+    with path.open("rb") as source:
+        rows = list(parse_rows(source, ParseOptions(), contacts, ImportMode.UPSERT, columns))
+    checker = RowChecker(contacts, columns.positions, ImportMode.UPSERT)
+    keys = {r.row_number: checker.key(r.values) for r in rows if r.error is None}
+    last = {key: number for number, key in keys.items() if key is not None}
+    expected: dict[int, tuple[str, frozenset[str]]] = {}
+    for row in rows:
+        key = keys.get(row.row_number)
+        if key is not None and last[key] != row.row_number:
+            expected[row.row_number] = ("SKIPPED", frozenset())
+        elif row.error is not None:
+            expected[row.row_number] = ("FAILED", frozenset({row.error.code}))
+        elif errors := checker.check(row.values).errors:
+            expected[row.row_number] = ("FAILED", frozenset(e.code for e in errors))
+    return expected
+
+
+async def exported_outcomes(port: int, job_id: str) -> dict[int, tuple[str, frozenset[str]]]:
+    """What the import says of its rows that were not imported, from ExportEntries."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.ImportServiceStub(channel)
+        data = b"".join(
+            [r.chunk async for r in stub.ExportEntries(pb.ExportEntriesRequest(id=job_id))]
         )
-        settings = {"workers": args.workers, "chunk_size": args.chunk_size, "poll_seconds": "0.05"}
-        with contextlib.ExitStack() as replicas:
-            port, server = replicas.enter_context(
-                serve(work / "data", os.environ.get("DATABASE_URL"), **settings)
-            )
-            for _ in range(args.replicas - 1):
-                replicas.enter_context(
-                    serve(work / "data", os.environ.get("DATABASE_URL"), **settings)
-                )
-            database_url = os.environ.get("DATABASE_URL") or _embedded_url(work / "data")
-            await reset(database_url)
-            print("importd (gRPC, UPSERT, end to end):")
-            importd_seconds, job = await import_through_api(port, path)
-            assert job.status == pb.JOB_STATUS_SUCCEEDED, job
-            assert job.created_count == args.rows, job
-            peak_rss_mb = _peak_rss_mb(server.pid)
-            copy_seconds = await copy_with_psql(database_url, path)
-            await reset(database_url)
-    print(f"importd: {importd_seconds:7.2f} s  ({args.rows / importd_seconds:,.0f} rows/s)")
-    print(f"\\copy:   {copy_seconds:7.2f} s  ({args.rows / copy_seconds:,.0f} rows/s)")
-    print(f"ratio:   {importd_seconds / copy_seconds:7.2f}")
-    print(f"server peak RSS: {peak_rss_mb:.0f} MB")
+    reader = csv.DictReader(io.StringIO(data.decode()))
+    return {
+        int(r["importd_row"]): (
+            r["importd_status"],
+            frozenset(re.findall(r"\[([A-Z_]+)\]", r["importd_errors"])),
+        )
+        for r in reader
+    }
+
+
+def _drain_log(process: subprocess.Popen[bytes], path: Path) -> None:
+    """Copies a server's log to a file as it comes: a full pipe would block the server."""
+    assert process.stderr is not None
+    stderr = process.stderr
+
+    def copy() -> None:
+        with path.open("wb") as log:
+            shutil.copyfileobj(stderr, log)
+
+    threading.Thread(target=copy, daemon=True).start()
 
 
 def _peak_rss_mb(pid: int) -> float:
@@ -174,6 +345,90 @@ def _embedded_url(data_dir: Path) -> str:
     from importd_server.store.embedded import start_embedded
 
     return start_embedded(data_dir).url
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--cases", default="clean,dirty,again,updates")
+    parser.add_argument("--workers", default="2")
+    parser.add_argument("--chunk-size", default="5000")
+    parser.add_argument(
+        "--replicas", type=int, default=1, help="server processes sharing the chunks"
+    )
+    parser.add_argument("--verify", action="store_true", help="check the dirty import per row")
+    args = parser.parse_args()
+    cases = args.cases.split(",")
+
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        os.chmod(work, 0o755)  # the embedded server's user reads the data folder's parent
+        files = {"clean": work / "contacts.csv"}
+        write_contacts(files["clean"], args.rows)
+        if "dirty" in cases:
+            files["dirty"] = work / "dirty.csv"
+            write_dirty_contacts(files["dirty"], args.rows)
+        if "updates" in cases:
+            files["updates"] = work / "updated.csv"
+            write_contacts(files["updates"], args.rows, seed=43)
+        size_mb = files["clean"].stat().st_size / 1e6
+        print(
+            f"{args.rows} rows, {size_mb:.1f} MB, {args.replicas} replica(s)"
+            f" x {args.workers} workers"
+        )
+        settings = {"workers": args.workers, "chunk_size": args.chunk_size, "poll_seconds": "0.05"}
+        with contextlib.ExitStack() as replicas:
+            port, server = replicas.enter_context(
+                serve(work / "data", os.environ.get("DATABASE_URL"), **settings)
+            )
+            servers = [server]
+            for _ in range(args.replicas - 1):
+                _, other = replicas.enter_context(
+                    serve(work / "data", os.environ.get("DATABASE_URL"), **settings)
+                )
+                servers.append(other)
+            for process in servers:
+                _drain_log(process, work / f"server-{process.pid}.log")
+            database_url = os.environ.get("DATABASE_URL") or _embedded_url(work / "data")
+            for case in cases:
+                # again and updates start from the clean file's rows in the table.
+                again = case in ("again", "updates")
+                await reset(database_url)
+                probe_job = await small_job(port, work)
+                if again:
+                    await import_through_api(port, files["clean"], probe_job)
+                await reset(database_url, keep_contacts=again)
+                probe_job = await small_job(port, work)
+                path = files[
+                    "updates" if case == "updates" else "dirty" if case == "dirty" else "clean"
+                ]
+                run = await import_through_api(port, path, probe_job)
+                copy_seconds = await copy_with_psql(database_url, files["clean"])
+                job = run.job
+                counts = {
+                    n: getattr(job, f"{n}_count")
+                    for n in ("created", "updated", "unchanged", "skipped", "failed")
+                    if getattr(job, f"{n}_count")
+                }
+                print(
+                    f"{case:8s} importd {run.total:6.2f} s (staging {run.staging:5.2f} s,"
+                    f" processing {run.processing:5.2f} s)  \\copy {copy_seconds:5.2f} s"
+                    f"  ratio {run.total / copy_seconds:5.2f}"
+                    f"  {pb.JobStatus.Name(job.status)} {counts}"
+                )
+                print(f"         {run.latencies.summary()}")
+                print(f"         server peak RSS so far: {_peak_rss_mb(server.pid):.0f} MB")
+                if case == "dirty" and args.verify:
+                    expected = expected_outcomes(path)
+                    got = await exported_outcomes(port, job.id)
+                    wrong = {
+                        n for n in expected.keys() | got.keys() if expected.get(n) != got.get(n)
+                    }
+                    print(
+                        f"         verified: {len(expected)} rows not imported,"
+                        f" {len(wrong)} differ from the reference"
+                    )
+            await reset(database_url)
 
 
 if __name__ == "__main__":

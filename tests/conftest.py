@@ -109,6 +109,7 @@ def settings(tmp_path: Path, source_dir: Path) -> Settings:
         poll_seconds=0.05,
         source_dir=source_dir.parent,
         metrics_port=None,  # off; tests of metrics turn it on (port 0: any free port)
+        http_port=None,  # off; tests of the HTTP port turn it on (port 0)
     )
 
 

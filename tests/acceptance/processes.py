@@ -47,13 +47,14 @@ def serve_command(port: int) -> list[str]:
 
 
 def serve_environment(data_dir: Path, database_url: str | None, **settings: str) -> dict[str, str]:
-    """The environment of an `importd serve` process: JSON logs, metrics on any free port,
+    """The environment of an `importd serve` process: JSON logs, metrics and HTTP on any free port,
     `settings` as IMPORTD_<NAME> variables; without a database_url, the embedded PostgreSQL
     in `data_dir`."""
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env["IMPORTD_DATA_DIR"] = str(data_dir)
     env["IMPORTD_LOG_FORMAT"] = "json"
     env["IMPORTD_METRICS_PORT"] = "0"
+    env["IMPORTD_HTTP_PORT"] = "0"
     env.update({f"IMPORTD_{name.upper()}": value for name, value in settings.items()})
     if database_url is not None:
         env["DATABASE_URL"] = database_url

@@ -192,3 +192,50 @@ async def test_overlapping_update_jobs_finish_without_deadlocks(
     for job in jobs:
         assert job.status == pb.JOB_STATUS_SUCCEEDED
         assert job.updated_count + job.unchanged_count == 40
+
+
+async def test_each_status_filter_lists_exactly_total_count_entries_of_that_status(
+    stub: pb_grpc.ImportServiceStub,
+) -> None:
+    # Statuses come from the entries (FAILED, SKIPPED) and from the chunks' outcomes
+    # (CREATED, UPDATED, UNCHANGED); total_count from the job's counts. They must agree.
+    await import_and_wait(stub, b"email,score\nu@x.com,1\nn@x.com,2\n")
+    job = await import_and_wait(
+        stub, b"email,score\nu@x.com,5\nn@x.com,2\nc@x.com,3\nbad,1\nc@x.com,4\nd@x.com,x\n"
+    )
+    assert counts(job) == {"created": 1, "updated": 1, "unchanged": 1, "skipped": 1, "failed": 2}
+    by_status: dict[int, list[int]] = {}
+    for status in pb.EntryStatus.values():
+        if status == pb.ENTRY_STATUS_UNSPECIFIED:
+            continue
+        page = await stub.ListEntries(pb.ListEntriesRequest(id=job.id, statuses=[status]))
+        assert {e.status for e in page.entries} <= {status}
+        assert page.total_count == len(page.entries)
+        by_status[status] = [e.row_number for e in page.entries]
+    assert by_status == {
+        pb.ENTRY_STATUS_PENDING: [],
+        pb.ENTRY_STATUS_CREATED: [5],
+        pb.ENTRY_STATUS_UPDATED: [1],
+        pb.ENTRY_STATUS_UNCHANGED: [2],
+        pb.ENTRY_STATUS_SKIPPED: [3],
+        pb.ENTRY_STATUS_FAILED: [4, 6],
+        pb.ENTRY_STATUS_DELETED: [],
+    }
+    everything = await stub.ListEntries(pb.ListEntriesRequest(id=job.id))
+    assert everything.total_count == len(everything.entries) == 6
+
+
+async def test_overlapping_upsert_jobs_create_each_new_key_exactly_once(
+    stub: pb_grpc.ImportServiceStub, db: asyncpg.Connection
+) -> None:
+    # New keys are inserted plainly; a key the other job inserted meanwhile makes that
+    # insert fail, and the rows are applied one by one, updating instead of failing.
+    keys = [f"k{i}@x.com" for i in range(60)]
+    forward = ("email,score\n" + "".join(f"{k},1\n" for k in keys)).encode()
+    backward = ("email,score\n" + "".join(f"{k},2\n" for k in reversed(keys))).encode()
+    jobs = await asyncio.gather(*(import_and_wait(stub, data) for data in (forward, backward)))
+    for job in jobs:
+        assert job.status == pb.JOB_STATUS_SUCCEEDED
+        assert job.failed_count == 0
+    assert sum(job.created_count for job in jobs) == len(keys)
+    assert await db.fetchval("SELECT count(*) FROM contacts") == len(keys)

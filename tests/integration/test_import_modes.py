@@ -7,6 +7,7 @@ import pytest
 
 from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
+from importd_server.engine.processing import BATCH_ROWS
 from tests.rpc import counts, entries_of, import_and_wait
 
 SEED = b"""email,first_name,last_name,score
@@ -269,3 +270,59 @@ async def test_a_row_the_database_refuses_fails_alone_with_the_databases_reason(
     assert [(e.row_number, e.errors[0].code) for e in failed] == [(2, "REJECTED_BY_DATABASE")]
     assert "low_scores" in failed[0].errors[0].message
     assert set(await contacts(db)) == {"a@x.com", "c@x.com"}
+
+
+async def test_all_or_nothing_keeps_nothing_when_the_database_refuses_a_row(
+    stub: pb_grpc.ImportServiceStub, db: asyncpg.Connection
+) -> None:
+    # More rows than one statement takes (processing.BATCH_ROWS), the refused one in the
+    # second batch: the first batch's rows, applied already, are rolled back too.
+    rows = "".join(f"p{i}@x.com,{i % 40}\n" for i in range(BATCH_ROWS + 100))
+    data = f"email,score\n{rows}".encode()
+    await db.execute("ALTER TABLE contacts ADD CONSTRAINT low_scores CHECK (score < 39)")
+    try:
+        job = await import_and_wait(stub, data, all_or_nothing=True)
+    finally:
+        await db.execute("ALTER TABLE contacts DROP CONSTRAINT low_scores")
+    refused = [i + 1 for i in range(BATCH_ROWS + 100) if i % 40 == 39]
+    assert job.status == pb.JOB_STATUS_FAILED
+    assert counts(job) == {"failed": len(refused), "skipped": BATCH_ROWS + 100 - len(refused)}
+    assert await contacts(db) == {}
+    failed = await entries_of(stub, job.id, pb.ENTRY_STATUS_FAILED)
+    assert [e.row_number for e in failed] == refused
+    assert {e.errors[0].code for e in failed} == {"REJECTED_BY_DATABASE"}
+
+
+async def test_an_invalid_row_whose_key_repeats_later_is_skipped_not_failed(
+    stub: pb_grpc.ImportServiceStub, db: asyncpg.Connection
+) -> None:
+    data = b"email,score\na@x.com,1000\nb@x.com,1\na@X.COM,2\nb@x.com,2000\n"
+    job = await import_and_wait(stub, data)
+    assert counts(job) == {"created": 1, "skipped": 2, "failed": 1}
+    entries = await entries_of(stub, job.id)
+    assert [(e.status, e.note, [x.code for x in e.errors]) for e in entries] == [
+        (pb.ENTRY_STATUS_SKIPPED, "key a@x.com is repeated later in the file, at row 3", []),
+        (pb.ENTRY_STATUS_SKIPPED, "key b@x.com is repeated later in the file, at row 4", []),
+        (pb.ENTRY_STATUS_CREATED, "", []),
+        (pb.ENTRY_STATUS_FAILED, "", ["TOO_LARGE"]),
+    ]
+    assert await contacts(db) == {"a@x.com": (None, None, 2, "active")}
+
+
+async def test_values_the_file_spells_unusually_are_stored_as_validated(
+    stub: pb_grpc.ImportServiceStub, db: asyncpg.Connection
+) -> None:
+    # Not canonical, so checked by RowChecker at staging and cast from its clean text.
+    data = b"email,first_name,phone,birth_date,status,score\n a@X.com , Ann ,+1 (415) 555-0100,2024-02-29,,+7\n"
+    job = await import_and_wait(stub, data)
+    assert counts(job) == {"created": 1}
+    row = await db.fetchrow("SELECT * FROM contacts")
+    assert (row["email"], row["first_name"], row["phone"], row["status"], row["score"]) == (
+        "a@x.com",
+        "Ann",
+        "+14155550100",
+        "active",
+        7,
+    )
+    [entry] = await entries_of(stub, job.id)
+    assert entry.raw["email"] == " a@X.com " and entry.key == "a@x.com"

@@ -83,9 +83,9 @@ def request(method: str, path: str, value: str, job_id: str) -> Message:
     target = message
     for parent in parents:
         target = getattr(target, parent)
-    if parents[-1:] == ["labels"]:
+    if parents[-1:] in (["labels"], ["column_map"]):
         if leaf == "key":
-            target[value] = "v"
+            target[value] = "email" if parents[-1] == "column_map" else "v"
         else:
             target["k"] = value
         return message

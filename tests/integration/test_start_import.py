@@ -163,7 +163,7 @@ async def test_an_aborted_upload_leaves_no_job(
     [
         ({"import_type": "unicorns"}, "spec.import_type"),
         ({"import_type": "contacts", "csv": pb.CsvOptions(delimiter=";;")}, "spec.csv.delimiter"),
-        ({"import_type": "contacts", "csv": pb.CsvOptions(encoding="utf-16")}, "spec.csv.encoding"),
+        ({"import_type": "contacts", "csv": pb.CsvOptions(encoding="utf-7")}, "spec.csv.encoding"),
         ({"import_type": "contacts", "max_errors": -1}, "spec.max_errors"),
     ],
 )

@@ -47,6 +47,7 @@ def test_flags_override_the_environment() -> None:
     [
         ({"IMPORTD_PORT": "http"}, "setting port: 'http' is not a valid int"),
         ({"IMPORTD_PORT": "70000"}, "port must be between 0 and 65535"),
+        ({"IMPORTD_HTTP_PORT": "70000"}, "http_port must be between 0 and 65535"),
         ({"IMPORTD_LOG_FORMAT": "xml"}, "log_format must be one of auto, json, console"),
     ],
 )
@@ -59,3 +60,5 @@ def test_optional_settings_can_be_turned_off() -> None:
     assert Settings.from_env({"IMPORTD_METRICS_PORT": "off"}).metrics_port is None
     assert Settings.from_env({"IMPORTD_METRICS_PORT": "9100"}).metrics_port == 9100
     assert Settings.from_env({}).metrics_port == 9464
+    assert Settings.from_env({"IMPORTD_HTTP_PORT": "off"}).http_port is None
+    assert Settings.from_env({}).http_port == 8080

@@ -46,16 +46,18 @@ class ImportOptions(TypedDict, total=False):
     """How `start_import` imports a file; every key is optional."""
 
     mode: str | int  # "insert", "upsert" (the default), "update" or "delete"
-    file_format: str | int | None  # "csv" or "jsonl"; by default from the file name
+    file_format: str | int | None  # "csv", "jsonl", "xlsx", "ods"; by default detected
     file_name: str | None  # by default the source's own name
     dry_run: bool  # validate and count; write nothing
     max_errors: int | None  # fail the job when more rows than this fail
     all_or_nothing: bool  # commit nothing unless every row is valid
     labels: Mapping[str, str] | None  # your own references, returned on the job
-    delimiter: str  # CSV: "," by default
+    delimiter: str  # CSV: sniffed among , ; tab | by default
     quote: str  # CSV: '"' by default
     header: bool | None  # CSV: whether the first row names the columns (default yes)
-    encoding: str  # "utf-8" (default) or "latin-1"
+    encoding: str  # e.g. "utf-8", "utf-16", "windows-1252"; by default detected
+    sheet: str  # workbooks: the sheet to read; by default the first visible one
+    column_map: Mapping[str, str] | None  # file header -> column, e.g. {"E-Mail": "email"}
     request_id: str | None  # idempotency key; generated when not given
 
 
@@ -166,6 +168,8 @@ class AsyncClient:
             max_errors=options.get("max_errors"),
             all_or_nothing=options.get("all_or_nothing", False),
             labels=dict(options.get("labels") or {}),
+            sheet=options.get("sheet", ""),
+            column_map=dict(options.get("column_map") or {}),
             csv=pb.CsvOptions(
                 delimiter=options.get("delimiter", ""),
                 quote=options.get("quote", ""),

@@ -115,12 +115,26 @@ def main(
     show_default=True,
     type=click.Choice(["insert", "upsert", "update", "delete"], case_sensitive=False),
 )
-@click.option("--format", "file_format", type=click.Choice(["csv", "jsonl"], case_sensitive=False))
+@click.option(
+    "--format",
+    "file_format",
+    type=click.Choice(["csv", "jsonl", "xlsx", "ods"], case_sensitive=False),
+    help="Default: from the file's first bytes and its name.",
+)
 @click.option("--dry-run", is_flag=True, help="Validate and count; write nothing.")
 @click.option("--max-errors", type=int, help="Fail the job when more rows than this fail.")
 @click.option("--all-or-nothing", is_flag=True, help="Commit nothing unless every row is valid.")
-@click.option("--delimiter", default="", help="CSV delimiter (default ,).")
-@click.option("--encoding", default="", help="utf-8 (default) or latin-1.")
+@click.option("--delimiter", default="", help="CSV delimiter (default: sniffed).")
+@click.option(
+    "--encoding", default="", help="e.g. utf-8, utf-16, windows-1252 (default: detected)."
+)
+@click.option("--sheet", default="", help="Workbooks: the sheet (default: the first visible).")
+@click.option(
+    "--map",
+    "column_map",
+    multiple=True,
+    help="'File header=column', e.g. 'E-Mail Address=email'.",
+)
 @click.option("--label", "labels", multiple=True, help="key=value, for your own references.")
 @click.option("--watch", "-w", is_flag=True, help="Follow the job to its end.")
 @click.pass_context
@@ -135,6 +149,8 @@ def start(
     all_or_nothing: bool,
     delimiter: str,
     encoding: str,
+    sheet: str,
+    column_map: tuple[str, ...],
     labels: tuple[str, ...],
     watch: bool,
 ) -> None:
@@ -155,6 +171,8 @@ def start(
         all_or_nothing=all_or_nothing,
         delimiter=delimiter,
         encoding=encoding,
+        sheet=sheet,
+        column_map=_column_map(column_map),
         labels=_labels(labels),
     )
     if watch:
@@ -364,6 +382,8 @@ def _show_job(settings: _Settings, job: pb.Job) -> None:
     table.add_row("rows", rows)
     for name in COUNTS:
         table.add_row(name, str(getattr(job, f"{name}_count")))
+    if job.HasField("dialect"):
+        table.add_row("read as", _dialect(job.dialect))
     if job.HasField("error"):
         table.add_row("error", f"[red]{job.error.message}[/red]")
     out.print(table)
@@ -382,6 +402,31 @@ def _labels(pairs: Iterable[str]) -> dict[str, str]:
             raise click.UsageError(f"--label {pair!r} must be key=value")
         labels[key] = value
     return labels
+
+
+def _column_map(pairs: Iterable[str]) -> dict[str, str]:
+    mapped = {}
+    for pair in pairs:
+        header, separator, column = pair.rpartition("=")  # a header may hold "=", no column
+        if not separator:
+            raise click.UsageError(f"--map {pair!r} must be 'file header=column'")
+        mapped[header] = column
+    return mapped
+
+
+def _dialect(dialect: pb.Dialect) -> str:
+    """How the file was read, e.g. "CSV, utf-8, delimiter ';' (detected: delimiter)"."""
+    parts = [str(pb.FileFormat.Name(dialect.format)).removeprefix("FILE_FORMAT_")]
+    if dialect.encoding:
+        parts.append(dialect.encoding)
+    if dialect.delimiter:
+        parts.append(f"delimiter {dialect.delimiter!r}")
+    if dialect.sheet:
+        parts.append(f"sheet {dialect.sheet!r}")
+    if dialect.gzip:
+        parts.append("gzip")
+    detected = f" (detected: {', '.join(dialect.detected)})" if dialect.detected else ""
+    return ", ".join(parts) + detected
 
 
 def _mode_name(mode: Any) -> str:

@@ -5,7 +5,11 @@ Nothing here is global, so two servers can run side by side in one process (test
 
 from __future__ import annotations
 
+import asyncio
+import shutil
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import asyncpg
 import grpc
@@ -25,6 +29,9 @@ from importd_server.engine.import_types import default_types_dir, load_import_ty
 from importd_server.engine.processing import ChunkProcessor
 from importd_server.engine.staging import Stager, StagingLimits
 from importd_server.engine.workers import WorkerPool
+from importd_server.http.downloads import LinkDownloads
+from importd_server.http.links import DownloadLinks
+from importd_server.http.server import HttpServer
 from importd_server.metrics import Metrics, MetricsInterceptor
 from importd_server.net.guard import AddressGuard
 from importd_server.progress.hub import ProgressHub
@@ -60,6 +67,10 @@ class Application:
         self.tracing = tracing or Tracing.from_settings(settings)
         self.database_url = database_url
         self.port: int | None = None
+        self.http_port: int | None = None
+        self.download_links: DownloadLinks | None = None
+        self._http: HttpServer | None = None
+        self._socket_dir: Path | None = None
         self._pool: asyncpg.Pool | None = None
         self._grpc: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
@@ -95,8 +106,9 @@ class Application:
             for import_type in import_types.values():
                 await ensure_target_table(connection, import_type)
         jobs = JobStore(self._pool)
+        entries = EntryStore(self._pool)
         self.metrics = Metrics()
-        processor = ChunkProcessor(import_types, settings.lease_seconds, settings.chunk_size)
+        processor = ChunkProcessor(import_types, settings.lease_seconds)
         self.workers = WorkerPool(
             self._pool,
             processor,
@@ -113,6 +125,7 @@ class Application:
             jobs,
             StagingLimits(settings.max_file_bytes, settings.chunk_size),
             admission,
+            self.metrics,
         )
         self.hub = ProgressHub(self.database_url, jobs)
         webhooks = WebhookStore(self._pool)
@@ -131,11 +144,21 @@ class Application:
                 "authentication is off: no tokens are configured; every caller is"
                 " the tenant 'default' with every scope"
             )
+        if settings.http_port is not None:
+            # The gateway calls this server's gRPC service over a socket of its own: private
+            # to this user, and reachable whatever the gRPC port's address and TLS.
+            self._socket_dir = Path(tempfile.mkdtemp(prefix="importd-"))
+            gateway_target = f"unix:{self._socket_dir / 'grpc.sock'}"
+            self._http = HttpServer(settings, gateway_target)
+            self.http_port = self._http.bind()
+            # The page tokens' key, which every replica shares: a link issued by one opens
+            # on any (DownloadLinks derives a key of its own from it).
+            self.download_links = DownloadLinks(page_token_key, self._public_url(self.http_port))
         servicer = ImportServicer(
             settings,
             import_types,
             jobs,
-            EntryStore(self._pool),
+            entries,
             stager,
             self.hub,
             authenticator,
@@ -145,6 +168,7 @@ class Application:
             signer,
             self.tracing,
             self.workers.wake,
+            download_links=self.download_links,
         )
 
         limit = settings.max_message_bytes
@@ -186,8 +210,13 @@ class Application:
             self.port = server.add_insecure_port(address)
         if not self.port:
             raise OSError(f"cannot bind {address}")
+        if self._http is not None:
+            server.add_insecure_port(gateway_target)
         await server.start()
         self._grpc = server
+        if self._http is not None and self.download_links is not None:
+            await self._http.start(LinkDownloads(self.download_links, jobs, entries))
+            log.info("http served", url=self._public_url(self.http_port))
         self.workers.start()
         self.hub.start()
         self.housekeeper.start()
@@ -200,6 +229,15 @@ class Application:
         self._monitor.start()
         log.info("importd serving", host=self.settings.host, port=self.port)
         return self.port
+
+    def _public_url(self, port: int | None) -> str:
+        """Where people reach the HTTP port: the setting, else the address it listens on."""
+        settings = self.settings
+        if settings.http_public_url:
+            return settings.http_public_url.rstrip("/")
+        scheme = "https" if settings.tls_cert else "http"
+        host = f"[{settings.http_host}]" if ":" in settings.http_host else settings.http_host
+        return f"{scheme}://{host}:{port}"
 
     async def _set_serving(self, serving: bool) -> None:
         status = (
@@ -227,11 +265,23 @@ class Application:
             await self.deliverer.stop()
         if self.workers is not None:
             await self.workers.stop(grace)
-        if self._grpc is not None:
-            await self._grpc.stop(grace)
-            self._grpc = None
+        # Together: requests in flight on the HTTP port are calls of the gRPC server.
+        await asyncio.gather(self._stop_http(), self._stop_grpc(grace))
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
         self.tracing.shutdown()
         log.info("importd stopped")
+
+    async def _stop_http(self) -> None:
+        if self._http is not None:
+            await self._http.stop()
+            self._http = None
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+            self._socket_dir = None
+
+    async def _stop_grpc(self, grace: float) -> None:
+        if self._grpc is not None:
+            await self._grpc.stop(grace)
+            self._grpc = None

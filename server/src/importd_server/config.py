@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from importd_server.engine.shapes import fallback_list
 from importd_server.net.guard import AddressGuard
 
 LOG_FORMATS = ("auto", "json", "console")
@@ -53,6 +54,9 @@ class Settings:
     poll_seconds: float = 0.5
     max_attempts: int = 5
     max_file_bytes: int = 10 * 1024**3
+    # Tried in order for a text file that is not UTF-8 when the caller names no encoding
+    # (comma-separated; "off": none, such a file fails).
+    fallback_encodings: str | None = "windows-1252"
     max_rows: int = 20_000_000
     max_active_jobs_per_tenant: int = 20
     max_streams_per_tenant: int = 200
@@ -68,6 +72,10 @@ class Settings:
     tls_key: Path | None = None
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = 9464
+    http_host: str = "127.0.0.1"
+    http_port: int | None = 8080
+    # The address people reach the HTTP port at, for download links (e.g. behind a proxy).
+    http_public_url: str | None = None
     retention_days: float = 30.0
     housekeeping_seconds: float = 300.0
     # Derives each tenant's webhook secret; unset, the replicas share a random key kept in
@@ -90,8 +98,9 @@ class Settings:
             raise ValueError(f"log_format must be one of {', '.join(LOG_FORMATS)}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key go together")
-        if not 0 <= self.port <= 65535:
-            raise ValueError("port must be between 0 and 65535")
+        for name in ("port", "http_port"):
+            if not 0 <= (getattr(self, name) or 0) <= 65535:
+                raise ValueError(f"{name} must be between 0 and 65535")
         if self.database_wait_seconds < 0:
             raise ValueError("database_wait_seconds must not be negative")
         if self.workers < 0:
@@ -120,6 +129,7 @@ class Settings:
             # while the first still waits for the receiver.
             raise ValueError("webhook_lease_seconds must be more than webhook_timeout_seconds")
         AddressGuard.from_allow_list(self.remote_allow_hosts)  # a typo fails the start-up
+        fallback_list(self.fallback_encodings)  # so does an unknown encoding
         limits = ("max_active_jobs_per_tenant", "max_streams_per_tenant", "max_message_bytes")
         for name in ("chunk_size", "max_attempts", "max_file_bytes", "max_rows", *limits):
             if getattr(self, name) < 1:

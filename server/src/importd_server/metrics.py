@@ -52,7 +52,8 @@ class Metrics:
             self._server = None
 
     def count_rows(self, import_type: str, outcomes: Mapping[str, int]) -> None:
-        """Adds one chunk's outcomes."""
+        """Adds outcomes this replica decided: a chunk's, or a file's rows that failed or were
+        superseded at staging."""
         for outcome, rows in outcomes.items():
             self.rows.labels(import_type, outcome).inc(rows)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -48,6 +48,8 @@ class FileFormat(StrEnum):
 
     CSV = "CSV"
     JSONL = "JSONL"
+    XLSX = "XLSX"
+    ODS = "ODS"
 
 
 class EntryStatus(StrEnum):
@@ -73,6 +75,20 @@ class JobError:
     code: str
     reason: str
     message: str
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How a file was read (engine/shapes.py): its format, and the encoding and delimiter of
+    a text file or the sheet of a workbook. `detected` names what importd decided itself
+    because the caller left it unset ("format", "encoding", "delimiter", "sheet")."""
+
+    format: FileFormat
+    encoding: str | None = None
+    delimiter: str | None = None
+    sheet: str | None = None
+    gzip: bool = False
+    detected: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -117,6 +133,7 @@ class Job:
     update_time: datetime
     live: bool = True
     entries_removed_time: datetime | None = None
+    dialect: Dialect | None = None
 
     @property
     def progress(self) -> tuple[object, ...]:
@@ -129,6 +146,21 @@ class Job:
         if self.status.is_terminal or not self.total_rows or self.rows_per_second <= 0:
             return None
         return max(0.0, (self.total_rows - self.counts.processed) / self.rows_per_second)
+
+    def count_entries(self, statuses: Collection[EntryStatus]) -> int:
+        """How many of the job's entries have one of these statuses (any, when empty): the
+        counts change in the same transactions as the entries' outcomes, so they agree."""
+        counts = self.counts
+        by_status = {
+            EntryStatus.PENDING: (self.total_rows or 0) - counts.processed,
+            EntryStatus.CREATED: counts.created,
+            EntryStatus.UPDATED: counts.updated,
+            EntryStatus.UNCHANGED: counts.unchanged,
+            EntryStatus.SKIPPED: counts.skipped,
+            EntryStatus.FAILED: counts.failed,
+            EntryStatus.DELETED: counts.deleted,
+        }
+        return sum(by_status[s] for s in set(statuses)) if statuses else self.total_rows or 0
 
     @property
     def progress_percent(self) -> float:
@@ -148,6 +180,7 @@ class JobFilter:
     statuses: tuple[JobStatus, ...] = ()
     import_type: str | None = None
     include_live: bool = True
+    search: str | None = None
 
 
 @dataclass(frozen=True)

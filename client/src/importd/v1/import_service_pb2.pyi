@@ -90,21 +90,29 @@ class _FileFormat:
 class _FileFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FileFormat.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     FILE_FORMAT_UNSPECIFIED: _FileFormat.ValueType  # 0
-    """Not set: taken from the file name's extension, CSV otherwise."""
+    """Not set: decided from the file's first bytes and its name's extension, CSV otherwise."""
     FILE_FORMAT_CSV: _FileFormat.ValueType  # 1
-    """Comma-separated values with a header row."""
+    """Delimiter-separated values with a header row."""
     FILE_FORMAT_JSONL: _FileFormat.ValueType  # 2
     """One JSON object a line."""
+    FILE_FORMAT_XLSX: _FileFormat.ValueType  # 3
+    """An Excel workbook (Office Open XML); one sheet is read."""
+    FILE_FORMAT_ODS: _FileFormat.ValueType  # 4
+    """An OpenDocument spreadsheet; one sheet is read."""
 
 class FileFormat(_FileFormat, metaclass=_FileFormatEnumTypeWrapper):
     """The file's format."""
 
 FILE_FORMAT_UNSPECIFIED: FileFormat.ValueType  # 0
-"""Not set: taken from the file name's extension, CSV otherwise."""
+"""Not set: decided from the file's first bytes and its name's extension, CSV otherwise."""
 FILE_FORMAT_CSV: FileFormat.ValueType  # 1
-"""Comma-separated values with a header row."""
+"""Delimiter-separated values with a header row."""
 FILE_FORMAT_JSONL: FileFormat.ValueType  # 2
 """One JSON object a line."""
+FILE_FORMAT_XLSX: FileFormat.ValueType  # 3
+"""An Excel workbook (Office Open XML); one sheet is read."""
+FILE_FORMAT_ODS: FileFormat.ValueType  # 4
+"""An OpenDocument spreadsheet; one sheet is read."""
 Global___FileFormat: _TypeAlias = FileFormat  # noqa: Y015
 
 class _JobStatus:
@@ -277,6 +285,26 @@ class ImportSpec(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class ColumnMapEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     IMPORT_TYPE_FIELD_NUMBER: _builtins.int
     MODE_FIELD_NUMBER: _builtins.int
     FORMAT_FIELD_NUMBER: _builtins.int
@@ -289,6 +317,8 @@ class ImportSpec(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     GZIP_FIELD_NUMBER: _builtins.int
+    SHEET_FIELD_NUMBER: _builtins.int
+    COLUMN_MAP_FIELD_NUMBER: _builtins.int
     WEBHOOK_URL_FIELD_NUMBER: _builtins.int
     WEBHOOK_EVENTS_FIELD_NUMBER: _builtins.int
     import_type: _builtins.str
@@ -296,7 +326,9 @@ class ImportSpec(_message.Message):
     mode: Global___ImportMode.ValueType
     """How rows are applied to the target table."""
     format: Global___FileFormat.ValueType
-    """The file's format."""
+    """The file's format. Unset, importd decides from the file's first bytes (a workbook, a
+    JSON object) and its name's extension; Job.dialect says what it found.
+    """
     file_name: _builtins.str
     """The file's name, for the caller's reference and the export's name."""
     source_uri: _builtins.str
@@ -321,6 +353,10 @@ class ImportSpec(_message.Message):
     """Whether the file is gzip-compressed. Gzip is also detected by its magic
     bytes, so this only documents the caller's intent.
     """
+    sheet: _builtins.str
+    """Workbooks (XLSX, ODS): the sheet to read, by name (exactly, else ignoring case and
+    surrounding spaces). Unset: the first visible worksheet.
+    """
     webhook_url: _builtins.str
     """Where to POST the job (as JSON, signed the Standard Webhooks way with the
     tenant's GetWebhookSecret) when it ends, or on every status change (see
@@ -330,11 +366,19 @@ class ImportSpec(_message.Message):
     """Which status changes are posted to webhook_url."""
     @_builtins.property
     def csv(self) -> Global___CsvOptions:
-        """CSV options; ignored for other formats."""
+        """CSV options (the encoding applies to JSON Lines too); ignored for workbooks."""
 
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """The caller's own references, returned on the job."""
+
+    @_builtins.property
+    def column_map(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The file's header names mapped to the import type's columns (or their aliases), e.g.
+        "E-Mail Address" -> "email", so the file's headers need not be rewritten. Header
+        names match without regard to case and surrounding spaces, and take precedence over
+        the columns' own names and aliases. A column may be the target of one header only.
+        """
 
     def __init__(
         self,
@@ -351,12 +395,14 @@ class ImportSpec(_message.Message):
         request_id: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         gzip: _builtins.bool = ...,
+        sheet: _builtins.str = ...,
+        column_map: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         webhook_url: _builtins.str = ...,
         webhook_events: Global___WebhookEvents.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "csv", b"csv", "max_errors", b"max_errors"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "all_or_nothing", b"all_or_nothing", "csv", b"csv", "dry_run", b"dry_run", "file_name", b"file_name", "format", b"format", "gzip", b"gzip", "import_type", b"import_type", "labels", b"labels", "max_errors", b"max_errors", "mode", b"mode", "request_id", b"request_id", "source_uri", b"source_uri", "webhook_events", b"webhook_events", "webhook_url", b"webhook_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "all_or_nothing", b"all_or_nothing", "column_map", b"column_map", "csv", b"csv", "dry_run", b"dry_run", "file_name", b"file_name", "format", b"format", "gzip", b"gzip", "import_type", b"import_type", "labels", b"labels", "max_errors", b"max_errors", "mode", b"mode", "request_id", b"request_id", "sheet", b"sheet", "source_uri", b"source_uri", "webhook_events", b"webhook_events", "webhook_url", b"webhook_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_errors: _TypeAlias = _typing.Literal["max_errors"]  # noqa: Y015
     _WhichOneofArgType__max_errors: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors"]  # noqa: Y015
@@ -375,13 +421,19 @@ class CsvOptions(_message.Message):
     HEADER_FIELD_NUMBER: _builtins.int
     ENCODING_FIELD_NUMBER: _builtins.int
     delimiter: _builtins.str
-    """One character; "," when empty."""
+    """One character. Empty: sniffed from the first records among "," ";" tab "|"
+    (the one that splits them most alike), "," when none does.
+    """
     quote: _builtins.str
     """One character; '"' when empty."""
     header: _builtins.bool
     """Whether the first row names the columns. Unset means true."""
     encoding: _builtins.str
-    """"utf-8" (the default; a BOM is accepted) or "latin-1"."""
+    """One of ListImportTypesResponse.encodings, e.g. "utf-8", "utf-16", "windows-1252".
+    Empty: a byte order mark decides (UTF-8, UTF-16, UTF-32), else UTF-8, else, if the
+    file is ASCII up to its first byte that is not UTF-8, the server's first fallback
+    encoding that reads it (ListImportTypesResponse.fallback_encodings).
+    """
     def __init__(
         self,
         *,
@@ -485,6 +537,7 @@ class Job(_message.Message):
     ALL_OR_NOTHING_FIELD_NUMBER: _builtins.int
     MAX_ERRORS_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    DIALECT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The job's id, a UUID."""
     import_type: _builtins.str
@@ -555,6 +608,10 @@ class Job(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """When the job last changed (counts, stage or status), as committed."""
 
+    @_builtins.property
+    def dialect(self) -> Global___Dialect:
+        """How the file was read; unset when its first bytes were never read."""
+
     def __init__(
         self,
         *,
@@ -587,10 +644,11 @@ class Job(_message.Message):
         all_or_nothing: _builtins.bool = ...,
         max_errors: _builtins.int | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        dialect: Global___Dialect | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "_total_rows", b"_total_rows", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "max_errors", b"max_errors", "start_time", b"start_time", "total_rows", b"total_rows", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "_total_rows", b"_total_rows", "create_time", b"create_time", "dialect", b"dialect", "end_time", b"end_time", "error", b"error", "max_errors", b"max_errors", "start_time", b"start_time", "total_rows", b"total_rows", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "_total_rows", b"_total_rows", "all_or_nothing", b"all_or_nothing", "create_time", b"create_time", "created_count", b"created_count", "deleted_count", b"deleted_count", "dry_run", b"dry_run", "end_time", b"end_time", "error", b"error", "failed_count", b"failed_count", "file_name", b"file_name", "file_size_bytes", b"file_size_bytes", "format", b"format", "id", b"id", "import_type", b"import_type", "labels", b"labels", "max_errors", b"max_errors", "mode", b"mode", "processed_rows", b"processed_rows", "progress_percent", b"progress_percent", "request_id", b"request_id", "rows_per_second", b"rows_per_second", "sha256", b"sha256", "skipped_count", b"skipped_count", "stage", b"stage", "start_time", b"start_time", "status", b"status", "total_rows", b"total_rows", "unchanged_count", b"unchanged_count", "update_time", b"update_time", "updated_count", b"updated_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "_total_rows", b"_total_rows", "all_or_nothing", b"all_or_nothing", "create_time", b"create_time", "created_count", b"created_count", "deleted_count", b"deleted_count", "dialect", b"dialect", "dry_run", b"dry_run", "end_time", b"end_time", "error", b"error", "failed_count", b"failed_count", "file_name", b"file_name", "file_size_bytes", b"file_size_bytes", "format", b"format", "id", b"id", "import_type", b"import_type", "labels", b"labels", "max_errors", b"max_errors", "mode", b"mode", "processed_rows", b"processed_rows", "progress_percent", b"progress_percent", "request_id", b"request_id", "rows_per_second", b"rows_per_second", "sha256", b"sha256", "skipped_count", b"skipped_count", "stage", b"stage", "start_time", b"start_time", "status", b"status", "total_rows", b"total_rows", "unchanged_count", b"unchanged_count", "update_time", b"update_time", "updated_count", b"updated_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_errors: _TypeAlias = _typing.Literal["max_errors"]  # noqa: Y015
     _WhichOneofArgType__max_errors: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors"]  # noqa: Y015
@@ -602,6 +660,52 @@ class Job(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__total_rows) -> _WhichOneofReturnType__total_rows | None: ...
 
 Global___Job: _TypeAlias = Job  # noqa: Y015
+
+@_typing.final
+class Dialect(_message.Message):
+    """How importd read a file: what the caller set and what importd decided itself."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FORMAT_FIELD_NUMBER: _builtins.int
+    ENCODING_FIELD_NUMBER: _builtins.int
+    DELIMITER_FIELD_NUMBER: _builtins.int
+    SHEET_FIELD_NUMBER: _builtins.int
+    GZIP_FIELD_NUMBER: _builtins.int
+    DETECTED_FIELD_NUMBER: _builtins.int
+    format: Global___FileFormat.ValueType
+    """The format the file was read as."""
+    encoding: _builtins.str
+    """Text files: the encoding, e.g. "utf-8", "utf-16-le", "windows-1252"."""
+    delimiter: _builtins.str
+    """CSV: the delimiter."""
+    sheet: _builtins.str
+    """Workbooks: the sheet read."""
+    gzip: _builtins.bool
+    """Whether the file was gzip-compressed."""
+    @_builtins.property
+    def detected(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What importd decided from the file because the spec left it unset: "format",
+        "encoding", "delimiter", "sheet".
+        """
+
+    def __init__(
+        self,
+        *,
+        format: Global___FileFormat.ValueType = ...,
+        encoding: _builtins.str = ...,
+        delimiter: _builtins.str = ...,
+        sheet: _builtins.str = ...,
+        gzip: _builtins.bool = ...,
+        detected: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delimiter", b"delimiter", "detected", b"detected", "encoding", b"encoding", "format", b"format", "gzip", b"gzip", "sheet", b"sheet"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Dialect: _TypeAlias = Dialect  # noqa: Y015
 
 @_typing.final
 class GetJobRequest(_message.Message):
@@ -635,12 +739,17 @@ class ListJobsRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     STATUSES_FIELD_NUMBER: _builtins.int
     IMPORT_TYPE_FIELD_NUMBER: _builtins.int
+    SEARCH_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """At most this many jobs; 50 when unset, at most 1000."""
     page_token: _builtins.str
     """The next_page_token of a previous response."""
     import_type: _builtins.str
     """Only jobs of this import type; all when empty."""
+    search: _builtins.str
+    """Only jobs whose file name or one of whose label values contains this text, ignoring
+    case; all when empty.
+    """
     @_builtins.property
     def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___JobStatus.ValueType]:
         """Only jobs in one of these statuses; all when empty."""
@@ -652,10 +761,11 @@ class ListJobsRequest(_message.Message):
         page_token: _builtins.str = ...,
         statuses: _abc.Iterable[Global___JobStatus.ValueType] | None = ...,
         import_type: _builtins.str = ...,
+        search: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["import_type", b"import_type", "page_size", b"page_size", "page_token", b"page_token", "statuses", b"statuses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["import_type", b"import_type", "page_size", b"page_size", "page_token", b"page_token", "search", b"search", "statuses", b"statuses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -756,6 +866,7 @@ class ListEntriesRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     OFFSET_FIELD_NUMBER: _builtins.int
+    ERROR_CODE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The job's id."""
     page_size: _builtins.int
@@ -764,6 +875,8 @@ class ListEntriesRequest(_message.Message):
     """The next_page_token of a previous response."""
     offset: _builtins.int
     """Skip this many matching entries (limit/offset style); not with page_token."""
+    error_code: _builtins.str
+    """Only entries with an error of this code, e.g. "INVALID_EMAIL"; all when empty."""
     @_builtins.property
     def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___EntryStatus.ValueType]:
         """Only entries in one of these statuses; all when empty."""
@@ -776,10 +889,11 @@ class ListEntriesRequest(_message.Message):
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         offset: _builtins.int = ...,
+        error_code: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "offset", b"offset", "page_size", b"page_size", "page_token", b"page_token", "statuses", b"statuses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_code", b"error_code", "id", b"id", "offset", b"offset", "page_size", b"page_size", "page_token", b"page_token", "statuses", b"statuses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1024,6 +1138,10 @@ class ListImportTypesResponse(_message.Message):
 
     IMPORT_TYPES_FIELD_NUMBER: _builtins.int
     SOURCE_URI_SCHEMES_FIELD_NUMBER: _builtins.int
+    FORMATS_FIELD_NUMBER: _builtins.int
+    ENCODINGS_FIELD_NUMBER: _builtins.int
+    FALLBACK_ENCODINGS_FIELD_NUMBER: _builtins.int
+    SNIFFED_DELIMITERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def import_types(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImportType]:
         """The import types, by name."""
@@ -1034,15 +1152,35 @@ class ListImportTypesResponse(_message.Message):
         "file", "https", "http" (allow-listed hosts only), "s3".
         """
 
+    @_builtins.property
+    def formats(self) -> _containers.RepeatedScalarFieldContainer[Global___FileFormat.ValueType]:
+        """The file formats this server reads (CSV and JSON Lines also gzip-compressed)."""
+
+    @_builtins.property
+    def encodings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The encodings CsvOptions.encoding may name."""
+
+    @_builtins.property
+    def fallback_encodings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The encodings tried, in order, for a file that is not UTF-8 when the spec names none."""
+
+    @_builtins.property
+    def sniffed_delimiters(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The delimiters sniffed, in order of preference, when CsvOptions.delimiter is empty."""
+
     def __init__(
         self,
         *,
         import_types: _abc.Iterable[Global___ImportType] | None = ...,
         source_uri_schemes: _abc.Iterable[_builtins.str] | None = ...,
+        formats: _abc.Iterable[Global___FileFormat.ValueType] | None = ...,
+        encodings: _abc.Iterable[_builtins.str] | None = ...,
+        fallback_encodings: _abc.Iterable[_builtins.str] | None = ...,
+        sniffed_delimiters: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["import_types", b"import_types", "source_uri_schemes", b"source_uri_schemes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["encodings", b"encodings", "fallback_encodings", b"fallback_encodings", "formats", b"formats", "import_types", b"import_types", "sniffed_delimiters", b"sniffed_delimiters", "source_uri_schemes", b"source_uri_schemes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1180,6 +1318,56 @@ class ColumnSpec(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__pattern) -> _WhichOneofReturnType__pattern | None: ...
 
 Global___ColumnSpec: _TypeAlias = ColumnSpec  # noqa: Y015
+
+@_typing.final
+class CreateDownloadLinkRequest(_message.Message):
+    """Request for CreateDownloadLink."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The job's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CreateDownloadLinkRequest: _TypeAlias = CreateDownloadLinkRequest  # noqa: Y015
+
+@_typing.final
+class DownloadLink(_message.Message):
+    """A signed, time-limited link to a job's not-imported rows."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    URL_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    url: _builtins.str
+    """The link: GET it, with no token, for the CSV file."""
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the link stops working."""
+
+    def __init__(
+        self,
+        *,
+        url: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DownloadLink: _TypeAlias = DownloadLink  # noqa: Y015
 
 @_typing.final
 class WatchJobsRequest(_message.Message):

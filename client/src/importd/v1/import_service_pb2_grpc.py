@@ -27,6 +27,11 @@ if _version_not_supported:
 
 class ImportServiceStub:
     """ImportService runs bulk-import jobs.
+
+    The google.api.http annotations are the HTTP/JSON API (importd's HTTP port): the gateway
+    builds its routes from them at start-up. A client-streaming method's body is the raw
+    file, streamed; a server stream of messages is Server-Sent Events; a server stream whose
+    response_body is a bytes field is a streamed download.
     """
 
     def __init__(self, channel):
@@ -75,6 +80,11 @@ class ImportServiceStub:
                 request_serializer=importd_dot_v1_dot_import__service__pb2.ListImportTypesRequest.SerializeToString,
                 response_deserializer=importd_dot_v1_dot_import__service__pb2.ListImportTypesResponse.FromString,
                 _registered_method=True)
+        self.CreateDownloadLink = channel.unary_unary(
+                '/importd.v1.ImportService/CreateDownloadLink',
+                request_serializer=importd_dot_v1_dot_import__service__pb2.CreateDownloadLinkRequest.SerializeToString,
+                response_deserializer=importd_dot_v1_dot_import__service__pb2.DownloadLink.FromString,
+                _registered_method=True)
         self.WatchJobs = channel.unary_stream(
                 '/importd.v1.ImportService/WatchJobs',
                 request_serializer=importd_dot_v1_dot_import__service__pb2.WatchJobsRequest.SerializeToString,
@@ -94,6 +104,11 @@ class ImportServiceStub:
 
 class ImportServiceServicer:
     """ImportService runs bulk-import jobs.
+
+    The google.api.http annotations are the HTTP/JSON API (importd's HTTP port): the gateway
+    builds its routes from them at start-up. A client-streaming method's body is the raw
+    file, streamed; a server stream of messages is Server-Sent Events; a server stream whose
+    response_body is a bytes field is a streamed download.
     """
 
     def StartImport(self, request_iterator, context):
@@ -156,12 +171,21 @@ class ImportServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateDownloadLink(self, request, context):
+        """Issues a signed link to the job's not-imported rows (ExportEntries' default CSV),
+        usable without a token by whoever holds it, for 60 minutes. Ask again for a fresh one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchJobs(self, request, context):
         """Streams every change to the caller's jobs that match a filter: first a
         snapshot (the matching jobs that are queued or running, and those changed
         since `since`), then each change, coalesced to a few a second a job. The
         stream does not end by itself; resume after a disconnect with `since` set
-        to the latest update_time received.
+        to the latest update_time received. Over HTTP (Server-Sent Events) the
+        labels filter is not available: a query cannot hold a map.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -225,6 +249,11 @@ def add_ImportServiceServicer_to_server(servicer, server):
                     request_deserializer=importd_dot_v1_dot_import__service__pb2.ListImportTypesRequest.FromString,
                     response_serializer=importd_dot_v1_dot_import__service__pb2.ListImportTypesResponse.SerializeToString,
             ),
+            'CreateDownloadLink': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateDownloadLink,
+                    request_deserializer=importd_dot_v1_dot_import__service__pb2.CreateDownloadLinkRequest.FromString,
+                    response_serializer=importd_dot_v1_dot_import__service__pb2.DownloadLink.SerializeToString,
+            ),
             'WatchJobs': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchJobs,
                     request_deserializer=importd_dot_v1_dot_import__service__pb2.WatchJobsRequest.FromString,
@@ -250,6 +279,11 @@ def add_ImportServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ImportService:
     """ImportService runs bulk-import jobs.
+
+    The google.api.http annotations are the HTTP/JSON API (importd's HTTP port): the gateway
+    builds its routes from them at start-up. A client-streaming method's body is the raw
+    file, streamed; a server stream of messages is Server-Sent Events; a server stream whose
+    response_body is a bytes field is a streamed download.
     """
 
     @staticmethod
@@ -458,6 +492,33 @@ class ImportService:
             '/importd.v1.ImportService/ListImportTypes',
             importd_dot_v1_dot_import__service__pb2.ListImportTypesRequest.SerializeToString,
             importd_dot_v1_dot_import__service__pb2.ListImportTypesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateDownloadLink(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/importd.v1.ImportService/CreateDownloadLink',
+            importd_dot_v1_dot_import__service__pb2.CreateDownloadLinkRequest.SerializeToString,
+            importd_dot_v1_dot_import__service__pb2.DownloadLink.FromString,
             options,
             channel_credentials,
             insecure,

@@ -32,7 +32,13 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ImportServiceStub:
-    """ImportService runs bulk-import jobs."""
+    """ImportService runs bulk-import jobs.
+
+    The google.api.http annotations are the HTTP/JSON API (importd's HTTP port): the gateway
+    builds its routes from them at start-up. A client-streaming method's body is the raw
+    file, streamed; a server stream of messages is Server-Sent Events; a server stream whose
+    response_body is a bytes field is a streamed download.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -61,12 +67,17 @@ class ImportServiceStub:
     """
     ListImportTypes: _grpc.UnaryUnaryMultiCallable[_import_service_pb2.ListImportTypesRequest, _import_service_pb2.ListImportTypesResponse]
     """Lists the import types this server knows, with their columns and rules."""
+    CreateDownloadLink: _grpc.UnaryUnaryMultiCallable[_import_service_pb2.CreateDownloadLinkRequest, _import_service_pb2.DownloadLink]
+    """Issues a signed link to the job's not-imported rows (ExportEntries' default CSV),
+    usable without a token by whoever holds it, for 60 minutes. Ask again for a fresh one.
+    """
     WatchJobs: _grpc.UnaryStreamMultiCallable[_import_service_pb2.WatchJobsRequest, _import_service_pb2.WatchJobsResponse]
     """Streams every change to the caller's jobs that match a filter: first a
     snapshot (the matching jobs that are queued or running, and those changed
     since `since`), then each change, coalesced to a few a second a job. The
     stream does not end by itself; resume after a disconnect with `since` set
-    to the latest update_time received.
+    to the latest update_time received. Over HTTP (Server-Sent Events) the
+    labels filter is not available: a query cannot hold a map.
     """
     ListWebhookDeliveries: _grpc.UnaryUnaryMultiCallable[_import_service_pb2.ListWebhookDeliveriesRequest, _import_service_pb2.ListWebhookDeliveriesResponse]
     """Lists the webhook deliveries of a job, each with its attempts."""
@@ -77,7 +88,13 @@ class ImportServiceStub:
 
 @_typing.type_check_only
 class ImportServiceAsyncStub(ImportServiceStub):
-    """ImportService runs bulk-import jobs."""
+    """ImportService runs bulk-import jobs.
+
+    The google.api.http annotations are the HTTP/JSON API (importd's HTTP port): the gateway
+    builds its routes from them at start-up. A client-streaming method's body is the raw
+    file, streamed; a server stream of messages is Server-Sent Events; a server stream whose
+    response_body is a bytes field is a streamed download.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     StartImport: _aio.StreamUnaryMultiCallable[_import_service_pb2.StartImportRequest, _import_service_pb2.Job]  # type: ignore[assignment]
@@ -103,12 +120,17 @@ class ImportServiceAsyncStub(ImportServiceStub):
     """
     ListImportTypes: _aio.UnaryUnaryMultiCallable[_import_service_pb2.ListImportTypesRequest, _import_service_pb2.ListImportTypesResponse]  # type: ignore[assignment]
     """Lists the import types this server knows, with their columns and rules."""
+    CreateDownloadLink: _aio.UnaryUnaryMultiCallable[_import_service_pb2.CreateDownloadLinkRequest, _import_service_pb2.DownloadLink]  # type: ignore[assignment]
+    """Issues a signed link to the job's not-imported rows (ExportEntries' default CSV),
+    usable without a token by whoever holds it, for 60 minutes. Ask again for a fresh one.
+    """
     WatchJobs: _aio.UnaryStreamMultiCallable[_import_service_pb2.WatchJobsRequest, _import_service_pb2.WatchJobsResponse]  # type: ignore[assignment]
     """Streams every change to the caller's jobs that match a filter: first a
     snapshot (the matching jobs that are queued or running, and those changed
     since `since`), then each change, coalesced to a few a second a job. The
     stream does not end by itself; resume after a disconnect with `since` set
-    to the latest update_time received.
+    to the latest update_time received. Over HTTP (Server-Sent Events) the
+    labels filter is not available: a query cannot hold a map.
     """
     ListWebhookDeliveries: _aio.UnaryUnaryMultiCallable[_import_service_pb2.ListWebhookDeliveriesRequest, _import_service_pb2.ListWebhookDeliveriesResponse]  # type: ignore[assignment]
     """Lists the webhook deliveries of a job, each with its attempts."""
@@ -118,7 +140,13 @@ class ImportServiceAsyncStub(ImportServiceStub):
     """
 
 class ImportServiceServicer(metaclass=_abc_1.ABCMeta):
-    """ImportService runs bulk-import jobs."""
+    """ImportService runs bulk-import jobs.
+
+    The google.api.http annotations are the HTTP/JSON API (importd's HTTP port): the gateway
+    builds its routes from them at start-up. A client-streaming method's body is the raw
+    file, streamed; a server stream of messages is Server-Sent Events; a server stream whose
+    response_body is a bytes field is a streamed download.
+    """
 
     @_abc_1.abstractmethod
     def StartImport(
@@ -192,6 +220,16 @@ class ImportServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists the import types this server knows, with their columns and rules."""
 
     @_abc_1.abstractmethod
+    def CreateDownloadLink(
+        self,
+        request: _import_service_pb2.CreateDownloadLinkRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_import_service_pb2.DownloadLink, _abc.Awaitable[_import_service_pb2.DownloadLink]]:
+        """Issues a signed link to the job's not-imported rows (ExportEntries' default CSV),
+        usable without a token by whoever holds it, for 60 minutes. Ask again for a fresh one.
+        """
+
+    @_abc_1.abstractmethod
     def WatchJobs(
         self,
         request: _import_service_pb2.WatchJobsRequest,
@@ -201,7 +239,8 @@ class ImportServiceServicer(metaclass=_abc_1.ABCMeta):
         snapshot (the matching jobs that are queued or running, and those changed
         since `since`), then each change, coalesced to a few a second a job. The
         stream does not end by itself; resume after a disconnect with `since` set
-        to the latest update_time received.
+        to the latest update_time received. Over HTTP (Server-Sent Events) the
+        labels filter is not available: a query cannot hold a map.
         """
 
     @_abc_1.abstractmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -16,11 +16,14 @@ from importd.v1 import import_service_pb2 as pb
 from importd_server.api.status import build_rpc_status
 from importd_server.auth import Principal
 from importd_server.engine.import_types import ImportType
-from importd_server.engine.parsing import ENCODINGS, ParseOptions
+from importd_server.engine.parsing import ParseOptions
 from importd_server.engine.remote import redact, source_file_name
+from importd_server.engine.shapes import ENCODINGS, encoding_name
 from importd_server.engine.staging import NewJob
 from importd_server.errors import FieldViolation, InvalidArgument, excerpt
+from importd_server.http.links import Link
 from importd_server.model import (
+    Dialect,
     Entry,
     EntryStatus,
     FileFormat,
@@ -42,6 +45,13 @@ FILE_FORMAT = (pb.FileFormat, "FILE_FORMAT")
 ENTRY_STATUS = (pb.EntryStatus, "ENTRY_STATUS")
 WEBHOOK_EVENTS = (pb.WebhookEvents, "WEBHOOK_EVENTS")
 WEBHOOK_DELIVERY_STATE = (pb.WebhookDeliveryState, "WEBHOOK_DELIVERY_STATE")
+# A file name's extension (after any .gz) -> the format guessed when the spec names none.
+EXTENSIONS = {
+    "jsonl": FileFormat.JSONL,
+    "ndjson": FileFormat.JSONL,
+    "xlsx": FileFormat.XLSX,
+    "ods": FileFormat.ODS,
+}
 
 
 def parse_id(value: str, field: str = "id") -> uuid.UUID:
@@ -86,6 +96,11 @@ def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     return message
 
 
+def download_link_to_proto(link: Link) -> pb.DownloadLink:
+    """A DownloadLink message."""
+    return pb.DownloadLink(url=link.url, expire_time=timestamp(link.expire_time))
+
+
 def job_to_proto(job: Job) -> pb.Job:
     """The Job message for a domain job."""
     counts = job.counts
@@ -119,11 +134,25 @@ def job_to_proto(job: Job) -> pb.Job:
         end_time=timestamp(job.end_time),
         update_time=timestamp(job.update_time),
     )
+    if job.dialect is not None:
+        message.dialect.CopyFrom(dialect_to_proto(job.dialect))
     if job.error is not None:
         code = code_pb2.Code.DESCRIPTOR.values_by_name.get(job.error.code)
         number = code.number if code is not None else code_pb2.UNKNOWN
         message.error.CopyFrom(build_rpc_status(number, job.error.message, job.error.reason))
     return message
+
+
+def dialect_to_proto(dialect: Dialect) -> pb.Dialect:
+    """The Dialect message: how a job's file was read."""
+    return pb.Dialect(
+        format=enum_to_proto(dialect.format, FILE_FORMAT),
+        encoding=dialect.encoding or "",
+        delimiter=dialect.delimiter or "",
+        sheet=dialect.sheet or "",
+        gzip=dialect.gzip,
+        detected=list(dialect.detected),
+    )
 
 
 def entry_to_proto(entry: Entry) -> pb.Entry:
@@ -181,8 +210,11 @@ def new_job_from_spec(
     caller: Principal,
     max_rows: int,
     max_chars: int,
+    fallback_encodings: tuple[str, ...] = (),
 ) -> NewJob:
-    """The checked NewJob a spec asks for; INVALID_ARGUMENT naming every bad field.
+    """The checked NewJob a spec asks for; INVALID_ARGUMENT naming every bad field. What
+    the spec leaves unset (format, delimiter, encoding) is decided from the file's first
+    bytes, an encoding that is not UTF-8 by `fallback_encodings`.
 
     The spec's strings are within their limits (`limits.check_request`)."""
     violations: list[FieldViolation] = []
@@ -204,13 +236,12 @@ def new_job_from_spec(
         allowed = ", ".join(m.value for m in import_type.modes)
         bad("mode", f"{import_type.name} allows {allowed}, not {mode.value}")
     file_format = _file_format(spec)
-    delimiter = spec.csv.delimiter or ","
     quote_char = spec.csv.quote or '"'
-    encoding = (spec.csv.encoding or "utf-8").lower()
-    if quote_char == delimiter:
+    encoding = encoding_name(spec.csv.encoding) if spec.csv.encoding else None
+    if quote_char == spec.csv.delimiter:
         bad("csv.quote", "must differ from the delimiter")
-    if encoding not in ENCODINGS:
-        bad("csv.encoding", "must be utf-8 or latin-1")
+    if spec.csv.encoding and encoding is None:
+        bad("csv.encoding", f"must be one of {', '.join(ENCODINGS)}")
     if spec.HasField("max_errors") and spec.max_errors < 0:
         bad("max_errors", "must not be negative")
     webhook_events = WebhookEvents.TERMINAL
@@ -223,6 +254,7 @@ def new_job_from_spec(
             bad("webhook_events", f"{spec.webhook_events} is not a valid value")
         if not spec.webhook_url:
             bad("webhook_events", "needs a webhook_url")
+    column_map = _column_map(spec, import_type, bad) if import_type is not None else {}
     if violations:
         raise InvalidArgument.for_fields(violations)
     assert import_type is not None
@@ -233,16 +265,21 @@ def new_job_from_spec(
     return NewJob(
         tenant=caller.tenant,
         live=caller.live,
-        import_type=import_type,
+        import_type=import_type.with_header_map(column_map),
         mode=mode,
         parse=ParseOptions(
             format=file_format,
-            delimiter=delimiter,
+            delimiter=spec.csv.delimiter or ",",
             quote=quote_char,
             header=header,
-            encoding=encoding,
+            encoding=encoding or "utf-8",
             max_rows=max_rows,
             max_chars=max_chars,
+            sheet=spec.sheet or None,
+            detect_format=not spec.format,
+            sniff_delimiter=not spec.csv.delimiter,
+            detect_encoding=encoding is None,
+            fallback_encodings=fallback_encodings,
         ),
         file_name=spec.file_name or source_file_name(spec.source_uri),
         dry_run=spec.dry_run,
@@ -252,10 +289,14 @@ def new_job_from_spec(
         request_id=spec.request_id or None,
         spec_digest=hashlib.sha256(identity.SerializeToString(deterministic=True)).hexdigest(),
         options={
-            "delimiter": delimiter,
+            # None: left to importd (the job's dialect says what it decided).
+            "delimiter": spec.csv.delimiter or None,
             "quote": quote_char,
             "header": header,
             "encoding": encoding,
+            **({"sheet": spec.sheet} if spec.sheet else {}),
+            # Read again by the workers (processing.py), which map the stored header.
+            **({"column_map": column_map} if column_map else {}),
             **({"source_uri": redact(spec.source_uri)} if spec.source_uri else {}),
             # Read by the outbox trigger (migration 0006), whichever code changes the job.
             **(
@@ -268,10 +309,50 @@ def new_job_from_spec(
 
 
 def _file_format(spec: pb.ImportSpec) -> FileFormat:
+    """The spec's format, else the file name's guess (the file's bytes may overrule it)."""
     if spec.format:
         return enum_from_proto(spec.format, FILE_FORMAT, FileFormat, "spec.format")
     name = (spec.file_name or source_file_name(spec.source_uri)).lower().removesuffix(".gz")
-    return FileFormat.JSONL if name.endswith((".jsonl", ".ndjson")) else FileFormat.CSV
+    extension = name.rpartition(".")[2]
+    return EXTENSIONS.get(extension, FileFormat.CSV)
+
+
+def _column_map(
+    spec: pb.ImportSpec, import_type: ImportType, bad: Callable[[str, str], None]
+) -> dict[str, str]:
+    """The spec's column map as header (stripped, lower-cased) -> column name; each bad
+    entry reported through `bad`."""
+    mapped: dict[str, str] = {}
+    mapped_from: dict[str, str] = {}  # the spec's own spelling, for messages
+    by_column: dict[str, str] = {}
+    for header in sorted(spec.column_map):
+        target = spec.column_map[header]
+        name = header.strip().lower()
+        column = import_type.resolve_header(target)
+        if not name:
+            bad("column_map", f"key {excerpt(header)} is blank")
+        elif name in mapped:
+            bad(
+                "column_map",
+                f"keys {excerpt(mapped_from[name])} and {excerpt(header)} name one header"
+                " (header names match without regard to case and surrounding spaces)",
+            )
+        elif column is None:
+            columns = ", ".join(c.name for c in import_type.columns)
+            bad(
+                "column_map",
+                f"key {excerpt(header)} is mapped to {excerpt(target)}, which is no column of"
+                f" {import_type.name} (columns: {columns})",
+            )
+        elif column.name in by_column:
+            bad(
+                "column_map",
+                f"keys {excerpt(by_column[column.name])} and {excerpt(header)} both map to"
+                f" column {column.name}",
+            )
+        else:
+            mapped[name], mapped_from[name], by_column[column.name] = column.name, header, header
+    return mapped
 
 
 def progress_event(job: Job) -> pb.ProgressEvent:

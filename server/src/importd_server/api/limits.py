@@ -49,11 +49,14 @@ class Labels:
     max_entries: int
     key: Text
     value: Text
+    noun: str = "labels"  # what the entries are called in messages
 
     def violations(self, field: str, labels: Mapping[str, str]) -> Iterator[FieldViolation]:
         """Each problem of the labels, keys in sorted order (a map has no order of its own)."""
         if len(labels) > self.max_entries:
-            yield FieldViolation(field, f"has {len(labels)} labels, more than {self.max_entries}")
+            yield FieldViolation(
+                field, f"has {len(labels)} {self.noun}, more than {self.max_entries}"
+            )
         for key in sorted(labels):
             if problem := self.key.problem(key):
                 yield FieldViolation(field, f"key {excerpt(key)} {problem}")
@@ -88,7 +91,14 @@ FIELDS: dict[str, Text | Labels] = {
     "ImportSpec.source_uri": Text(2048, TEXT_CHARACTERS, TEXT),
     "ImportSpec.request_id": Text(128, TOKEN_CHARACTERS, TOKEN),
     "ImportSpec.labels": LABELS,
-    # An encoded URL is printable ASCII; the guard checks where it leads (webhooks/targets.py).
+    "ImportSpec.sheet": Text(255, TEXT_CHARACTERS, TEXT),
+    "ImportSpec.column_map": Labels(
+        500,
+        key=Text(255, TEXT_CHARACTERS, TEXT, min_chars=1),
+        value=Text(63, TOKEN_CHARACTERS, TOKEN, min_chars=1),
+        noun="entries",
+    ),
+    # An encoded URL is printable ASCII; the guard checks where it leads (net/http.py).
     "ImportSpec.webhook_url": Text(2048, TOKEN_CHARACTERS, TOKEN),
     "CsvOptions.delimiter": Text(1, DELIMITER_CHARACTERS, f"{TEXT}, or a tab"),
     "CsvOptions.quote": Text(1, TEXT_CHARACTERS, TEXT),
@@ -96,11 +106,14 @@ FIELDS: dict[str, Text | Labels] = {
     "GetJobRequest.id": ID,
     "ListJobsRequest.page_token": PAGE_TOKEN,
     "ListJobsRequest.import_type": NAME,
+    "ListJobsRequest.search": Text(255, TEXT_CHARACTERS, TEXT),
     "StreamProgressRequest.id": ID,
     "ListEntriesRequest.id": ID,
     "ListEntriesRequest.page_token": PAGE_TOKEN,
+    "ListEntriesRequest.error_code": NAME,
     "CancelJobRequest.id": ID,
     "ExportEntriesRequest.id": ID,
+    "CreateDownloadLinkRequest.id": ID,
     "WatchJobsRequest.import_type": NAME,
     "WatchJobsRequest.labels": LABELS,
     "ListWebhookDeliveriesRequest.id": ID,

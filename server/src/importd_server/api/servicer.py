@@ -15,8 +15,11 @@ from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
 from importd_server.api import paging
 from importd_server.api.convert import (
+    FILE_FORMAT,
+    download_link_to_proto,
     entry_statuses_from_proto,
     entry_to_proto,
+    enum_to_proto,
     import_type_to_proto,
     job_statuses_from_proto,
     job_to_proto,
@@ -30,9 +33,10 @@ from importd_server.api.status import Context, maps_errors
 from importd_server.auth import READ, WRITE, Authenticator, Principal
 from importd_server.config import Settings
 from importd_server.engine.admission import Admission
-from importd_server.engine.export import export_csv
+from importd_server.engine.export import NOT_IMPORTED, export_job, with_entries
 from importd_server.engine.import_types import ImportType
 from importd_server.engine.remote import REMOTE_SCHEMES, RemoteSources, uri_scheme
+from importd_server.engine.shapes import DELIMITERS, ENCODINGS, fallback_list
 from importd_server.engine.sources import open_source
 from importd_server.engine.staging import Stager, file_chunks
 from importd_server.engine.validation import INT64_MAX
@@ -43,7 +47,8 @@ from importd_server.errors import (
     PermissionDenied,
     ResourceExhausted,
 )
-from importd_server.model import EntryStatus, Job, JobCursor, JobFilter, JobStatus, WatchFilter
+from importd_server.http.links import DownloadLinks
+from importd_server.model import FileFormat, Job, JobCursor, JobFilter, JobStatus, WatchFilter
 from importd_server.net.guard import AddressGuard
 from importd_server.net.http import check_http_url
 from importd_server.progress.hub import ProgressHub
@@ -54,7 +59,6 @@ from importd_server.tenants import Tenant
 from importd_server.tracing import Tracing
 from importd_server.webhooks.signing import WebhookSigner
 
-NOT_IMPORTED = (EntryStatus.FAILED, EntryStatus.SKIPPED)
 # Jobs per message of a WatchJobs snapshot: far below the message size limit.
 SNAPSHOT_BATCH = 100
 # How many jobs a watch remembers having sent (to never send a job's older state after a
@@ -80,6 +84,8 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         webhook_signer: WebhookSigner,
         tracing: Tracing,
         on_job_queued: Callable[[], None] = lambda: None,
+        *,
+        download_links: DownloadLinks | None = None,
     ) -> None:
         self._settings = settings
         self._import_types = import_types
@@ -92,11 +98,13 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         self._page_tokens = page_tokens
         self._open_streams: Counter[str] = Counter()
         self._remote = RemoteSources.from_settings(settings)
+        self._fallback_encodings = fallback_list(settings.fallback_encodings)
         self._guard = AddressGuard.from_allow_list(settings.remote_allow_hosts)
         self._webhooks = webhooks
         self._webhook_signer = webhook_signer
         self._tracing = tracing
         self._on_job_queued = on_job_queued
+        self._links = download_links
 
     def _caller(self, context: Context, scope: str) -> Principal:
         """The authenticated caller, if its token grants `scope`."""
@@ -149,6 +157,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
             caller,
             self._settings.max_rows,
             self._settings.max_file_bytes,
+            self._fallback_encodings,
         )
         if spec.webhook_url:
             check_http_url(spec.webhook_url, self._guard, "spec.webhook_url")
@@ -204,6 +213,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
             statuses=job_statuses_from_proto(request.statuses, "statuses"),
             import_type=request.import_type or None,
             include_live=caller.live,
+            search=request.search or None,
         )
         size = paging.page_size(request.page_size)
         filters = paging.fingerprint(
@@ -212,6 +222,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
             sorted(job_filter.statuses),
             job_filter.import_type,
             job_filter.include_live,
+            job_filter.search,
         )
         after = None
         if request.page_token:
@@ -239,14 +250,15 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
     ) -> pb.ListEntriesResponse:
         caller = self._caller(context, READ)
         check_request(request)
-        job = _with_entries(await self._job(parse_id(request.id), caller))
+        job = with_entries(await self._job(parse_id(request.id), caller))
         statuses = entry_statuses_from_proto(request.statuses, "statuses")
         size = paging.page_size(request.page_size)
         if request.offset < 0:
             raise InvalidArgument.for_field("offset", "must not be negative")
         if request.offset and request.page_token:
             raise InvalidArgument.for_field("offset", "cannot be combined with page_token")
-        filters = paging.fingerprint("ListEntries", str(job.id), sorted(statuses))
+        error_code = request.error_code or None
+        filters = paging.fingerprint("ListEntries", str(job.id), sorted(statuses), error_code)
         after_row = 0
         if request.page_token:
             row = self._page_tokens.decode(request.page_token, filters).get("r")
@@ -256,7 +268,13 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
             after_row = row
         columns = await self._jobs.file_columns(job.id)
         page = await self._entries.list_entries(
-            job.id, columns, statuses, size, after_row=after_row, offset=request.offset
+            job,
+            columns,
+            statuses,
+            size,
+            after_row=after_row,
+            offset=request.offset,
+            error_code=error_code,
         )
         next_token = ""
         if page.next_after_row is not None:
@@ -292,11 +310,9 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
     ) -> AsyncIterator[pb.ExportEntriesResponse]:
         caller = self._caller(context, READ)
         check_request(request)
-        job = _with_entries(await self._job(parse_id(request.id), caller))
+        job = await self._job(parse_id(request.id), caller)
         statuses = entry_statuses_from_proto(request.statuses, "statuses") or NOT_IMPORTED
-        columns = await self._jobs.file_columns(job.id)
-        entries = self._entries.iter_entries(job.id, columns, statuses)
-        async for piece in export_csv(columns, entries):
+        async for piece in export_job(job, self._jobs, self._entries, statuses):
             yield pb.ExportEntriesResponse(chunk=piece)
 
     @maps_errors
@@ -308,7 +324,26 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         return pb.ListImportTypesResponse(
             import_types=[import_type_to_proto(t) for _, t in sorted(self._import_types.items())],
             source_uri_schemes=[*local, *self._remote.schemes()],
+            formats=[enum_to_proto(f, FILE_FORMAT) for f in FileFormat],
+            encodings=list(ENCODINGS),
+            fallback_encodings=list(self._fallback_encodings),
+            sniffed_delimiters=list(DELIMITERS),
         )
+
+    @maps_errors
+    async def CreateDownloadLink(
+        self, request: pb.CreateDownloadLinkRequest, context: Context
+    ) -> pb.DownloadLink:
+        caller = self._caller(context, READ)
+        check_request(request)
+        job = with_entries(await self._job(parse_id(request.id), caller))
+        if self._links is None:
+            raise FailedPrecondition(
+                "download links need the HTTP port, which is off (IMPORTD_HTTP_PORT)",
+                reason="HTTP_PORT_OFF",
+            )
+        link = self._links.issue(job.id, caller.tenant)
+        return download_link_to_proto(link)
 
     @maps_errors
     async def ListWebhookDeliveries(
@@ -448,18 +483,6 @@ async def _closing(pieces: AsyncIterator[bytes]) -> AsyncIterator[None]:
     finally:
         if isinstance(pieces, AsyncGenerator):
             await pieces.aclose()
-
-
-def _with_entries(job: Job) -> Job:
-    """The job, if its entries are still kept (see the retention setting)."""
-    if job.entries_removed_time is not None:
-        raise FailedPrecondition(
-            f"the entries of job {job.id} were removed at {job.entries_removed_time:%Y-%m-%d}"
-            " by the retention setting",
-            reason="ENTRIES_EXPIRED",
-            metadata={"id": str(job.id)},
-        )
-    return job
 
 
 async def _file_bytes(

@@ -160,6 +160,27 @@ def _cut_utf8(text: str, limit: int) -> str:
     return f"{encoded[: limit - 3].decode(errors='ignore')}..."
 
 
+def status_of(exc: Exception, rpc: str) -> status_pb2.Status:
+    """The status a caller is told for an exception raised while serving `rpc`.
+
+    A database out of reach is UNAVAILABLE (DATABASE_UNAVAILABLE) with a RetryInfo; any
+    other exception but an ImportdError is logged and becomes INTERNAL without its text.
+    """
+    if isinstance(exc, errors.ImportdError):
+        return bounded(to_rpc_status(exc))
+    if is_connection_error(exc):
+        # Expected while the database is away: the health monitor logs the outage once.
+        log.debug("rpc failed: database unreachable", rpc=rpc, error=str(exc))
+        return build_rpc_status(
+            code_pb2.UNAVAILABLE,
+            "the database is unreachable; retry shortly",
+            "DATABASE_UNAVAILABLE",
+            retry_delay=DATABASE_RETRY_DELAY,
+        )
+    log.error("unexpected error in rpc", rpc=rpc, exc_info=exc)
+    return status_pb2.Status(code=code_pb2.INTERNAL, message="internal error; see the server log")
+
+
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 # The context handed to every handler; request and response types vary by RPC.
@@ -167,28 +188,13 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def maps_errors(handler: Handler) -> Handler:
-    """Ends the RPC with the mapped status when the handler raises an ImportdError.
+    """Ends the RPC with the status `status_of` maps an exception to.
 
-    A database out of reach is UNAVAILABLE (DATABASE_UNAVAILABLE) with a RetryInfo; any
-    other exception is logged and becomes INTERNAL without leaking its text.
     Works for unary handlers and for server-streaming async generators.
     """
 
     async def abort(context: Context, exc: Exception) -> None:
-        if isinstance(exc, errors.ImportdError):
-            await context.abort_with_status(rpc_status.to_status(bounded(to_rpc_status(exc))))
-        if is_connection_error(exc):
-            # Expected while the database is away: the health monitor logs the outage once.
-            log.debug("rpc failed: database unreachable", rpc=handler.__name__, error=str(exc))
-            unavailable = build_rpc_status(
-                code_pb2.UNAVAILABLE,
-                "the database is unreachable; retry shortly",
-                "DATABASE_UNAVAILABLE",
-                retry_delay=DATABASE_RETRY_DELAY,
-            )
-            await context.abort_with_status(rpc_status.to_status(unavailable))
-        log.exception("unexpected error in rpc", rpc=handler.__name__)
-        await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+        await context.abort_with_status(rpc_status.to_status(status_of(exc, handler.__name__)))
 
     if inspect.isasyncgenfunction(handler):
 

@@ -7,9 +7,13 @@ import csv
 import io
 from collections.abc import AsyncIterator, Sequence
 
-from importd_server.model import Entry
+from importd_server.errors import FailedPrecondition
+from importd_server.model import Entry, EntryStatus, Job
+from importd_server.store.entries import EntryStore
+from importd_server.store.jobs import JobStore
 
 EXTRA_COLUMNS = ("importd_row", "importd_status", "importd_errors")
+NOT_IMPORTED = (EntryStatus.FAILED, EntryStatus.SKIPPED)
 FLUSH_BYTES = 64 * 1024
 
 
@@ -46,3 +50,25 @@ async def export_csv(columns: Sequence[str], entries: AsyncIterator[Entry]) -> A
             buffer.truncate()
     if buffer.tell():
         yield buffer.getvalue().encode()
+
+
+def with_entries(job: Job) -> Job:
+    """The job, if its entries are still kept (see the retention setting)."""
+    if job.entries_removed_time is not None:
+        raise FailedPrecondition(
+            f"the entries of job {job.id} were removed at {job.entries_removed_time:%Y-%m-%d}"
+            " by the retention setting",
+            reason="ENTRIES_EXPIRED",
+            metadata={"id": str(job.id)},
+        )
+    return job
+
+
+async def export_job(
+    job: Job, jobs: JobStore, entries: EntryStore, statuses: Sequence[EntryStatus] = NOT_IMPORTED
+) -> AsyncIterator[bytes]:
+    """The job's entries in `statuses` as CSV (ExportEntries, and the download links)."""
+    with_entries(job)
+    columns = await jobs.file_columns(job.id)
+    async for piece in export_csv(columns, entries.iter_entries(job.id, columns, statuses)):
+        yield piece

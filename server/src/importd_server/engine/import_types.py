@@ -72,6 +72,9 @@ class ImportType:
     # A text column of the target table holding the job's tenant, first in the table's key:
     # tenants then never see or overwrite each other's rows. None: one table for all.
     tenant_column: str | None = None
+    # A job's column map (ImportSpec.column_map): header names, stripped and lower-cased,
+    # and the columns they mean, before the columns' own names and aliases.
+    header_map: tuple[tuple[str, str], ...] = ()
 
     @property
     def table_key(self) -> tuple[str, ...]:
@@ -83,9 +86,18 @@ class ImportType:
         return next(c for c in self.columns if c.name == name)
 
     def resolve_header(self, header_name: str) -> ColumnSpec | None:
-        """The column a file's header name means (by name or alias, any case), or None."""
+        """The column a file's header name means (by the column map, else by name or alias;
+        any case, surrounding spaces ignored), or None."""
         wanted = header_name.strip().lower()
+        mapped = dict(self.header_map).get(wanted)
+        if mapped is not None:
+            return self.column(mapped)
         return next((c for c in self.columns if wanted in c.header_names), None)
+
+    def with_header_map(self, column_map: Mapping[str, str]) -> ImportType:
+        """This type reading headers through a job's column map (header -> column name)."""
+        pairs = sorted((header.strip().lower(), column) for header, column in column_map.items())
+        return replace(self, header_map=tuple(pairs))
 
 
 class ImportTypeError(ValueError):

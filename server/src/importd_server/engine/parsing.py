@@ -6,6 +6,7 @@ which is what lets a quoted field span lines while the file is still arriving.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import gzip
 import io
@@ -54,6 +55,15 @@ class ParseOptions:
     max_rows: int | None = None
     # Characters after decoding (and gunzipping): what a small gzip bomb cannot exceed.
     max_chars: int | None = None
+    # Workbooks: the sheet to read (None: the first visible one).
+    sheet: str | None = None
+    # What the caller left unset, for engine/shapes.py to decide from the file's first bytes
+    # (the fields above then hold the defaults): the format, the delimiter, and the encoding
+    # (a byte order mark, else utf-8, else the first of fallback_encodings that fits).
+    detect_format: bool = False
+    sniff_delimiter: bool = False
+    detect_encoding: bool = False
+    fallback_encodings: tuple[str, ...] = ()
 
 
 class ParsedRow(NamedTuple):
@@ -110,11 +120,15 @@ def open_text(binary: io.RawIOBase, encoding: str) -> io.TextIOWrapper:
     codec = ENCODINGS.get(encoding.lower())
     if codec is None:
         raise FileError("UNSUPPORTED_ENCODING", f"encoding {encoding!r} is not utf-8 or latin-1")
+    return io.TextIOWrapper(open_binary(binary), encoding=codec, errors="strict", newline="")
+
+
+def open_binary(binary: io.RawIOBase) -> io.BufferedReader[Any]:
+    """The file's bytes, gunzipped when it starts with the gzip magic."""
     buffered = io.BufferedReader(_Prefixed(binary, len(GZIP_MAGIC)))
     if buffered.peek(len(GZIP_MAGIC))[: len(GZIP_MAGIC)] == GZIP_MAGIC:
-        unzipped = io.BufferedReader(gzip.GzipFile(fileobj=buffered, mode="rb"))
-        return io.TextIOWrapper(unzipped, encoding=codec, errors="strict", newline="")
-    return io.TextIOWrapper(buffered, encoding=codec, errors="strict", newline="")
+        return io.BufferedReader(gzip.GzipFile(fileobj=buffered, mode="rb"))
+    return buffered
 
 
 def parse_rows(
@@ -128,17 +142,38 @@ def parse_rows(
 
     Raises FileError for a file that cannot be read as a whole.
     """
-    lines = _lines(open_text(binary, options.encoding), options.max_chars)
-    rows = _csv_rows if options.format is FileFormat.CSV else _jsonl_rows
+    with file_errors(options):
+        text = open_text(binary, options.encoding)
+        if options.format is FileFormat.CSV:
+            state = CsvState.start(options, import_type, columns)
+            yield from csv_rows(text, options, import_type, mode, columns, state)
+            state.finish()
+        else:
+            lines = _lines(text, options.max_chars, CsvState())
+            rows = _jsonl_rows(lines, options, import_type, mode, columns)
+            yield from limited(rows, options, columns)
+
+
+def csv_rows(
+    text: io.TextIOBase,
+    options: ParseOptions,
+    import_type: ImportType,
+    mode: ImportMode,
+    columns: FileColumns,
+    state: CsvState,
+) -> Iterator[ParsedRow]:
+    """The CSV rows of `text`, a part of a file that starts where `state` stands (a record
+    boundary), moving `state` on. The caller calls `state.finish()` at the file's end."""
+    lines = _lines(text, options.max_chars, state)
+    rows = _csv_rows(lines, options, import_type, mode, columns, state)
+    yield from limited(rows, options, columns)
+
+
+@contextlib.contextmanager
+def file_errors(options: ParseOptions) -> Iterator[None]:
+    """Turns failures to decode or gunzip the file into its FileError."""
     try:
-        for row in rows(lines, options, import_type, mode, columns):
-            if options.max_rows is not None and row.row_number > options.max_rows:
-                raise FileError("TOO_MANY_ROWS", f"the file has more than {options.max_rows} rows")
-            if _unstorable("".join(row.values)) or (
-                row.error is not None and _unstorable(row.error.value)
-            ):
-                row = _storable(row, columns.names)
-            yield row
+        yield
     except UnicodeDecodeError as error:
         raise FileError(
             "INVALID_ENCODING",
@@ -147,6 +182,51 @@ def parse_rows(
         ) from None
     except (gzip.BadGzipFile, EOFError, zlib.error) as error:
         raise FileError("INVALID_GZIP", f"the gzip stream is broken: {error}") from None
+
+
+def limited(
+    rows: Iterator[ParsedRow], options: ParseOptions, columns: FileColumns
+) -> Iterator[ParsedRow]:
+    """The rows up to max_rows, each one storable (see _storable)."""
+    for row in rows:
+        if options.max_rows is not None and row.row_number > options.max_rows:
+            raise FileError("TOO_MANY_ROWS", f"the file has more than {options.max_rows} rows")
+        if _unstorable("".join(row.values)) or (
+            row.error is not None and _unstorable(row.error.value)
+        ):
+            row = _storable(row, columns.names)
+        yield row
+
+
+@dataclass
+class CsvState:
+    """Where the reading of a file stands: its header once read, the rows, lines and
+    characters read so far. Lets a file be read in parts, each from a record boundary."""
+
+    header: list[str] | None = None
+    rows: int = 0
+    lines: int = 0
+    chars: int = 0
+
+    @classmethod
+    def start(
+        cls, options: ParseOptions, import_type: ImportType, columns: FileColumns
+    ) -> CsvState:
+        """The state at the start of a CSV file (a file without a header row takes the
+        import type's column order)."""
+        if len(options.delimiter) != 1 or len(options.quote) != 1:
+            raise FileError("BAD_CSV_OPTIONS", "delimiter and quote must be one character each")
+        state = cls()
+        if not options.header:
+            state.header = [c.name for c in import_type.columns]
+            for name in state.header:
+                columns.add(name, import_type)
+        return state
+
+    def finish(self) -> None:
+        """Checks the file, once read to its end, had a header."""
+        if self.header is None:
+            raise FileError("EMPTY_FILE", "the file is empty: no header row")
 
 
 class _Prefixed(io.RawIOBase):
@@ -171,19 +251,18 @@ class _Prefixed(io.RawIOBase):
         return self._raw.readinto(buffer) or 0
 
 
-def _lines(text: io.TextIOWrapper, max_chars: int | None) -> Iterator[str]:
+def _lines(text: io.TextIOBase, max_chars: int | None, state: CsvState) -> Iterator[str]:
     """The file's lines, refusing what no row may hold: overlong lines, and more text than
-    `max_chars` in all (a decompression bomb)."""
-    total = 0
-    number = 0
+    `max_chars` in all (a decompression bomb). Counts them in `state`."""
     while line := text.readline(MAX_LINE_CHARS + 1):
-        number += 1
+        state.lines += 1
+        number = state.lines
         if len(line) > MAX_LINE_CHARS:
             raise FileError(
                 "LINE_TOO_LONG", f"line {number} is longer than {MAX_LINE_CHARS} characters"
             )
-        total += len(line)
-        if max_chars is not None and total > max_chars:
+        state.chars += len(line)
+        if max_chars is not None and state.chars > max_chars:
             raise FileError("FILE_TOO_LARGE", f"the file holds more than {max_chars} characters")
         yield line
 
@@ -194,46 +273,40 @@ def _csv_rows(
     import_type: ImportType,
     mode: ImportMode,
     columns: FileColumns,
+    state: CsvState,
 ) -> Iterator[ParsedRow]:
-    if len(options.delimiter) != 1 or len(options.quote) != 1:
-        raise FileError("BAD_CSV_OPTIONS", "delimiter and quote must be one character each")
     csv.field_size_limit(MAX_FIELD_CHARS)
     reader = csv.reader(text, delimiter=options.delimiter, quotechar=options.quote, strict=True)
-    header: list[str] | None = None
-    if not options.header:
-        header = [c.name for c in import_type.columns]
-        for name in header:
-            columns.add(name, import_type)
-    row_number = 0
-    line_end = 0
     while True:
-        start_line = line_end + 1
+        start_line = state.lines + 1
         try:
             fields = next(reader)
         except StopIteration:
             break
         except csv.Error as error:
             raise FileError("MALFORMED_CSV", _csv_problem(error, start_line)) from None
-        line_end = reader.line_num
         if not fields or fields == [""]:
             continue  # blank line
-        if header is None:
-            header = [f.strip() for f in fields]
-            _check_header(header, import_type, mode, columns)
+        if state.header is None:
+            state.header = [f.strip() for f in fields]
+            check_header(state.header, import_type, mode, columns)
             continue
-        row_number += 1
-        if len(fields) != len(header):
-            wrong_count = RowError(
-                "WRONG_FIELD_COUNT",
-                "",
-                options.delimiter.join(fields)[:MAX_EXCERPT_CHARS],
-                f"the row has {len(fields)} fields, the header has {len(header)}",
-            )
-            yield ParsedRow(row_number, start_line, fields, wrong_count)
+        state.rows += 1
+        if len(fields) != len(state.header):
+            wrong = wrong_field_count(fields, state.header, options)
+            yield ParsedRow(state.rows, start_line, fields, wrong)
         else:
-            yield ParsedRow(row_number, start_line, fields)
-    if header is None:
-        raise FileError("EMPTY_FILE", "the file is empty: no header row")
+            yield ParsedRow(state.rows, start_line, fields)
+
+
+def wrong_field_count(fields: list[str], header: list[str], options: ParseOptions) -> RowError:
+    """The error of a CSV row with more or fewer fields than the header."""
+    return RowError(
+        "WRONG_FIELD_COUNT",
+        "",
+        options.delimiter.join(fields)[:MAX_EXCERPT_CHARS],
+        f"the row has {len(fields)} fields, the header has {len(header)}",
+    )
 
 
 def _csv_problem(error: csv.Error, start_line: int) -> str:
@@ -243,9 +316,11 @@ def _csv_problem(error: csv.Error, start_line: int) -> str:
     return f"malformed CSV in the row starting at line {start_line}: {problem}"
 
 
-def _check_header(
+def check_header(
     header: list[str], import_type: ImportType, mode: ImportMode, columns: FileColumns
 ) -> None:
+    """Records a header row's columns; FileError for a name PostgreSQL cannot hold, a column
+    named twice, or a required column missing."""
     seen: dict[str, int] = {}
     for position, name in enumerate(header, 1):
         if problem := _unstorable(name):

@@ -1,16 +1,16 @@
-"""Processing a chunk: validate its rows, apply the valid ones to the target set-wise, record
-every row's outcome and the job's counts, and finish the job after its last chunk, all in ONE
-transaction. A crash anywhere rolls the whole chunk back, so it runs again, exactly once."""
+"""Processing a chunk: apply its pending rows (validated at staging) to the target with ONE
+set-based statement, record its rows' outcomes and the job's counts, and finish the job after
+its last chunk, all in ONE transaction. A crash anywhere rolls the whole chunk back, so it
+runs again, exactly once."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import asyncpg
 import structlog
@@ -19,17 +19,20 @@ from importd_server.engine.import_types import ImportType
 from importd_server.engine.parsing import FileColumns
 from importd_server.engine.validation import RowChecker
 from importd_server.model import EntryStatus, ImportMode, RowError
-from importd_server.store.entries import errors_to_json
+from importd_server.store.entries import array_literal, errors_to_json
 from importd_server.store.jobs import notify_progress
 from importd_server.store.pool import Connection
 from importd_server.store.sql import CHUNK_QUERIES, ENTRY_QUERIES, JOB_QUERIES
-from importd_server.store.targets import ApplyPlan, apply_plan, quote
+from importd_server.store.targets import NOT_APPLIED, OUTCOMES, ApplyPlan, SourceColumn, apply_plan
 
 log = structlog.get_logger(__name__)
 
 # Refusals of one row's values; anything else (lost connection, deadlock) fails the chunk,
 # which is then retried.
 REFUSED_BY_DATABASE = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+# Rows per statement: bounds each statement's memory and hash tables, however big the chunk
+# (an all-or-nothing job is one chunk).
+BATCH_ROWS = 5000
 
 
 @dataclass(frozen=True)
@@ -51,32 +54,6 @@ class ChunkOutcome:
     counts: dict[str, int]
 
 
-@dataclass
-class _Outcomes:
-    """Row outcomes gathered for one batch, written with one statement."""
-
-    row_numbers: list[int]
-    statuses: list[str]
-    notes: list[str | None]
-    errors: list[str | None]
-
-    @classmethod
-    def empty(cls) -> _Outcomes:
-        return cls([], [], [], [])
-
-    def add(
-        self, row_number: int, status: str, note: str | None, errors: str | None = None
-    ) -> None:
-        self.row_numbers.append(row_number)
-        self.statuses.append(status)
-        self.notes.append(note)
-        self.errors.append(errors)
-
-    def fail(self, row_number: int, errors: Sequence[RowError]) -> None:
-        """Records a FAILED row with its errors."""
-        self.add(row_number, EntryStatus.FAILED, None, json.dumps(errors_to_json(errors)))
-
-
 async def fail_if_too_many_errors(
     connection: Connection, job_id: uuid.UUID, failed: int, max_errors: int | None
 ) -> bool:
@@ -93,18 +70,30 @@ async def fail_if_too_many_errors(
     return True
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Work:
-    """One chunk in progress: where it runs, how its rows are checked and applied, and the
-    counts of its outcomes so far."""
+    """One chunk in progress: where it runs, its plan, and the statement's parameters."""
 
     connection: Connection
     claim: Claim
-    checker: RowChecker
     plan: ApplyPlan
     tenant: tuple[str, ...]  # (the job's tenant,) for tenant-scoped targets, else ()
     dry_run: bool
-    counts: Counter[str] = field(default_factory=Counter)
+    all_or_nothing: bool
+
+    def rows(self, first: int, last: int) -> tuple[object, ...]:
+        """The parameters of the plan's statements for rows first..last."""
+        return (self.claim.job_id, first, last, *self.tenant)
+
+
+@dataclass
+class _Applied:
+    """What applying a chunk did: the outcome string, and the rows that failed or were
+    skipped besides."""
+
+    outcomes: str
+    refused: dict[int, str]  # row number -> the database's reason
+    skipped: int = 0
 
 
 class _JobNotRunning(Exception):
@@ -114,15 +103,9 @@ class _JobNotRunning(Exception):
 class ChunkProcessor:
     """Processes claimed chunks against the import types it knows."""
 
-    def __init__(
-        self,
-        import_types: dict[str, ImportType],
-        lease_seconds: float,
-        batch_rows: int = 5000,
-    ) -> None:
+    def __init__(self, import_types: dict[str, ImportType], lease_seconds: float) -> None:
         self._import_types = import_types
         self._lease_seconds = lease_seconds
-        self._batch_rows = batch_rows
 
     async def process(
         self, connection: Connection, claim: Claim, owner: str
@@ -146,26 +129,52 @@ class ChunkProcessor:
         job = await connection.fetchrow("SELECT * FROM import_jobs WHERE id = $1", claim.job_id)
         if job is None or job["status"] not in ("QUEUED", "RUNNING"):
             return None
-        import_type = self._import_types[job["import_type"]]
+        import_type = self._import_types[job["import_type"]].with_header_map(
+            job["options"].get("column_map", {})
+        )
         mode = ImportMode(job["mode"])
         columns = FileColumns.of(job["columns"], import_type)
         checker = RowChecker(import_type, columns.positions, mode)
+        defaults = checker.defaults()
+        sources = tuple(
+            SourceColumn(c, tuple(columns.positions.get(c.name, ())), defaults.get(c.name))
+            for c in checker.columns
+        )
         work = _Work(
             connection=connection,
             claim=claim,
-            checker=checker,
-            plan=apply_plan(import_type, checker.columns, mode, frozenset(columns.positions)),
+            plan=apply_plan(import_type, mode, sources),
             tenant=(job["tenant"],) if import_type.tenant_column else (),
             dry_run=job["dry_run"],
+            all_or_nothing=job["all_or_nothing"],
         )
-        await connection.execute(work.plan.create_stage)
-        if job["all_or_nothing"]:
-            await self._all_or_nothing(work, already_failed=job["failed_count"] > 0)
-        else:
-            await self._batch(work, claim.first_row, claim.last_row, apply=True)
+        failed_unchecked = 0
+        if not job["validated_at_staging"]:
+            failed_unchecked = await _check_rows_staged_unchecked(work, checker)
+        applied = await self._apply(work)
 
-        counts = work.counts
-        await connection.execute(CHUNK_QUERIES["complete_chunk"], claim.job_id, claim.chunk_number)
+        await connection.execute(
+            CHUNK_QUERIES["complete_chunk"], claim.job_id, claim.chunk_number, applied.outcomes
+        )
+        if work.plan.skip_note is not None and "S" in applied.outcomes:
+            await connection.execute(
+                ENTRY_QUERIES["skip_rows"],
+                claim.job_id,
+                claim.first_row,
+                applied.outcomes,
+                work.plan.skip_note,
+            )
+        if applied.refused:
+            await _fail_rows(
+                work,
+                {
+                    row: [RowError("REJECTED_BY_DATABASE", "", "", reason)]
+                    for row, reason in applied.refused.items()
+                },
+            )
+        counts = Counter({status: applied.outcomes.count(c) for c, status in OUTCOMES.items()})
+        counts[EntryStatus.FAILED] += len(applied.refused) + failed_unchecked
+        counts[EntryStatus.SKIPPED] += applied.skipped
         updated = await connection.fetchrow(
             JOB_QUERIES["add_counts"],
             claim.job_id,
@@ -184,109 +193,126 @@ class ChunkProcessor:
         ):
             await connection.execute(JOB_QUERIES["finish_job_if_done"], claim.job_id)
         await notify_progress(connection, claim.job_id)
-        return ChunkOutcome(import_type.name, dict(counts))
+        return ChunkOutcome(import_type.name, {s.value: n for s, n in counts.items() if n})
 
-    async def _all_or_nothing(self, work: _Work, *, already_failed: bool) -> None:
-        # Pass 1 validates every row and records the failures; pass 2 applies only if there
-        # were none. Memory stays at one batch; the whole job is one chunk, one transaction.
-        claim = work.claim
-        for first, last in self._batches(claim):
-            await self._batch(work, first, last, apply=False)
-        if work.counts[EntryStatus.FAILED] or already_failed:
-            skipped = await work.connection.fetchval(
-                ENTRY_QUERIES["skip_pending_rows"], claim.job_id, claim.first_row, claim.last_row
-            )
-            work.counts[EntryStatus.SKIPPED] += skipped
-            return
-        for first, last in self._batches(claim):
-            await self._batch(work, first, last, apply=True)
-
-    async def _apply(self, work: _Work, valid: list[tuple[Any, ...]], outcomes: _Outcomes) -> None:
-        """Applies the valid rows set-wise. If the database refuses a value that passed
-        validation (a constraint importd does not know, such as a CHECK added to the target
-        table), each row is applied alone instead, and the refused ones are FAILED with the
-        database's reason: one bad row never fails the chunk, let alone the job."""
-        try:
-            await _apply_rows(work, valid, outcomes)
-            return
-        except REFUSED_BY_DATABASE:
-            pass
-        for row in valid:
-            try:
-                await _apply_rows(work, [row], outcomes)
-            except REFUSED_BY_DATABASE as refusal:
-                problem = RowError("REJECTED_BY_DATABASE", "", "", str(refusal).split("\n")[0])
-                outcomes.fail(row[0], [problem])
-
-    def _batches(self, claim: Claim) -> list[tuple[int, int]]:
-        return [
-            (first, min(first + self._batch_rows - 1, claim.last_row))
-            for first in range(claim.first_row, claim.last_row + 1, self._batch_rows)
-        ]
-
-    async def _batch(self, work: _Work, first: int, last: int, *, apply: bool) -> None:
-        """Validates rows first..last; records failures; applies the valid rows if `apply`."""
+    async def _apply(self, work: _Work) -> _Applied:
+        """Applies the chunk's pending rows set-wise, one statement per batch of at most
+        BATCH_ROWS rows, each in a savepoint (rolled back for a dry run, which keeps the
+        outcomes). If the database refuses a value that passed validation (a constraint
+        importd does not know, such as a CHECK added to the target table), the batch's rows
+        are applied one by one instead, and the refused ones are FAILED with the database's
+        reason: one bad row never fails the chunk, let alone the job. An all-or-nothing job
+        (one chunk) then keeps nothing: its other rows are SKIPPED."""
         connection, claim = work.connection, work.claim
-        await connection.execute(
-            CHUNK_QUERIES["extend_lease"], claim.job_id, claim.chunk_number, self._lease_seconds
-        )
-        rows = await connection.fetch(ENTRY_QUERIES["pending_entries"], claim.job_id, first, last)
-        if not rows:
-            return
-        checked = await asyncio.to_thread(_check_rows, work.checker, rows)
-        outcomes = _Outcomes.empty()
-        valid: list[tuple[Any, ...]] = []
-        for row_number, result in checked:
-            if result.values is None:
-                outcomes.fail(row_number, result.errors)
-            else:
-                valid.append((row_number, *work.tenant, *result.values))
-        if apply and valid:
-            await self._apply(work, valid, outcomes)
-        if outcomes.row_numbers:
-            await connection.execute(
-                ENTRY_QUERIES["record_outcomes"],
-                claim.job_id,
-                outcomes.row_numbers,
-                outcomes.statuses,
-                outcomes.notes,
-                outcomes.errors,
-            )
-            work.counts.update(outcomes.statuses)
+        outcomes: list[str] = []
+        refused: dict[int, str] = {}
+        everything = connection.transaction()
+        await everything.start()
+        try:
+            for first in range(claim.first_row, claim.last_row + 1, BATCH_ROWS):
+                last = min(first + BATCH_ROWS - 1, claim.last_row)
+                await connection.execute(
+                    CHUNK_QUERIES["extend_lease"],
+                    claim.job_id,
+                    claim.chunk_number,
+                    self._lease_seconds,
+                )
+                # After a refusal an all-or-nothing job only looks for further ones.
+                keep = not work.dry_run and not (work.all_or_nothing and refused)
+                outcomes.append(await _apply_batch(work, first, last, keep, refused))
+        except BaseException:
+            await everything.rollback()
+            raise
+        if work.all_or_nothing and refused:
+            await everything.rollback()
+            skipped = await connection.fetchval(ENTRY_QUERIES["skip_pending_rows"], claim.job_id)
+            rows = claim.last_row - claim.first_row + 1
+            return _Applied(NOT_APPLIED * rows, refused, skipped - len(refused))
+        await everything.commit()
+        return _Applied("".join(outcomes), refused)
 
 
-async def _stage(work: _Work, valid: list[tuple[Any, ...]]) -> None:
-    """Puts the rows, typed, into the (emptied) stage table."""
-    plan = work.plan
-    await work.connection.execute(f"TRUNCATE {quote(plan.stage_table)}")
-    await work.connection.copy_records_to_table(
-        plan.stage_table, records=valid, columns=plan.columns
-    )
-
-
-async def _apply_rows(work: _Work, valid: list[tuple[Any, ...]], outcomes: _Outcomes) -> None:
-    """Applies the rows in a savepoint: set-wise, recording each verdict in its entry; or,
-    for a dry run, keeping the verdicts and rolling the writes back."""
+async def _apply_batch(
+    work: _Work, first: int, last: int, keep: bool, refused: dict[int, str]
+) -> str:
+    """The outcomes of rows first..last, applied set-wise, or one by one if the database
+    refuses a row (added to `refused`); `keep`: release the writes, else roll them back."""
     connection, plan = work.connection, work.plan
+    if plan.lock_targets is not None:
+        await connection.fetchval(plan.lock_targets, *work.rows(first, last))
+    try:
+        async with _savepoint(connection, keep=keep):
+            outcomes: str = await connection.fetchval(plan.apply, *work.rows(first, last))
+        return outcomes
+    except REFUSED_BY_DATABASE:
+        pass
+    pending = await connection.fetch(ENTRY_QUERIES["pending_rows"], work.claim.job_id, first, last)
+    outcome: dict[int, str] = {}
+    for row in pending:
+        number = row["row_number"]
+        for attempt in range(2):
+            try:
+                async with _savepoint(connection, keep=keep):
+                    outcome[number] = await connection.fetchval(
+                        plan.apply, *work.rows(number, number)
+                    )
+                break
+            except asyncpg.UniqueViolationError as refusal:
+                # Another job may have inserted the key since the row looked: look again.
+                if attempt:
+                    refused[number] = str(refusal).split("\n")[0]
+            except REFUSED_BY_DATABASE as refusal:
+                refused[number] = str(refusal).split("\n")[0]
+                break
+    return "".join(outcome.get(n, NOT_APPLIED) for n in range(first, last + 1))
+
+
+@asynccontextmanager
+async def _savepoint(connection: Connection, *, keep: bool) -> AsyncIterator[None]:
+    """A savepoint, released at the end if `keep` (else rolled back), rolled back on error."""
     savepoint = connection.transaction()
     await savepoint.start()
     try:
-        await _stage(work, valid)
-        if plan.lock_targets is not None:
-            await connection.execute(plan.lock_targets)
-        if work.dry_run:
-            verdicts = await connection.fetch(plan.verdicts)
-            await savepoint.rollback()
-            for row in verdicts:
-                outcomes.add(row["row_number"], row["status"], row["note"])
-            return
-        recorded = await connection.fetch(plan.apply_and_record, work.claim.job_id)
+        yield
     except BaseException:
         await savepoint.rollback()
         raise
-    await savepoint.commit()
-    work.counts.update({row["status"]: row["n"] for row in recorded})
+    if keep:
+        await savepoint.commit()
+    else:
+        await savepoint.rollback()
 
 
-def _check_rows(checker: RowChecker, rows: Sequence[asyncpg.Record]) -> list[tuple[int, Any]]:
-    return [(row["row_number"], checker.check(row["raw"])) for row in rows]
+async def _fail_rows(work: _Work, errors: Mapping[int, Sequence[RowError]]) -> None:
+    claim = work.claim
+    await work.connection.execute(
+        ENTRY_QUERIES["fail_rows"],
+        claim.job_id,
+        claim.first_row,
+        claim.last_row,
+        {row: errors_to_json(e) for row, e in errors.items()},
+    )
+
+
+async def _check_rows_staged_unchecked(work: _Work, checker: RowChecker) -> int:
+    """Validates the pending rows of a job staged before validation moved to staging
+    (migration 0005), as staging now does: the invalid ones FAILED, the others given their
+    clean values (their keys were resolved at staging already). Returns how many failed."""
+    connection, claim = work.connection, work.claim
+    rows = await connection.fetch(
+        ENTRY_QUERIES["pending_rows"], claim.job_id, claim.first_row, claim.last_row
+    )
+    results = await asyncio.to_thread(lambda: [(r, checker.check(r["raw"])) for r in rows])
+    failed = {r["row_number"]: c.errors for r, c in results if c.values is None}
+    if failed:
+        await _fail_rows(work, failed)
+    clean = {
+        r["row_number"]: array_literal(cleaned)
+        for r, c in results
+        if c.values is not None and (cleaned := checker.clean_row(r["raw"], c.values))
+    }
+    if clean:
+        await connection.execute(
+            ENTRY_QUERIES["set_clean"], claim.job_id, claim.first_row, claim.last_row, clean
+        )
+    return len(failed)

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import hashlib
 import io
-import itertools
 import queue
 import uuid
 from collections.abc import AsyncIterator
@@ -16,25 +15,29 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 import asyncpg
+import pyarrow as pa
 import structlog
 
 from importd_server.engine.admission import Admission
+from importd_server.engine.checking import BlockChecker
 from importd_server.engine.import_types import ImportType
-from importd_server.engine.parsing import FileColumns, FileError, ParseOptions, parse_rows
+from importd_server.engine.parsing import FileColumns, FileError, ParseOptions
 from importd_server.engine.processing import fail_if_too_many_errors
-from importd_server.engine.validation import RowChecker
+from importd_server.engine.shapes import FileReader
 from importd_server.errors import AlreadyExists, PermissionDenied
-from importd_server.model import EntryStatus, ImportMode, Job
-from importd_server.store.entries import EntryRecord, copy_entries, errors_to_json
-from importd_server.store.jobs import JobStore, notify_progress, record_trace_parent
+from importd_server.metrics import Metrics
+from importd_server.model import Dialect, EntryStatus, ImportMode, Job
+from importd_server.store.entries import copy_entries, encode_entries
+from importd_server.store.jobs import (
+    JobStore,
+    dialect_to_json,
+    notify_progress,
+    record_trace_parent,
+)
 from importd_server.store.pool import Connection
 from importd_server.store.sql import CHUNK_QUERIES, ENTRY_QUERIES, JOB_QUERIES
 
 log = structlog.get_logger(__name__)
-
-COPY_BATCH_ROWS = 5000
-PENDING = EntryStatus.PENDING.value
-FAILED = EntryStatus.FAILED.value
 
 
 @dataclass(frozen=True)
@@ -117,18 +120,25 @@ class _ByteFeed(io.RawIOBase):
 class _Received:
     size: int = 0
     sha256: Any = field(default_factory=hashlib.sha256)
+    dialect: Dialect | None = None
 
 
 class Stager:
     """Turns an upload into a queued job with its entries and chunks."""
 
     def __init__(
-        self, pool: asyncpg.Pool, jobs: JobStore, limits: StagingLimits, admission: Admission
+        self,
+        pool: asyncpg.Pool,
+        jobs: JobStore,
+        limits: StagingLimits,
+        admission: Admission,
+        metrics: Metrics,
     ) -> None:
         self._pool = pool
         self._jobs = jobs
         self._limits = limits
         self._admission = admission
+        self._metrics = metrics
 
     async def start(self, new_job: NewJob, chunks: AsyncIterator[bytes]) -> Job:
         """The job for this request: the existing one for a repeated request_id (AIP-155),
@@ -188,7 +198,7 @@ class Stager:
                 bound.info("file refused", reason=error.reason, message=error.message)
                 async with connection.transaction():
                     await self._insert_job(connection, job_id, new_job)
-                    await _record_file(connection, job_id, received, None, [], 0, 0)
+                    await _record_file(connection, job_id, received, None, [], 0, 0, None)
                     await connection.execute(
                         JOB_QUERIES["fail_job"],
                         job_id,
@@ -199,6 +209,12 @@ class Stager:
                     await notify_progress(connection, job_id)
         job = await self._jobs.get_job(job_id, new_job.tenant)
         assert job is not None
+        # Rows that failed validation or were superseded got their outcome here.
+        decided = {
+            EntryStatus.FAILED.value: job.counts.failed,
+            EntryStatus.SKIPPED.value: job.counts.skipped,
+        }
+        self._metrics.count_rows(job.import_type, {s: n for s, n in decided.items() if n})
         bound.info(
             "file received", status=job.status, rows=job.total_rows, bytes=job.file_size_bytes
         )
@@ -234,33 +250,22 @@ class Stager:
     ) -> None:
         feed = _ByteFeed()
         columns = FileColumns()
-        rows = parse_rows(feed, new_job.parse, new_job.import_type, new_job.mode, columns)
+        reader = FileReader(new_job.parse, new_job.import_type, new_job.mode, columns)
+        blocks = reader.blocks(feed)
+        checker = BlockChecker(new_job.import_type, new_job.mode, columns)
         failed = 0
         total = 0
-        # Keys are compared in their validated form (e.g. an e-mail's domain lower-cased).
-        # The checker is rebuilt when JSON Lines brings new keys.
-        key_checker = RowChecker(new_job.import_type, {}, ImportMode.UPSERT)
-        known_columns = 0
 
-        def next_batch() -> list[EntryRecord]:
-            nonlocal failed, total, key_checker, known_columns
-            batch: list[EntryRecord] = []
-            for row in itertools.islice(rows, COPY_BATCH_ROWS):
-                if len(columns.names) != known_columns:
-                    known_columns = len(columns.names)
-                    key_checker = RowChecker(
-                        new_job.import_type, columns.positions, ImportMode.UPSERT
-                    )
-                total += 1
-                if row.error is not None:
-                    failed += 1
-                    status, key, errors = FAILED, None, errors_to_json([row.error])
-                else:
-                    status, key, errors = PENDING, key_checker.key(row.values), None
-                batch.append(
-                    (job_id, row.row_number, row.line_number, status, key, row.values, errors)
-                )
-            return batch
+        def next_entries() -> pa.Buffer | None:
+            """The next block's rows, checked and encoded for COPY (in a worker thread)."""
+            nonlocal failed, total
+            block = next(blocks, None)
+            if block is None:
+                return None
+            entries = checker.check(block)
+            total += len(entries.row_numbers)
+            failed += entries.failed
+            return encode_entries(job_id, entries)
 
         async def feed_bytes() -> None:
             try:
@@ -279,15 +284,15 @@ class Stager:
                 raise
 
         async def store_rows() -> None:
-            # The thread parses the next batch while this one is copied.
-            parsing = asyncio.ensure_future(asyncio.to_thread(next_batch))
+            # The thread reads and checks the next block while this one is copied.
+            reading = asyncio.ensure_future(asyncio.to_thread(next_entries))
             try:
-                while batch := await parsing:
-                    parsing = asyncio.ensure_future(asyncio.to_thread(next_batch))
-                    await copy_entries(connection, batch)
+                while (payload := await reading) is not None:
+                    reading = asyncio.ensure_future(asyncio.to_thread(next_entries))
+                    await copy_entries(connection, payload)
             except BaseException:
                 feed.abort()
-                parsing.cancel()
+                reading.cancel()
                 raise
 
         try:
@@ -300,14 +305,24 @@ class Stager:
             if file_errors:
                 raise file_errors[0] from None
             raise group_error.exceptions[0] from None
+        finally:
+            received.dialect = reader.dialect  # a refused file's job shows how it was read
 
-        skipped = await connection.fetchval(ENTRY_QUERIES["skip_superseded_rows"], job_id)
-        await _record_file(connection, job_id, received, total, columns.names, failed, skipped)
+        superseded = await connection.fetchrow(ENTRY_QUERIES["skip_superseded_rows"], job_id)
+        assert superseded is not None
+        skipped = superseded["skipped"]
+        failed -= superseded["were_failed"]
+        if new_job.all_or_nothing and failed:
+            # Nothing is imported: no chunk needs to run.
+            skipped += await connection.fetchval(ENTRY_QUERIES["skip_pending_rows"], job_id)
+        chunk_rows = max(total, 1) if new_job.all_or_nothing else self._limits.chunk_size
+        await _record_file(
+            connection, job_id, received, total, columns.names, failed, skipped, chunk_rows
+        )
         if await fail_if_too_many_errors(connection, job_id, failed, new_job.max_errors):
-            pass  # rows that failed to parse already exceed the limit: no chunk runs
+            pass  # more rows failed than the limit allows: no chunk runs
         elif total - failed - skipped > 0:
-            chunk_size = total if new_job.all_or_nothing else self._limits.chunk_size
-            await connection.execute(CHUNK_QUERIES["create_chunks"], job_id, total, chunk_size)
+            await connection.execute(CHUNK_QUERIES["create_chunks"], job_id, total, chunk_rows)
         else:
             await connection.execute(JOB_QUERIES["finish_job_if_done"], job_id)
         await notify_progress(connection, job_id)
@@ -321,8 +336,10 @@ async def _record_file(
     columns: list[str],
     failed: int,
     skipped: int,
+    chunk_rows: int | None,
 ) -> None:
-    """Records what the file was: size, digest, rows, columns, and rows already decided."""
+    """Records what the file was: size, digest, rows, columns, rows already decided, how
+    many rows each chunk has, and how it was read."""
     await connection.execute(
         JOB_QUERIES["finish_staging"],
         job_id,
@@ -332,7 +349,15 @@ async def _record_file(
         columns,
         failed,
         skipped,
+        chunk_rows,
     )
+    if received.dialect is not None:
+        await connection.execute(
+            JOB_QUERIES["record_dialect"],
+            job_id,
+            received.dialect.format.value,
+            dialect_to_json(received.dialect),
+        )
 
 
 async def file_chunks(source: BinaryIO, block_size: int = 1 << 20) -> AsyncIterator[bytes]:

@@ -73,6 +73,7 @@ class RowChecker:
             for column in self.columns
         ]
         self._key_plan = [p for p in self._plan if p[0].name in import_type.key]
+        self._width = 1 + max((p for where in positions.values() for p in where), default=-1)
 
     def check(self, row: Sequence[str]) -> CheckedRow:
         """The row's typed values, or all of its errors (never only the first)."""
@@ -100,6 +101,31 @@ class RowChecker:
             return CheckedRow(None, tuple(errors))
         return CheckedRow(tuple(values), ())
 
+    def defaults(self) -> dict[str, str | None]:
+        """The columns an empty value takes a default in: each default in canonical text,
+        or None if the default itself is invalid (every row leaving the column empty fails)."""
+        filled: dict[str, str | None] = {}
+        for column, _, default, converter in self._plan:
+            if default:
+                try:
+                    filled[column.name] = canonical_text(converter(column, default))
+                except _Invalid:
+                    filled[column.name] = None
+        return filled
+
+    def clean_row(self, row: Sequence[str], values: Sequence[Any]) -> list[str] | None:
+        """The row with each checked column's value in canonical text (`canonical_text`) at
+        the column's first position (its other positions emptied), or None when that is the
+        row itself. PostgreSQL casts a target row from this text."""
+        clean = list(row)
+        clean.extend("" for _ in range(self._width - len(clean)))
+        for (_, where, _, _), value in zip(self._plan, values, strict=True):
+            if where:
+                clean[where[0]] = canonical_text(value)
+                for position in where[1:]:
+                    clean[position] = ""
+        return None if clean == row else clean
+
     def key(self, row: Sequence[str]) -> str | None:
         """The row's key in its validated form, or None if a key value is missing or invalid.
 
@@ -117,6 +143,17 @@ class RowChecker:
                 return None
         # One column: its value as is. Several: a JSON list, so no separator can collide.
         return parts[0] if len(parts) == 1 else json.dumps(parts)
+
+
+def canonical_text(value: Any) -> str:
+    """A checked value as the text PostgreSQL casts back to it ('' for NULL)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, date):  # datetime too
+        return value.isoformat()
+    return str(value)
 
 
 def _canonical(value: Any) -> str:

@@ -4,28 +4,122 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict
+from dataclasses import dataclass, fields
+from typing import Any
 
 import asyncpg
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from importd_server.model import Entry, EntryPage, EntryStatus, RowError
+from importd_server.model import Entry, EntryPage, EntryStatus, Job, RowError
 from importd_server.store.pool import Connection
 from importd_server.store.sql import ENTRY_QUERIES
 
-ENTRY_COLUMNS = ("job_id", "row_number", "line_number", "status", "key", "raw", "errors")
+ENTRY_COLUMNS = ("job_id", "row_number", "line_number", "status", "key", "raw", "clean", "errors")
 
-# One entry as COPY takes it, in ENTRY_COLUMNS order.
-EntryRecord = tuple[uuid.UUID, int, int, str, str | None, list[str], list[dict[str, str]] | None]
+
+@dataclass(frozen=True)
+class NewEntries:
+    """A file's rows as new entries, column by column (Arrow arrays of one length)."""
+
+    row_numbers: pa.Array  # int64
+    line_numbers: pa.Array  # int64
+    statuses: pa.Array  # PENDING or FAILED
+    keys: pa.Array  # the key in its validated form; null when missing or invalid
+    raw: pa.Array  # the fields as the file has them, as text[] literals (array_literal)
+    clean: pa.Array  # the fields PostgreSQL casts the target row from; null: raw is clean
+    errors: pa.Array  # JSON list of the row's errors (errors_to_json); null: none
+
+    def concat(self, other: NewEntries) -> NewEntries:
+        """These entries and then the other's."""
+        return NewEntries(
+            **{
+                f.name: pa.concat_arrays(
+                    [_array(getattr(self, f.name)), _array(getattr(other, f.name))]
+                )
+                for f in fields(self)
+            }
+        )
+
+    @property
+    def failed(self) -> int:
+        """How many of the rows failed."""
+        return int(pc.sum(pc.equal(self.statuses, EntryStatus.FAILED.value)).as_py() or 0)
 
 
 def errors_to_json(errors: Sequence[RowError]) -> list[dict[str, str]]:
     """Row errors as stored in the entries' jsonb column."""
-    return [asdict(e) for e in errors]
+    return [
+        {"code": e.code, "field": e.field, "value": e.value, "message": e.message} for e in errors
+    ]
 
 
-async def copy_entries(connection: Connection, records: Sequence[EntryRecord]) -> None:
-    """Stores new entries with COPY."""
-    await connection.copy_records_to_table("import_entries", records=records, columns=ENTRY_COLUMNS)
+def array_literal(fields: Sequence[str]) -> str:
+    """A row's fields as a PostgreSQL text[] literal, e.g. {"a","b"}."""
+    return "{" + ",".join(f'"{_array_escaped(f)}"' for f in fields) + "}"
+
+
+def array_literals(fields: Sequence[pa.Array]) -> pa.Array:
+    """`array_literal` of each row, from one array per field (at least one)."""
+    parts: list[Any] = ['{"']
+    for position, values in enumerate(fields):
+        if position:
+            parts.append('","')
+        parts.append(_replace(values, (("\\", "\\\\"), ('"', '\\"'))))
+    parts.append('"}')
+    return pc.binary_join_element_wise(*parts, "")
+
+
+def encode_entries(job_id: uuid.UUID, entries: NewEntries) -> pa.Buffer:
+    """The entries as COPY input (text format) for ENTRY_COLUMNS."""
+    fields = [
+        pc.cast(entries.row_numbers, pa.string()),
+        pc.cast(entries.line_numbers, pa.string()),
+        entries.statuses,
+        _copy_text(entries.keys),
+        _copy_text(entries.raw),
+        _copy_text(entries.clean),
+        pc.binary_join_element_wise(_copy_text(entries.errors), "\n", ""),
+    ]
+    lines = _array(pc.binary_join_element_wise(str(job_id), *fields, "\t"))
+    # The lines end with a newline each, so the array's character data is the COPY input.
+    offsets = memoryview(lines.buffers()[1]).cast("i")
+    start, end = offsets[lines.offset], offsets[lines.offset + len(lines)]
+    buffer: pa.Buffer = lines.buffers()[2][start:end]
+    return buffer
+
+
+async def copy_entries(connection: Connection, payload: pa.Buffer) -> None:
+    """Stores new entries, encoded by `encode_entries`, with COPY."""
+    await connection.copy_to_table(
+        "import_entries", source=payload, columns=ENTRY_COLUMNS, format="text"
+    )
+
+
+def _array_escaped(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _array(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
+def _copy_text(values: pa.Array) -> pa.Array:
+    """Text escaped for COPY's text format; null as \\N."""
+    escaped = _replace(values, (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r")))
+    return pc.fill_null(escaped, "\\N")
+
+
+def _replace(values: pa.Array, pairs: Sequence[tuple[str, str]]) -> pa.Array:
+    values = _array(values)
+    if values.null_count == len(values):
+        return values
+    # Most values hold none of these characters: one scan of the array's characters tells.
+    text = values.buffers()[2].to_pybytes()
+    for old, new in pairs:
+        if old.encode() in text:
+            values = pc.replace_substring(values, old, new)
+    return values
 
 
 class EntryStore:
@@ -36,20 +130,33 @@ class EntryStore:
 
     async def list_entries(
         self,
-        job_id: uuid.UUID,
+        job: Job,
         columns: Sequence[str],
         statuses: Sequence[EntryStatus],
         page_size: int,
         after_row: int = 0,
         offset: int = 0,
+        error_code: str | None = None,
     ) -> EntryPage:
-        """One page of a job's entries in row order, with the count of all that match."""
+        """One page of a job's entries in row order, with the count of all that match
+        (with an error of `error_code`, when given)."""
         wanted = [s.value for s in statuses]
         async with self._pool.acquire() as connection:
             rows = await connection.fetch(
-                ENTRY_QUERIES["list_entries"], job_id, wanted, after_row, offset, page_size + 1
+                ENTRY_QUERIES["list_entries"],
+                job.id,
+                wanted,
+                after_row,
+                offset,
+                page_size + 1,
+                error_code,
             )
-            total = await connection.fetchval(ENTRY_QUERIES["count_entries"], job_id, wanted)
+            if error_code is None:
+                total = job.count_entries(statuses)
+            else:
+                total = await connection.fetchval(
+                    ENTRY_QUERIES["count_failed_entries"], job.id, wanted, error_code
+                )
         entries = tuple(entry_from_row(r, columns) for r in rows[:page_size])
         next_after = entries[-1].row_number if len(rows) > page_size else None
         return EntryPage(entries, next_after, total)
@@ -66,7 +173,7 @@ class EntryStore:
         after = 0
         while True:
             rows = await self._pool.fetch(
-                ENTRY_QUERIES["list_entries"], job_id, wanted, after, 0, batch_size
+                ENTRY_QUERIES["list_entries"], job_id, wanted, after, 0, batch_size, None
             )
             for row in rows:
                 yield entry_from_row(row, columns)

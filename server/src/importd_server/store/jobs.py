@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import asdict
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
 from importd_server.model import (
     Counts,
+    Dialect,
     FileFormat,
     ImportMode,
     Job,
@@ -110,6 +113,7 @@ class JobStore:
             job_filter.import_type,
             page_size + 1,  # one more tells whether a next page exists
             job_filter.include_live,
+            job_filter.search,
         )
         jobs = tuple(job_from_row(r) for r in rows[:page_size])
         has_more = len(rows) > page_size
@@ -182,4 +186,23 @@ def job_from_row(row: asyncpg.Record) -> Job:
         update_time=row["update_time"],
         live=row["live"],
         entries_removed_time=row["entries_removed_time"],
+        dialect=dialect_from_json(row["options"].get("dialect")),
+    )
+
+
+def dialect_to_json(dialect: Dialect) -> dict[str, Any]:
+    """A Dialect as kept in import_jobs.options."""
+    return asdict(dialect)
+
+
+def dialect_from_json(stored: dict[str, Any] | None) -> Dialect | None:
+    """The Dialect kept in import_jobs.options, if the file's first bytes were read."""
+    if stored is None:
+        return None
+    return Dialect(
+        **{
+            **stored,
+            "format": FileFormat(stored["format"]),
+            "detected": tuple(stored["detected"]),
+        }
     )

@@ -26,8 +26,7 @@ FIRST_PAUSE_SECONDS = 0.5
 MAX_PAUSE_SECONDS = 5.0
 
 
-# jsonb's binary form is a version byte (1) and the JSON text. Binary, because COPY
-# (used for entries) speaks only binary.
+# jsonb's binary form is a version byte (1) and the JSON text.
 JSONB_VERSION = b"\x01"
 
 

@@ -6,12 +6,11 @@ loaded) and is quoted again; nothing from an imported file ever reaches this SQL
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from functools import cache
 
 from importd_server.engine.import_types import ColumnSpec, ImportType
-from importd_server.model import ImportMode
+from importd_server.model import EntryStatus, ImportMode
 from importd_server.store.pool import Connection
 
 SQL_TYPES = {
@@ -90,144 +89,191 @@ async def ensure_target_table(connection: Connection, import_type: ImportType) -
         )
 
 
+# A chunk's outcome string holds one character per row: what its statement did to the row.
+OUTCOMES = {
+    "C": EntryStatus.CREATED,
+    "U": EntryStatus.UPDATED,
+    "N": EntryStatus.UNCHANGED,
+    "D": EntryStatus.DELETED,
+    "S": EntryStatus.SKIPPED,
+}
+NOT_APPLIED = "-"  # the row was not pending (it failed or was skipped at staging)
+
+
+@dataclass(frozen=True)
+class SourceColumn:
+    """A column of the target row and where an entry holds its text: the first non-empty
+    field among `positions` of the entry's clean (else raw) fields, else `default` (in
+    canonical text), else NULL."""
+
+    column: ColumnSpec
+    positions: tuple[int, ...]
+    default: str | None
+
+
 @dataclass(frozen=True)
 class ApplyPlan:
-    """The SQL that applies one chunk's valid rows to a target table in one mode.
+    """The SQL that applies a chunk's pending entries to a target table in one mode.
 
-    `stage_table` is a temporary table (row_number, the tenant when the type is tenant-scoped
-    (`tenant_scoped`), then the staged columns). `verdicts` applies
-    the staged rows and returns one (row_number, status, note) row for each; `apply_and_record`
-    does the same and writes each verdict into the row's entry of job $1, returning
-    (status, n) counts.
+    Both statements take $1 the job, $2 and $3 the chunk's first and last row, and $4 the
+    job's tenant when the target is tenant-scoped. `apply` writes the target and returns
+    `outcomes`: one character per row $2..$3 (OUTCOMES, or NOT_APPLIED). Rows it skips ('S')
+    get `skip_note`.
     """
 
-    stage_table: str
-    create_stage: str
-    columns: tuple[str, ...]
-    tenant_scoped: bool
-    # Locks the target rows the stage matches, in key order, before an UPDATE or DELETE
+    # Locks the target rows the entries match, in key order, before an UPDATE or DELETE
     # (which would lock them in plan order): two jobs touching the same keys then wait for
     # each other instead of deadlocking. INSERTs already go in key order.
     lock_targets: str | None
-    verdicts: str
-    apply_and_record: str
+    apply: str
+    skip_note: str | None
 
 
 @cache
 def apply_plan(
-    import_type: ImportType,
-    staged: tuple[ColumnSpec, ...],
-    mode: ImportMode,
-    file_columns: frozenset[str],
+    import_type: ImportType, mode: ImportMode, sources: tuple[SourceColumn, ...]
 ) -> ApplyPlan:
-    """The plan for rows of `staged` columns; only columns present in the file are updated."""
+    """The plan for target rows made of `sources`; only columns present in the file (with
+    positions) are updated."""
     table = quote(import_type.table)
     tenant = [import_type.tenant_column] if import_type.tenant_column else []
-    names = [*tenant, *(c.name for c in staged)]
-    # One temporary table per column set, reused by every chunk on the connection.
-    shape = hashlib.sha256(repr((import_type.table, names)).encode()).hexdigest()[:16]
-    stage = quote(f"importd_stage_{shape}")
+    names = [*tenant, *(s.column.name for s in sources)]
     column_list = ", ".join(quote(n) for n in names)
     keys = [quote(k) for k in import_type.table_key]
     key_list = ", ".join(keys)
-    updated = [quote(n) for n in names if n not in import_type.table_key and n in file_columns]
+
+    def in_key_order(alias: str) -> str:
+        # Every writer takes rows in this order, so two jobs on the same keys queue instead
+        # of deadlocking; byte order ("C") sorts text several times faster than a locale.
+        text_keys = {import_type.tenant_column} | {
+            c.name for c in import_type.columns if SQL_TYPES[c.type] == "text"
+        }
+        return ", ".join(
+            f'{alias}{quote(k)} COLLATE "C"' if k in text_keys else f"{alias}{quote(k)}"
+            for k in import_type.table_key
+        )
+
+    updated = [
+        quote(s.column.name)
+        for s in sources
+        if s.positions and s.column.name not in import_type.key
+    ]
+    values = [*(f"$4::text AS {quote(n)}" for n in tenant), *(_source(s) for s in sources)]
+    # Rows $2..$3 of the job's entries; the values of pending rows, typed.
+    source = f"""
+        SELECT e.row_number, e.status = 'PENDING' AS pending, {", ".join(values)}
+        FROM import_entries e
+        WHERE e.job_id = $1 AND e.row_number BETWEEN $2 AND $3"""
 
     def match(left: str, right: str) -> str:
         return " AND ".join(f"{left}.{k} = {right}.{k}" for k in keys)
 
     def differs(left: str, right: str) -> str:
         return (
-            f"({', '.join(f'{left}.{u}' for u in updated)}) IS DISTINCT FROM"
-            f" ({', '.join(f'{right}.{u}' for u in updated)})"
+            f"ROW({', '.join(f'{left}.{u}' for u in updated)}) IS DISTINCT FROM"
+            f" ROW({', '.join(f'{right}.{u}' for u in updated)})"
         )
 
-    stage_columns = ", ".join(
-        [f"{quote(n)} text" for n in tenant]
-        + [f"{quote(c.name)} {SQL_TYPES[c.type]}" for c in staged]
-    )
-    create_stage = (
-        f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage}"
-        f" (row_number bigint PRIMARY KEY, {stage_columns}) ON COMMIT DELETE ROWS"
-    )
+    def among(which: str) -> str:
+        # An uncorrelated IN is a hashed subplan: no join for the planner to misjudge.
+        return f"({', '.join(f's.{k}' for k in keys)}) IN (SELECT {key_list} FROM {which})"
+
+    # What the target holds for the row's key, looked up by a subquery per row (never a
+    # join the planner could make scan the whole target): NULL (nothing), 'same' (the
+    # row's values already) or 'differs'. A new row is then inserted plainly, which costs
+    # much less than ON CONFLICT's speculative insertion, and a row already there as is is
+    # not touched (ON CONFLICT would lock it). A row another job inserts meanwhile makes the
+    # plain INSERT fail: the batch is then applied row by row, each row looking again.
+    state = f"CASE WHEN {differs('t', 's')} THEN 'differs' ELSE 'same' END" if updated else "'same'"
+    found = f"""
+        SELECT s.*, CASE WHEN s.pending THEN (
+                   SELECT {state} FROM {table} t WHERE {match("t", "s")}) END AS found
+        FROM ({source}) s"""
+    insert_new = f"""
+            INSERT INTO {table} ({column_list})
+            SELECT {column_list} FROM source WHERE pending AND found IS NULL
+            ORDER BY {in_key_order("")}"""
+    skip_note = None
     if mode is ImportMode.UPSERT:
-        on_conflict = (
-            f"DO UPDATE SET {', '.join(f'{u} = EXCLUDED.{u}' for u in updated)}"
-            f" WHERE ROW({', '.join(f't.{u}' for u in updated)}) IS DISTINCT FROM"
-            f" ROW({', '.join(f'EXCLUDED.{u}' for u in updated)})"
-            if updated
-            else "DO NOTHING"
-        )
-        applied = f"""
-                INSERT INTO {table} AS t ({column_list})
-                SELECT {column_list} FROM {stage} ORDER BY {key_list}
-                ON CONFLICT ({key_list}) {on_conflict}
-                RETURNING {key_list}, (xmax = 0) AS inserted"""
-        outcome = f"""
-            SELECT s.row_number,
-                   CASE WHEN a.inserted THEN 'CREATED'
-                        WHEN a.inserted IS NOT NULL THEN 'UPDATED'
-                        ELSE 'UNCHANGED' END AS status,
-                   NULL AS note
-            FROM {stage} s LEFT JOIN applied a ON {match("a", "s")}"""
+        writes = [f"created AS ({insert_new})"]
+        outcome = "CASE WHEN s.found IS NULL THEN 'C' ELSE 'N' END"
+        if updated:
+            # ON CONFLICT takes the rows to change in key order, and inserts one that
+            # another job deleted meanwhile.
+            writes.append(
+                f"""applied AS (
+            INSERT INTO {table} AS t ({column_list})
+            SELECT {column_list} FROM source WHERE pending AND found = 'differs'
+            ORDER BY {in_key_order("")}
+            ON CONFLICT ({key_list}) DO UPDATE
+            SET {", ".join(f"{u} = EXCLUDED.{u}" for u in updated)}
+            WHERE {differs("t", "EXCLUDED")}
+            RETURNING {key_list}, (xmax = 0) AS inserted)"""
+            )
+            outcome = f"""CASE WHEN s.found IS NULL OR {among("applied WHERE inserted")} THEN 'C'
+                   WHEN {among("applied")} THEN 'U' ELSE 'N' END"""
     elif mode is ImportMode.INSERT:
-        applied = f"""
-                INSERT INTO {table} ({column_list})
-                SELECT {column_list} FROM {stage} ORDER BY {key_list}
-                ON CONFLICT ({key_list}) DO NOTHING
-                RETURNING {key_list}"""
-        outcome = f"""
-            SELECT s.row_number,
-                   CASE WHEN a.{keys[0]} IS NOT NULL THEN 'CREATED' ELSE 'SKIPPED' END AS status,
-                   CASE WHEN a.{keys[0]} IS NULL THEN 'key already exists' END AS note
-            FROM {stage} s LEFT JOIN applied a ON {match("a", "s")}"""
+        writes = [f"created AS ({insert_new})"]
+        outcome = "CASE WHEN s.found IS NULL THEN 'C' ELSE 'S' END"
+        skip_note = "key already exists"
     elif mode is ImportMode.UPDATE:
+        found = source
         applied = (
-            f"""UPDATE {table} t SET {", ".join(f"{u} = s.{u}" for u in updated)}
-                FROM {stage} s WHERE {match("t", "s")} AND {differs("t", "s")}
-                RETURNING s.row_number"""
+            f"""
+            UPDATE {table} t SET {", ".join(f"{u} = s.{u}" for u in updated)}
+            FROM source s WHERE s.pending AND {match("t", "s")} AND {differs("t", "s")}
+            RETURNING s.row_number"""
             if updated
             else "SELECT NULL::bigint AS row_number WHERE false"
         )
-        outcome = f"""
-            SELECT s.row_number,
-                   CASE WHEN a.row_number IS NOT NULL THEN 'UPDATED'
-                        WHEN EXISTS (SELECT 1 FROM {table} t WHERE {match("t", "s")})
-                            THEN 'UNCHANGED'
-                        ELSE 'SKIPPED' END AS status,
-                   CASE WHEN a.row_number IS NULL AND NOT EXISTS (
-                            SELECT 1 FROM {table} t WHERE {match("t", "s")})
-                        THEN 'key does not exist' END AS note
-            FROM {stage} s LEFT JOIN applied a USING (row_number)"""
+        writes = [f"applied AS ({applied})"]
+        outcome = f"""CASE WHEN s.row_number IN (SELECT row_number FROM applied) THEN 'U'
+                   WHEN EXISTS (SELECT 1 FROM {table} t WHERE {match("t", "s")}) THEN 'N'
+                   ELSE 'S' END"""
+        skip_note = "key does not exist"
     else:
-        applied = f"""
-                DELETE FROM {table} t USING {stage} s WHERE {match("t", "s")}
-                RETURNING s.row_number"""
-        outcome = f"""
-            SELECT s.row_number,
-                   CASE WHEN a.row_number IS NOT NULL THEN 'DELETED' ELSE 'SKIPPED' END AS status,
-                   CASE WHEN a.row_number IS NULL THEN 'key does not exist' END AS note
-            FROM {stage} s LEFT JOIN applied a USING (row_number)"""
-    # Data-modifying CTEs must sit at the top level, hence one flat WITH per statement.
+        found = source
+        writes = [
+            f"""applied AS (
+            DELETE FROM {table} t USING source s WHERE s.pending AND {match("t", "s")}
+            RETURNING s.row_number)"""
+        ]
+        outcome = "CASE WHEN s.row_number IN (SELECT row_number FROM applied) THEN 'D' ELSE 'S' END"
+        skip_note = "key does not exist"
     return ApplyPlan(
-        stage_table=stage.strip('"'),
-        create_stage=create_stage,
-        columns=("row_number", *names),
-        tenant_scoped=bool(tenant),
         lock_targets=(
-            f"SELECT 1 FROM {table} t JOIN {stage} s ON {match('t', 's')}"
-            f" ORDER BY {', '.join(f't.{k}' for k in keys)} FOR UPDATE OF t"
+            f"""SELECT count(*) FROM (
+                SELECT 1 FROM {table} t JOIN ({source}) s ON s.pending AND {match("t", "s")}
+                ORDER BY {in_key_order("t.")} FOR UPDATE OF t) locked"""
             if mode in (ImportMode.UPDATE, ImportMode.DELETE)
             else None
         ),
-        verdicts=f"WITH applied AS ({applied}) {outcome}",
-        apply_and_record=f"""
-            WITH applied AS ({applied}),
-            outcome AS ({outcome}),
-            recorded AS (
-                UPDATE import_entries e
-                SET status = o.status, note = o.note, process_time = now()
-                FROM outcome o
-                WHERE e.job_id = $1 AND e.row_number = o.row_number
-                RETURNING o.status)
-            SELECT status, count(*) AS n FROM recorded GROUP BY status""",
+        # Data-modifying CTEs must sit at the top level, hence one flat WITH; they run
+        # whether or not they are read.
+        apply=f"""
+            WITH source AS MATERIALIZED ({found}),
+            {", ".join(writes)}
+            SELECT string_agg(
+                CASE WHEN NOT s.pending THEN '{NOT_APPLIED}' ELSE {outcome} END,
+                '' ORDER BY s.row_number) AS outcomes
+            FROM source s""",
+        skip_note=skip_note,
     )
+
+
+def _source(source: SourceColumn) -> str:
+    """The typed value of a source column, for pending rows (others may hold any text)."""
+    texts = [f"nullif((coalesce(e.clean, e.raw))[{p + 1}], '')" for p in source.positions]
+    if source.default is not None:
+        texts.append(_literal(source.default))
+    text = f"coalesce({', '.join(texts)})" if len(texts) > 1 else (texts[0] if texts else "NULL")
+    sql_type = SQL_TYPES[source.column.type]
+    name = quote(source.column.name)
+    if sql_type == "text":
+        return f"{text}::text AS {name}"
+    return f"CASE WHEN e.status = 'PENDING' THEN ({text})::{sql_type} END AS {name}"
+
+
+def _literal(text: str) -> str:
+    """A SQL string literal (the text comes from an import type's TOML, never a file)."""
+    return "'" + text.replace("'", "''") + "'"

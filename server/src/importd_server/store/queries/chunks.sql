@@ -46,7 +46,9 @@ SET lease_expires_at = now() + make_interval(secs => $3)
 WHERE job_id = $1 AND chunk_number = $2;
 
 -- name: complete_chunk
-UPDATE import_chunks SET status = 'DONE', lease_expires_at = NULL
+-- The chunk is done; $3 is its outcome string (one character per row).
+UPDATE import_chunks
+SET status = 'DONE', lease_expires_at = NULL, outcomes = $3, done_time = now()
 WHERE job_id = $1 AND chunk_number = $2;
 
 -- name: release_leases

@@ -1,37 +1,40 @@
--- Queries on import_entries.
+-- Queries on import_entries. An entry's status is PENDING until its row's outcome is known:
+-- FAILED and SKIPPED are written into the entry (with errors or a note); CREATED, UPDATED,
+-- UNCHANGED and DELETED are read from its chunk's outcome string (see list_entries).
 
 -- name: skip_superseded_rows
 -- A key repeated in one file: the last row with it wins, the earlier ones are SKIPPED and
--- say which row superseded them. Returns how many were skipped.
-WITH last_rows AS (
-    SELECT key, max(row_number) AS last_row
-    FROM import_entries
-    WHERE job_id = $1 AND key IS NOT NULL AND status = 'PENDING'
-    GROUP BY key
-    HAVING count(*) > 1
+-- say which row superseded them, even if they are invalid (their errors are dropped).
+-- Returns how many rows were skipped, and how many of those had failed.
+-- No join, so no plan the planner could misjudge (the freshly copied entries have no
+-- statistics; an estimate of one row for the job once made a join quadratic): one
+-- aggregate finds the repeated keys and their last rows, kept in one jsonb object that
+-- each of the job's entries looks its key up in.
+WITH repeated AS MATERIALIZED (
+    SELECT jsonb_object_agg(key, last_row) AS last_rows,
+           coalesce(sum(failed_before_last), 0)::bigint AS were_failed
+    FROM (
+        SELECT key COLLATE "C" AS key, max(row_number) AS last_row,
+               count(*) FILTER (WHERE status = 'FAILED')
+               - coalesce(max(row_number) FILTER (WHERE status = 'FAILED')
+                          = max(row_number), false)::integer AS failed_before_last
+        FROM import_entries
+        WHERE job_id = $1 AND key IS NOT NULL
+        GROUP BY key COLLATE "C"
+        HAVING count(*) > 1
+    ) keys
 ), skipped AS (
     UPDATE import_entries e
-    SET status = 'SKIPPED', process_time = now(),
-        note = 'key ' || e.key || ' is repeated later in the file, at row ' || l.last_row
-    FROM last_rows l
-    WHERE e.job_id = $1 AND e.key = l.key AND e.row_number < l.last_row
-      AND e.status = 'PENDING'
+    SET status = 'SKIPPED', errors = NULL, clean = NULL, process_time = now(),
+        note = 'key ' || e.key || ' is repeated later in the file, at row '
+               || ((SELECT last_rows FROM repeated) ->> e.key)
+    WHERE e.job_id = $1 AND e.key IS NOT NULL
+      AND (SELECT last_rows FROM repeated) IS NOT NULL
+      AND e.row_number < ((SELECT last_rows FROM repeated) ->> e.key)::bigint
     RETURNING 1
 )
-SELECT count(*) FROM skipped;
-
--- name: pending_entries
-SELECT row_number, raw
-FROM import_entries
-WHERE job_id = $1 AND row_number BETWEEN $2 AND $3 AND status = 'PENDING'
-ORDER BY row_number;
-
--- name: record_outcomes
--- The outcome of each row: arrays of row numbers, statuses, notes and errors (JSON text).
-UPDATE import_entries e
-SET status = o.status, note = o.note, errors = o.errors::jsonb, process_time = now()
-FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[]) AS o(row_number, status, note, errors)
-WHERE e.job_id = $1 AND e.row_number = o.row_number;
+SELECT (SELECT count(*) FROM skipped) AS skipped,
+       (SELECT were_failed FROM repeated) AS were_failed;
 
 -- name: skip_pending_rows
 -- An all-or-nothing job with failed rows: every row still pending is not imported.
@@ -39,24 +42,80 @@ WITH skipped AS (
     UPDATE import_entries
     SET status = 'SKIPPED', process_time = now(),
         note = 'not imported: other rows failed and the job is all_or_nothing'
-    WHERE job_id = $1 AND row_number BETWEEN $2 AND $3 AND status = 'PENDING'
+    WHERE job_id = $1 AND status = 'PENDING'
     RETURNING 1
 )
 SELECT count(*) FROM skipped;
 
--- name: list_entries
--- A page of entries in row order after row $3, filtered by status ($2 empty = all), skipping
--- $4 matching rows (offset style).
-SELECT row_number, line_number, status, key, raw, errors, note, process_time
+-- name: skip_rows
+-- The rows a chunk's statement skipped: those whose character in the outcome string $3 (of
+-- rows $2, $2 + 1, ...) is 'S'. They become SKIPPED with the note $4.
+UPDATE import_entries
+SET status = 'SKIPPED', note = $4, process_time = now()
+WHERE job_id = $1 AND row_number BETWEEN $2 AND $2 + length($3) - 1
+  AND substr($3, (row_number - $2 + 1)::integer, 1) = 'S';
+
+-- name: fail_rows
+-- Rows of $2..$3 the database refused: FAILED with their errors ($4: a JSON object of row
+-- number -> list of errors).
+UPDATE import_entries
+SET status = 'FAILED', errors = $4::jsonb -> row_number::text, process_time = now()
+WHERE job_id = $1 AND row_number BETWEEN $2 AND $3 AND $4::jsonb ? row_number::text;
+
+-- name: pending_rows
+SELECT row_number, raw
 FROM import_entries
-WHERE job_id = $1
-  AND (cardinality($2::text[]) = 0 OR status = ANY($2::text[]))
-  AND row_number > $3
+WHERE job_id = $1 AND row_number BETWEEN $2 AND $3 AND status = 'PENDING'
+ORDER BY row_number;
+
+-- name: set_clean
+-- The clean fields of rows of $2..$3 ($4: a JSON object of row number -> text[] literal).
+UPDATE import_entries
+SET clean = ($4::jsonb ->> row_number::text)::text[]
+WHERE job_id = $1 AND row_number BETWEEN $2 AND $3 AND $4::jsonb ? row_number::text;
+
+-- name: list_entries
+-- A page of a job's entries in row order after row $3, filtered by status ($2 empty = all)
+-- and by an error code ($6 NULL = any), skipping $4 matching rows (offset style). A pending
+-- entry of a done chunk has the outcome
+-- its character in the chunk's outcome string says (import_jobs.chunk_rows finds the chunk;
+-- chunks done before migration 0005 have no outcome string: their entries hold every
+-- outcome). Entries FAILED or SKIPPED (the only ones with errors) are found without looking
+-- at chunks unless the filter asks for other statuses too.
+SELECT row_number, line_number, status, key, raw, errors, note, process_time
+FROM (
+    SELECT e.row_number, e.line_number, e.key, e.raw, e.errors, e.note,
+           CASE WHEN e.status <> 'PENDING' THEN e.status
+                ELSE CASE substr(c.outcomes, (e.row_number - c.first_row + 1)::integer, 1)
+                         WHEN 'C' THEN 'CREATED'
+                         WHEN 'U' THEN 'UPDATED'
+                         WHEN 'N' THEN 'UNCHANGED'
+                         WHEN 'D' THEN 'DELETED'
+                         ELSE 'PENDING' END
+           END AS status,
+           CASE WHEN e.status <> 'PENDING' THEN e.process_time ELSE c.done_time END
+               AS process_time
+    FROM import_entries e
+    LEFT JOIN import_chunks c
+        ON c.job_id = e.job_id
+       AND c.chunk_number = ((e.row_number - 1)
+                             / (SELECT chunk_rows FROM import_jobs WHERE id = $1) + 1)::integer
+    WHERE e.job_id = $1 AND e.row_number > $3
+      AND ($6::text IS NULL
+           OR e.errors @> jsonb_build_array(jsonb_build_object('code', $6::text)))
+      AND (cardinality($2::text[]) = 0 OR e.status = ANY($2::text[])
+           OR (e.status = 'PENDING'
+               AND $2::text[] && '{PENDING,CREATED,UPDATED,UNCHANGED,DELETED}'::text[]))
+) entry
+WHERE cardinality($2::text[]) = 0 OR status = ANY($2::text[])
 ORDER BY row_number
 OFFSET $4
 LIMIT $5;
 
--- name: count_entries
+-- name: count_failed_entries
+-- How many entries of a job have an error of code $3 (and a status among $2, empty = any):
+-- only FAILED entries have errors, and their status is in the entry itself.
 SELECT count(*)
 FROM import_entries
-WHERE job_id = $1 AND (cardinality($2::text[]) = 0 OR status = ANY($2::text[]));
+WHERE job_id = $1 AND (cardinality($2::text[]) = 0 OR status = ANY($2::text[]))
+  AND errors @> jsonb_build_array(jsonb_build_object('code', $3::text));

@@ -7,7 +7,8 @@ SELECT * FROM import_jobs WHERE id = $1 AND tenant = $2;
 -- name: list_jobs
 -- A keyset page of one tenant's jobs, newest first. $3/$4 are the cursor
 -- (create_time, id) of the previous page's last job, both NULL on the first page; $7 false
--- hides live jobs (from a test token).
+-- hides live jobs (from a test token); $8, unless NULL, is text the file name or a label
+-- value contains, ignoring case (strpos: the text's % and _ are not wildcards).
 SELECT *
 FROM import_jobs
 WHERE tenant = $1
@@ -15,6 +16,10 @@ WHERE tenant = $1
   AND ($5::text IS NULL OR import_type = $5)
   AND ($3::timestamptz IS NULL OR (create_time, id) < ($3, $4::uuid))
   AND ($7::boolean OR NOT live)
+  AND ($8::text IS NULL
+       OR strpos(lower(file_name), lower($8)) > 0
+       OR EXISTS (SELECT FROM jsonb_each_text(labels) AS l
+                  WHERE strpos(lower(l.value), lower($8)) > 0))
 ORDER BY create_time DESC, id DESC
 LIMIT $6;
 
@@ -28,12 +33,19 @@ INSERT INTO import_jobs (
 ) VALUES ($1, $2, $3, $4, $5, $6, 'QUEUED', $7, $8, $9, $10, $11, $12, $13, $14);
 
 -- name: finish_staging
--- The file is received: record what it was and queue the job. $8 = rows that already
--- have an outcome (failed to parse, or superseded by a later row with the same key).
+-- The file is received: record what it was. $6 and $7 = rows that already have an outcome
+-- (failed, or superseded by a later row with the same key); $8 = rows per chunk.
 UPDATE import_jobs
 SET file_size_bytes = $2, sha256 = $3, total_rows = $4, columns = $5,
     failed_count = $6, skipped_count = $7, processed_rows = $6::bigint + $7::bigint,
-    update_time = clock_timestamp()
+    chunk_rows = $8, update_time = clock_timestamp()
+WHERE id = $1;
+
+-- name: record_dialect
+-- How the file was read (engine/shapes.py): the format its bytes showed, and the dialect,
+-- kept in options (model.Dialect; read back by store/jobs.py).
+UPDATE import_jobs
+SET format = $2, options = options || jsonb_build_object('dialect', $3::jsonb)
 WHERE id = $1;
 
 -- name: fail_job
