@@ -28,6 +28,8 @@ from importd_client._names import (
 )
 
 DEFAULT_TARGET = "127.0.0.1:50051"
+# StartImport's initial metadata: the job's id, sent by the server once the job exists.
+JOB_ID_METADATA = "importd-job-id"
 PIECE_BYTES = 256 * 1024
 # Keepalive pings find a peer that went silent without closing the connection, so a
 # stream on it fails (and resumes) instead of hanging.
@@ -138,10 +140,16 @@ class AsyncClient:
         *,
         import_type: str,
         source_uri: str | None = None,
+        on_created: Callable[[str], object] | None = None,
         **options: Unpack[ImportOptions],
     ) -> AsyncJob:
         """Uploads a file (streamed in pieces, never read whole) and returns its job, QUEUED
         once the server has stored the file (or FAILED if the file cannot be read).
+
+        The job exists from the file's first byte: `on_created` is called with its id then,
+        while the file is still being sent, so the upload can be followed (`get_job(id)`,
+        stages RECEIVING and STAGING). (With the sync Client it runs on the client's own
+        thread: hand the id over, do not call the client from it.)
 
         Or, with `source_uri` instead of `source`, has the server read the file itself:
         `https://…` (e.g. a signed URL), `s3://bucket/<tenant>/key` or `file://…`, as the
@@ -185,10 +193,17 @@ class AsyncClient:
             async for piece in pieces():
                 yield pb.StartImportRequest(chunk=piece)
 
-        job = await self._with_retries(
-            lambda: self._stub.StartImport(requests(), metadata=self._metadata),
-            idempotent=rereadable,
-        )
+        async def start() -> pb.Job:
+            call = self._stub.StartImport(requests(), metadata=self._metadata)
+            if on_created is None:
+                return await call
+            telling = asyncio.ensure_future(_tell_job_id(call, on_created))
+            try:
+                return await call
+            finally:
+                await telling  # done once the call is: its metadata came first
+
+        job = await self._with_retries(start, idempotent=rereadable)
         return AsyncJob(self, job)
 
     async def get_job(self, job_id: str) -> AsyncJob:
@@ -452,6 +467,20 @@ def _note_if_new(
     if changed > (since.seconds, since.nanos):
         since.CopyFrom(job.update_time)
     return True
+
+
+async def _tell_job_id(
+    call: grpc.aio.StreamUnaryCall[Any, Any], on_created: Callable[[str], object]
+) -> None:
+    """Calls `on_created` with the job id the server sends in StartImport's initial metadata
+    as soon as the job exists (not at all if the call ends without a job)."""
+    try:
+        metadata = await call.initial_metadata()
+    except grpc.aio.AioRpcError:
+        return
+    job_id = metadata.get(JOB_ID_METADATA) if metadata else None
+    if isinstance(job_id, str):
+        on_created(job_id)
 
 
 async def _no_pieces() -> AsyncIterator[bytes]:

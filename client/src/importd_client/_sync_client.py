@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar, Unpack
@@ -124,13 +124,19 @@ class Client:
         *,
         import_type: str,
         source_uri: str | None = None,
+        on_created: Callable[[str], object] | None = None,
         **options: Unpack[ImportOptions],
     ) -> Job:
         """Uploads a file, or names one by `source_uri`, and returns its job; see
-        AsyncClient.start_import."""
+        AsyncClient.start_import. `on_created` runs on the client's own thread: it may
+        hand the id to another thread, which can follow the job while this call sends."""
         job = self._runner.run(
             self._async.start_import(
-                source, import_type=import_type, source_uri=source_uri, **options
+                source,
+                import_type=import_type,
+                source_uri=source_uri,
+                on_created=on_created,
+                **options,
             )
         )
         return Job(self._runner, job)

@@ -28,6 +28,7 @@ from importd_server.engine.housekeeping import Housekeeper
 from importd_server.engine.import_types import default_types_dir, load_import_types
 from importd_server.engine.processing import ChunkProcessor
 from importd_server.engine.staging import Stager, StagingLimits
+from importd_server.engine.uploads import UploadSlots
 from importd_server.engine.workers import WorkerPool
 from importd_server.http.downloads import LinkDownloads
 from importd_server.http.links import DownloadLinks
@@ -79,6 +80,7 @@ class Application:
         self.metrics: Metrics | None = None
         self.housekeeper: Housekeeper | None = None
         self.deliverer: WebhookDeliverer | None = None
+        self.uploads: UploadSlots | None = None
         self._monitor = DatabaseMonitor(database_url, self._set_serving)
 
     async def start(self) -> int:
@@ -120,11 +122,18 @@ class Application:
             tracing=self.tracing,
         )
         admission = Admission(jobs, settings.max_active_jobs_per_tenant)
+        self.uploads = UploadSlots(settings.max_uploads)
         stager = Stager(
             self._pool,
+            self.database_url,
             jobs,
-            StagingLimits(settings.max_file_bytes, settings.chunk_size),
+            StagingLimits(
+                settings.max_file_bytes,
+                settings.chunk_size,
+                heartbeat_seconds=settings.upload_stale_seconds / 4,
+            ),
             admission,
+            self.uploads,
             self.metrics,
         )
         self.hub = ProgressHub(self.database_url, jobs)
@@ -174,9 +183,11 @@ class Application:
         limit = settings.max_message_bytes
         self.housekeeper = Housekeeper(
             self._pool,
+            jobs,
             self.metrics,
             retention_days=settings.retention_days,
             interval=settings.housekeeping_seconds,
+            upload_stale_seconds=settings.upload_stale_seconds,
         )
         server = grpc.aio.server(
             interceptors=(
@@ -267,6 +278,8 @@ class Application:
             await self.workers.stop(grace)
         # Together: requests in flight on the HTTP port are calls of the gRPC server.
         await asyncio.gather(self._stop_http(), self._stop_grpc(grace))
+        if self.uploads is not None:
+            self.uploads.close()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None

@@ -61,6 +61,11 @@ class Settings:
     max_active_jobs_per_tenant: int = 20
     max_streams_per_tenant: int = 200
     max_message_bytes: int = 4 * 1024**2
+    # Files this replica receives at once (uploads and source_uri imports), each holding a
+    # database connection and two threads of its own; beyond it, UNAVAILABLE.
+    max_uploads: int = 8
+    # An upload whose heartbeat is older than this (its replica died) is failed.
+    upload_stale_seconds: float = 60.0
     auth_static_tokens: Path | None = None
     auth_hs256_secrets: str | None = None
     auth_rs256_public_keys: str | None = None
@@ -130,7 +135,14 @@ class Settings:
             raise ValueError("webhook_lease_seconds must be more than webhook_timeout_seconds")
         AddressGuard.from_allow_list(self.remote_allow_hosts)  # a typo fails the start-up
         fallback_list(self.fallback_encodings)  # so does an unknown encoding
-        limits = ("max_active_jobs_per_tenant", "max_streams_per_tenant", "max_message_bytes")
+        if self.upload_stale_seconds <= 0:
+            raise ValueError("upload_stale_seconds must be more than 0")
+        limits = (
+            "max_active_jobs_per_tenant",
+            "max_streams_per_tenant",
+            "max_message_bytes",
+            "max_uploads",
+        )
         for name in ("chunk_size", "max_attempts", "max_file_bytes", "max_rows", *limits):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

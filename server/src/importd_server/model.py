@@ -134,11 +134,26 @@ class Job:
     live: bool = True
     entries_removed_time: datetime | None = None
     dialect: Dialect | None = None
+    received_bytes: int = 0
+    staged_rows: int = 0
 
     @property
     def progress(self) -> tuple[object, ...]:
         """What a watcher is told about: a new event is due when this changes."""
-        return (self.status, self.stage, self.counts, self.total_rows, self.error)
+        return (
+            self.status,
+            self.stage,
+            self.counts,
+            self.total_rows,
+            self.error,
+            self.received_bytes,
+            self.staged_rows,
+        )
+
+    @property
+    def receiving(self) -> bool:
+        """Whether the job's file is still being received and staged (no entries yet)."""
+        return self.stage in (JobStage.RECEIVING, JobStage.STAGING)
 
     @property
     def estimated_seconds_left(self) -> float | None:
@@ -150,6 +165,8 @@ class Job:
     def count_entries(self, statuses: Collection[EntryStatus]) -> int:
         """How many of the job's entries have one of these statuses (any, when empty): the
         counts change in the same transactions as the entries' outcomes, so they agree."""
+        if self.receiving:
+            return 0  # staged rows become entries only when staging commits
         counts = self.counts
         by_status = {
             EntryStatus.PENDING: (self.total_rows or 0) - counts.processed,

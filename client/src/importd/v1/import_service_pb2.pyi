@@ -124,7 +124,9 @@ class _JobStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobStatus.V
     JOB_STATUS_UNSPECIFIED: _JobStatus.ValueType  # 0
     """Never used."""
     JOB_STATUS_QUEUED: _JobStatus.ValueType  # 1
-    """Received, waiting for a worker."""
+    """Receiving its file (stage RECEIVING, then STAGING), or received and waiting
+    for a worker (no stage).
+    """
     JOB_STATUS_RUNNING: _JobStatus.ValueType  # 2
     """Being processed."""
     JOB_STATUS_SUCCEEDED: _JobStatus.ValueType  # 3
@@ -132,7 +134,9 @@ class _JobStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobStatus.V
     JOB_STATUS_PARTIALLY_SUCCEEDED: _JobStatus.ValueType  # 4
     """Some rows failed or were skipped."""
     JOB_STATUS_FAILED: _JobStatus.ValueType  # 5
-    """A job-level error, max_errors passed, or an all-or-nothing job with a bad row."""
+    """A job-level error (an unreadable file, an aborted upload), max_errors passed,
+    or an all-or-nothing job with a bad row.
+    """
     JOB_STATUS_CANCELLED: _JobStatus.ValueType  # 6
     """Cancelled by a caller."""
 
@@ -142,7 +146,9 @@ class JobStatus(_JobStatus, metaclass=_JobStatusEnumTypeWrapper):
 JOB_STATUS_UNSPECIFIED: JobStatus.ValueType  # 0
 """Never used."""
 JOB_STATUS_QUEUED: JobStatus.ValueType  # 1
-"""Received, waiting for a worker."""
+"""Receiving its file (stage RECEIVING, then STAGING), or received and waiting
+for a worker (no stage).
+"""
 JOB_STATUS_RUNNING: JobStatus.ValueType  # 2
 """Being processed."""
 JOB_STATUS_SUCCEEDED: JobStatus.ValueType  # 3
@@ -150,7 +156,9 @@ JOB_STATUS_SUCCEEDED: JobStatus.ValueType  # 3
 JOB_STATUS_PARTIALLY_SUCCEEDED: JobStatus.ValueType  # 4
 """Some rows failed or were skipped."""
 JOB_STATUS_FAILED: JobStatus.ValueType  # 5
-"""A job-level error, max_errors passed, or an all-or-nothing job with a bad row."""
+"""A job-level error (an unreadable file, an aborted upload), max_errors passed,
+or an all-or-nothing job with a bad row.
+"""
 JOB_STATUS_CANCELLED: JobStatus.ValueType  # 6
 """Cancelled by a caller."""
 Global___JobStatus: _TypeAlias = JobStatus  # noqa: Y015
@@ -162,25 +170,29 @@ class _JobStage:
 class _JobStageEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobStage.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     JOB_STAGE_UNSPECIFIED: _JobStage.ValueType  # 0
-    """No stage, e.g. the job is queued or finished."""
+    """No stage, e.g. the job is received and waits for a worker, or finished."""
     JOB_STAGE_RECEIVING: _JobStage.ValueType  # 1
-    """The file is being received."""
+    """The file is being received; its rows are read and stored as they arrive."""
     JOB_STAGE_STAGING: _JobStage.ValueType  # 2
-    """Rows are parsed and stored as entries."""
+    """The file is received whole (total_rows is known); repeated keys are resolved
+    and the rows are queued as chunks.
+    """
     JOB_STAGE_PROCESSING: _JobStage.ValueType  # 3
     """Chunks are being applied to the target."""
     JOB_STAGE_FINALIZING: _JobStage.ValueType  # 4
     """The last chunk is done; the outcome is being recorded."""
 
 class JobStage(_JobStage, metaclass=_JobStageEnumTypeWrapper):
-    """Where a running job is inside its run."""
+    """Where a queued or running job is inside its run."""
 
 JOB_STAGE_UNSPECIFIED: JobStage.ValueType  # 0
-"""No stage, e.g. the job is queued or finished."""
+"""No stage, e.g. the job is received and waits for a worker, or finished."""
 JOB_STAGE_RECEIVING: JobStage.ValueType  # 1
-"""The file is being received."""
+"""The file is being received; its rows are read and stored as they arrive."""
 JOB_STAGE_STAGING: JobStage.ValueType  # 2
-"""Rows are parsed and stored as entries."""
+"""The file is received whole (total_rows is known); repeated keys are resolved
+and the rows are queued as chunks.
+"""
 JOB_STAGE_PROCESSING: JobStage.ValueType  # 3
 """Chunks are being applied to the target."""
 JOB_STAGE_FINALIZING: JobStage.ValueType  # 4
@@ -538,6 +550,8 @@ class Job(_message.Message):
     MAX_ERRORS_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     DIALECT_FIELD_NUMBER: _builtins.int
+    RECEIVED_BYTES_FIELD_NUMBER: _builtins.int
+    STAGED_ROWS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The job's id, a UUID."""
     import_type: _builtins.str
@@ -547,15 +561,15 @@ class Job(_message.Message):
     status: Global___JobStatus.ValueType
     """Where the job is in its life."""
     stage: Global___JobStage.ValueType
-    """Where a RUNNING job is inside its run."""
+    """Where a QUEUED or RUNNING job is inside its run."""
     file_name: _builtins.str
     """The file's name as the caller gave it."""
     file_size_bytes: _builtins.int
-    """The file's size in bytes, as received."""
+    """The file's size in bytes, once received whole."""
     sha256: _builtins.str
     """The SHA-256 of the file's bytes as received, hex."""
     total_rows: _builtins.int
-    """The number of data rows; unset until the file is fully read."""
+    """The number of data rows; unset until the file is fully read (stage STAGING)."""
     processed_rows: _builtins.int
     """Rows whose outcome is decided."""
     created_count: _builtins.int
@@ -584,6 +598,14 @@ class Job(_message.Message):
     """Whether nothing is committed unless every row is valid."""
     max_errors: _builtins.int
     """The failure limit, when one was set."""
+    received_bytes: _builtins.int
+    """Bytes of the file received so far (stages RECEIVING and STAGING); the file's
+    size once received, or how far an aborted upload got.
+    """
+    staged_rows: _builtins.int
+    """Rows of the file read and stored so far (stages RECEIVING and STAGING); all
+    of them once staged. Stored rows become entries only when staging commits.
+    """
     @_builtins.property
     def error(self) -> _status_pb2.Status:
         """A job-level failure, such as an unreadable file."""
@@ -606,7 +628,9 @@ class Job(_message.Message):
 
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
-        """When the job last changed (counts, stage or status), as committed."""
+        """When the job last changed (counts, stage or status), as committed. While the
+        file is received it is also the upload's heartbeat, refreshed even when idle.
+        """
 
     @_builtins.property
     def dialect(self) -> Global___Dialect:
@@ -645,10 +669,12 @@ class Job(_message.Message):
         max_errors: _builtins.int | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         dialect: Global___Dialect | None = ...,
+        received_bytes: _builtins.int = ...,
+        staged_rows: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "_total_rows", b"_total_rows", "create_time", b"create_time", "dialect", b"dialect", "end_time", b"end_time", "error", b"error", "max_errors", b"max_errors", "start_time", b"start_time", "total_rows", b"total_rows", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "_total_rows", b"_total_rows", "all_or_nothing", b"all_or_nothing", "create_time", b"create_time", "created_count", b"created_count", "deleted_count", b"deleted_count", "dialect", b"dialect", "dry_run", b"dry_run", "end_time", b"end_time", "error", b"error", "failed_count", b"failed_count", "file_name", b"file_name", "file_size_bytes", b"file_size_bytes", "format", b"format", "id", b"id", "import_type", b"import_type", "labels", b"labels", "max_errors", b"max_errors", "mode", b"mode", "processed_rows", b"processed_rows", "progress_percent", b"progress_percent", "request_id", b"request_id", "rows_per_second", b"rows_per_second", "sha256", b"sha256", "skipped_count", b"skipped_count", "stage", b"stage", "start_time", b"start_time", "status", b"status", "total_rows", b"total_rows", "unchanged_count", b"unchanged_count", "update_time", b"update_time", "updated_count", b"updated_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "_total_rows", b"_total_rows", "all_or_nothing", b"all_or_nothing", "create_time", b"create_time", "created_count", b"created_count", "deleted_count", b"deleted_count", "dialect", b"dialect", "dry_run", b"dry_run", "end_time", b"end_time", "error", b"error", "failed_count", b"failed_count", "file_name", b"file_name", "file_size_bytes", b"file_size_bytes", "format", b"format", "id", b"id", "import_type", b"import_type", "labels", b"labels", "max_errors", b"max_errors", "mode", b"mode", "processed_rows", b"processed_rows", "progress_percent", b"progress_percent", "received_bytes", b"received_bytes", "request_id", b"request_id", "rows_per_second", b"rows_per_second", "sha256", b"sha256", "skipped_count", b"skipped_count", "stage", b"stage", "staged_rows", b"staged_rows", "start_time", b"start_time", "status", b"status", "total_rows", b"total_rows", "unchanged_count", b"unchanged_count", "update_time", b"update_time", "updated_count", b"updated_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_errors: _TypeAlias = _typing.Literal["max_errors"]  # noqa: Y015
     _WhichOneofArgType__max_errors: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors"]  # noqa: Y015

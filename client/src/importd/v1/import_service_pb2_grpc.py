@@ -114,7 +114,11 @@ class ImportServiceServicer:
     def StartImport(self, request_iterator, context):
         """Starts an import. The first message carries the ImportSpec; the following
         messages carry the file's bytes in order. A spec with a source_uri is sent
-        alone. Returns the QUEUED job once the file is durably received.
+        alone. The job exists from the file's first byte (status QUEUED, stage
+        RECEIVING, then STAGING), and its id is sent at once in the initial metadata
+        "importd-job-id", so the caller can follow the upload while it sends. Returns
+        the job once the file is durably received: QUEUED with no stage, or FAILED
+        (an unreadable file) or CANCELLED (cancelled during the upload).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

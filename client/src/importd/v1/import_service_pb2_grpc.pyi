@@ -47,7 +47,11 @@ class ImportServiceStub:
     StartImport: _grpc.StreamUnaryMultiCallable[_import_service_pb2.StartImportRequest, _import_service_pb2.Job]
     """Starts an import. The first message carries the ImportSpec; the following
     messages carry the file's bytes in order. A spec with a source_uri is sent
-    alone. Returns the QUEUED job once the file is durably received.
+    alone. The job exists from the file's first byte (status QUEUED, stage
+    RECEIVING, then STAGING), and its id is sent at once in the initial metadata
+    "importd-job-id", so the caller can follow the upload while it sends. Returns
+    the job once the file is durably received: QUEUED with no stage, or FAILED
+    (an unreadable file) or CANCELLED (cancelled during the upload).
     """
     GetJob: _grpc.UnaryUnaryMultiCallable[_import_service_pb2.GetJobRequest, _import_service_pb2.Job]
     """Returns one job with its counts and status."""
@@ -100,7 +104,11 @@ class ImportServiceAsyncStub(ImportServiceStub):
     StartImport: _aio.StreamUnaryMultiCallable[_import_service_pb2.StartImportRequest, _import_service_pb2.Job]  # type: ignore[assignment]
     """Starts an import. The first message carries the ImportSpec; the following
     messages carry the file's bytes in order. A spec with a source_uri is sent
-    alone. Returns the QUEUED job once the file is durably received.
+    alone. The job exists from the file's first byte (status QUEUED, stage
+    RECEIVING, then STAGING), and its id is sent at once in the initial metadata
+    "importd-job-id", so the caller can follow the upload while it sends. Returns
+    the job once the file is durably received: QUEUED with no stage, or FAILED
+    (an unreadable file) or CANCELLED (cancelled during the upload).
     """
     GetJob: _aio.UnaryUnaryMultiCallable[_import_service_pb2.GetJobRequest, _import_service_pb2.Job]  # type: ignore[assignment]
     """Returns one job with its counts and status."""
@@ -156,7 +164,11 @@ class ImportServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_import_service_pb2.Job, _abc.Awaitable[_import_service_pb2.Job]]:
         """Starts an import. The first message carries the ImportSpec; the following
         messages carry the file's bytes in order. A spec with a source_uri is sent
-        alone. Returns the QUEUED job once the file is durably received.
+        alone. The job exists from the file's first byte (status QUEUED, stage
+        RECEIVING, then STAGING), and its id is sent at once in the initial metadata
+        "importd-job-id", so the caller can follow the upload while it sends. Returns
+        the job once the file is durably received: QUEUED with no stage, or FAILED
+        (an unreadable file) or CANCELLED (cancelled during the upload).
         """
 
     @_abc_1.abstractmethod

@@ -133,6 +133,8 @@ def job_to_proto(job: Job) -> pb.Job:
         start_time=timestamp(job.start_time),
         end_time=timestamp(job.end_time),
         update_time=timestamp(job.update_time),
+        received_bytes=job.received_bytes,
+        staged_rows=job.staged_rows,
     )
     if job.dialect is not None:
         message.dialect.CopyFrom(dialect_to_proto(job.dialect))
@@ -298,7 +300,7 @@ def new_job_from_spec(
             # Read again by the workers (processing.py), which map the stored header.
             **({"column_map": column_map} if column_map else {}),
             **({"source_uri": redact(spec.source_uri)} if spec.source_uri else {}),
-            # Read by the outbox trigger (migration 0006), whichever code changes the job.
+            # Read by the outbox trigger (migration 0007), whichever code changes the job.
             **(
                 {"webhook": {"url": spec.webhook_url, "events": webhook_events.value}}
                 if spec.webhook_url

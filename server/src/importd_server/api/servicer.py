@@ -65,6 +65,9 @@ SNAPSHOT_BATCH = 100
 # newer one); the oldest are forgotten first.
 SENT_STATES_KEPT = 10_000
 
+# StartImport's initial metadata: the new job's id, sent as soon as the job exists.
+JOB_ID_METADATA = "importd-job-id"
+
 
 class ImportServicer(pb_grpc.ImportServiceServicer):
     """Serves the ImportService."""
@@ -173,11 +176,16 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
             pieces = await self._source_pieces(spec.source_uri, caller.tenant)
         else:
             pieces = _file_bytes(request_iterator)
+
+        async def tell_job_id(job_id: uuid.UUID) -> None:
+            # Before the file is received: the caller can follow the upload at once.
+            await context.send_initial_metadata(((JOB_ID_METADATA, str(job_id)),))
+
         with self._tracing.span("importd.staging") as span:
             # The job keeps this span's context: its chunks join the trace on any replica.
             new_job = dataclasses.replace(new_job, trace_parent=self._tracing.trace_parent())
             async with _closing(pieces):
-                job = await self._stager.start(new_job, pieces)
+                job = await self._stager.start(new_job, pieces, tell_job_id)
             span.set_attribute("importd.job_id", str(job.id))
         self._on_job_queued()
         return job_to_proto(job)

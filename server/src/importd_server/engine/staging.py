@@ -1,6 +1,8 @@
-"""Receiving a file: bytes streamed in, parsed in a worker thread as they arrive, stored as
-entries with COPY, chunked, and queued, all in one transaction, so a broken or aborted
-upload leaves nothing behind."""
+"""Receiving a file: the job is committed at the first byte (stage RECEIVING), then the bytes
+are parsed in a thread of the uploads' own as they arrive, stored as entries with COPY,
+chunked, and queued, all in one transaction, so a broken or aborted upload leaves no rows
+behind: its job ends FAILED saying so. How far the upload got is written to the job row
+meanwhile, from short transactions of their own (engine/uploads.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import hashlib
 import io
 import queue
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -24,17 +26,20 @@ from importd_server.engine.import_types import ImportType
 from importd_server.engine.parsing import FileColumns, FileError, ParseOptions
 from importd_server.engine.processing import fail_if_too_many_errors
 from importd_server.engine.shapes import FileReader
-from importd_server.errors import AlreadyExists, PermissionDenied
+from importd_server.engine.uploads import JobEnded, UploadSlots, UploadState, writing_progress
+from importd_server.errors import AlreadyExists, ImportdError, PermissionDenied
 from importd_server.metrics import Metrics
 from importd_server.model import Dialect, EntryStatus, ImportMode, Job
+from importd_server.store.availability import is_connection_error
 from importd_server.store.entries import copy_entries, encode_entries
 from importd_server.store.jobs import (
     JobStore,
     dialect_to_json,
+    job_from_row,
     notify_progress,
     record_trace_parent,
 )
-from importd_server.store.pool import Connection
+from importd_server.store.pool import Connection, close_connection, open_connection
 from importd_server.store.sql import CHUNK_QUERIES, ENTRY_QUERIES, JOB_QUERIES
 
 log = structlog.get_logger(__name__)
@@ -62,10 +67,12 @@ class NewJob:
 
 @dataclass(frozen=True)
 class StagingLimits:
-    """How big a file may be, and how rows are grouped into chunks."""
+    """How big a file may be, how rows are grouped into chunks, and how often a live
+    upload's heartbeat is written."""
 
     max_file_bytes: int
     chunk_size: int
+    heartbeat_seconds: float = 15.0
 
 
 class _Aborted(Exception):
@@ -118,9 +125,46 @@ class _ByteFeed(io.RawIOBase):
 
 @dataclass
 class _Received:
+    """What has arrived so far; the progress writer reads it while staging updates it."""
+
     size: int = 0
     sha256: Any = field(default_factory=hashlib.sha256)
+    staged_rows: int = 0
+    total_rows: int | None = None  # known once the file is read whole
     dialect: Dialect | None = None
+
+    def state(self) -> UploadState:
+        return (self.size, self.staged_rows, self.total_rows)
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """The file's rows once stored: how many, their columns, and those already decided."""
+
+    total: int
+    columns: list[str]
+    failed: int
+    skipped: int
+
+
+class _Prepended:
+    """An async iterator of bytes with what was already taken from it put back in front:
+    its first piece, or the FileError taking it raised."""
+
+    def __init__(self, first: bytes | FileError | None, rest: AsyncIterator[bytes]) -> None:
+        self._first = first
+        self._rest = rest
+
+    def __aiter__(self) -> _Prepended:
+        return self
+
+    async def __anext__(self) -> bytes:
+        first, self._first = self._first, None
+        if isinstance(first, FileError):
+            raise first
+        if first is not None:
+            return first
+        return await anext(self._rest)
 
 
 class Stager:
@@ -129,31 +173,54 @@ class Stager:
     def __init__(
         self,
         pool: asyncpg.Pool,
+        database_url: str,
         jobs: JobStore,
         limits: StagingLimits,
         admission: Admission,
+        slots: UploadSlots,
         metrics: Metrics,
     ) -> None:
         self._pool = pool
+        self._database_url = database_url
         self._jobs = jobs
         self._limits = limits
         self._admission = admission
+        self._slots = slots
         self._metrics = metrics
 
-    async def start(self, new_job: NewJob, chunks: AsyncIterator[bytes]) -> Job:
+    async def start(
+        self,
+        new_job: NewJob,
+        chunks: AsyncIterator[bytes],
+        on_created: Callable[[uuid.UUID], Awaitable[None]] | None = None,
+    ) -> Job:
         """The job for this request: the existing one for a repeated request_id (AIP-155),
-        else a new one made from the file."""
+        else a new one, committed when the file's first byte arrives (`on_created` is then
+        told its id), made from the file."""
         existing = await self.existing(new_job)
         if existing is not None:
             return existing
+        # A request refused before any byte (a remote source's address) leaves no job; a
+        # file that fails then (a remote 404) is a job that failed.
+        pieces = aiter(chunks)
+        first: bytes | FileError | None
         try:
-            return await self.receive(new_job, chunks)
-        except asyncpg.UniqueViolationError:
-            # The same request_id raced us and committed first.
-            existing = await self.existing(new_job)
-            if existing is None:
-                raise
-            return existing
+            first = await anext(pieces, None)
+        except FileError as error:
+            first = error
+        with self._slots.take():
+            job_id = uuid.uuid4()
+            try:
+                await self._create_job(job_id, new_job)
+            except asyncpg.UniqueViolationError:
+                # The same request_id raced us and committed first (its upload may still run).
+                existing = await self.existing(new_job)
+                if existing is None:
+                    raise
+                return existing
+            if on_created is not None:
+                await on_created(job_id)
+            return await self.receive(job_id, new_job, _Prepended(first, pieces))
 
     async def existing(self, new_job: NewJob) -> Job | None:
         """The job an earlier start with the same request_id made, if any (AIP-155)."""
@@ -176,11 +243,21 @@ class Stager:
             )
         return job
 
-    async def receive(self, new_job: NewJob, chunks: AsyncIterator[bytes]) -> Job:
+    async def _create_job(self, job_id: uuid.UUID, new_job: NewJob) -> None:
+        """Commits the job, RECEIVING, if the tenant's active jobs (receiving ones too) stay
+        within its limit; RESOURCE_EXHAUSTED (and no job) otherwise."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            await self._insert_job(connection, job_id, new_job)
+            await self._admission.admit(connection, new_job.tenant)
+            await notify_progress(connection, job_id)
+
+    async def receive(
+        self, job_id: uuid.UUID, new_job: NewJob, chunks: AsyncIterator[bytes]
+    ) -> Job:
         """Stores the file's rows and returns the job: QUEUED (or already finished when no
-        row needs processing), or FAILED with a job-level error when the file is unreadable.
-        An exception (the caller went away, the database failed) leaves nothing stored."""
-        job_id = uuid.uuid4()
+        row needs processing), FAILED with a job-level error when the file is unreadable, or
+        as the job ended meanwhile (cancelled). An exception (the caller went away, the
+        database failed) stores no rows and fails the job as UPLOAD_ABORTED."""
         bound = log.bind(
             job_id=str(job_id),
             import_type=new_job.import_type.name,
@@ -188,27 +265,41 @@ class Stager:
             request_id=new_job.request_id,
         )
         received = _Received()
-        async with self._pool.acquire() as connection:
+        job: Job | None = None
+        try:
+            # A connection of its own, not the pool's: an upload holds it as long as the
+            # caller takes to send the file, and uploads must never starve other work.
+            connection = await open_connection(self._database_url)
             try:
                 async with connection.transaction():
-                    await self._insert_job(connection, job_id, new_job)
-                    await self._stage(connection, job_id, new_job, chunks, received)
-                    await self._admission.admit(connection, new_job.tenant)
-            except FileError as error:
-                bound.info("file refused", reason=error.reason, message=error.message)
-                async with connection.transaction():
-                    await self._insert_job(connection, job_id, new_job)
-                    await _record_file(connection, job_id, received, None, [], 0, 0, None)
-                    await connection.execute(
+                    async with writing_progress(
+                        self._jobs, job_id, received.state, self._limits.heartbeat_seconds
+                    ):
+                        staged = await self._stage(connection, job_id, new_job, chunks, received)
+                    job = await self._queue(connection, job_id, new_job, received, staged)
+            finally:
+                await close_connection(connection)
+        except FileError as error:
+            bound.info("file refused", reason=error.reason, message=error.message)
+            async with self._pool.acquire() as pooled, pooled.transaction():
+                if await _record_file(pooled, job_id, received, None, [], 0, 0, None):
+                    await pooled.execute(
                         JOB_QUERIES["fail_job"],
                         job_id,
                         "INVALID_ARGUMENT",
                         error.reason,
                         error.message,
                     )
-                    await notify_progress(connection, job_id)
-        job = await self._jobs.get_job(job_id, new_job.tenant)
-        assert job is not None
+                    await notify_progress(pooled, job_id)
+        except JobEnded:
+            bound.info("upload dropped: the job stopped receiving (cancelled or timed out)")
+        except BaseException as error:
+            # Shielded: the caller going away cancels this task, not the record of why.
+            await asyncio.shield(self._abort(job_id, error, bound))
+            raise
+        if job is None:
+            job = await self._jobs.get_job(job_id, new_job.tenant)
+            assert job is not None
         # Rows that failed validation or were superseded got their outcome here.
         decided = {
             EntryStatus.FAILED.value: job.counts.failed,
@@ -219,6 +310,23 @@ class Stager:
             "file received", status=job.status, rows=job.total_rows, bytes=job.file_size_bytes
         )
         return job
+
+    async def _abort(
+        self, job_id: uuid.UUID, error: BaseException, bound: structlog.typing.FilteringBoundLogger
+    ) -> None:
+        """Fails the job of an upload that ended before its file did, saying why."""
+        why = _abort_cause(error)
+        bound.info("upload aborted", cause=why, error=repr(error))
+        try:
+            await self._jobs.abort_upload(
+                job_id,
+                "UPLOAD_ABORTED",
+                f"the upload ended before the file did: {why}; no rows were kept."
+                " Start the import again (the same request_id may be used)",
+            )
+        except Exception as failure:
+            # The housekeeper fails it (UPLOAD_INTERRUPTED) once its heartbeat is stale.
+            bound.warning("could not record the aborted upload", error=repr(failure))
 
     async def _insert_job(self, connection: Connection, job_id: uuid.UUID, new_job: NewJob) -> None:
         await connection.execute(
@@ -247,7 +355,9 @@ class Stager:
         new_job: NewJob,
         chunks: AsyncIterator[bytes],
         received: _Received,
-    ) -> None:
+    ) -> _Staged:
+        """Stores the file's rows as entries (COPY) as its bytes arrive, then resolves
+        repeated keys; the job row is left to `_queue` (the progress writer owns it now)."""
         feed = _ByteFeed()
         columns = FileColumns()
         reader = FileReader(new_job.parse, new_job.import_type, new_job.mode, columns)
@@ -277,19 +387,21 @@ class Stager:
                             f"the file is larger than {self._limits.max_file_bytes} bytes",
                         )
                     received.sha256.update(chunk)
-                    await asyncio.to_thread(feed.put, chunk)
-                await asyncio.to_thread(feed.put, None)
+                    await self._slots.run(feed.put, chunk)
+                await self._slots.run(feed.put, None)
             except BaseException:
                 feed.abort()
                 raise
 
         async def store_rows() -> None:
             # The thread reads and checks the next block while this one is copied.
-            reading = asyncio.ensure_future(asyncio.to_thread(next_entries))
+            reading = asyncio.ensure_future(self._slots.run(next_entries))
             try:
                 while (payload := await reading) is not None:
-                    reading = asyncio.ensure_future(asyncio.to_thread(next_entries))
+                    read = total  # the rows of this payload and those before it
+                    reading = asyncio.ensure_future(self._slots.run(next_entries))
                     await copy_entries(connection, payload)
+                    received.staged_rows = read
             except BaseException:
                 feed.abort()
                 reading.cancel()
@@ -307,6 +419,7 @@ class Stager:
             raise group_error.exceptions[0] from None
         finally:
             received.dialect = reader.dialect  # a refused file's job shows how it was read
+        received.total_rows = total  # the file is read whole: stage STAGING
 
         superseded = await connection.fetchrow(ENTRY_QUERIES["skip_superseded_rows"], job_id)
         assert superseded is not None
@@ -315,10 +428,25 @@ class Stager:
         if new_job.all_or_nothing and failed:
             # Nothing is imported: no chunk needs to run.
             skipped += await connection.fetchval(ENTRY_QUERIES["skip_pending_rows"], job_id)
+        return _Staged(total, columns.names, failed, skipped)
+
+    async def _queue(
+        self,
+        connection: Connection,
+        job_id: uuid.UUID,
+        new_job: NewJob,
+        received: _Received,
+        staged: _Staged,
+    ) -> Job:
+        """Records the file on the job row and queues its chunks, in the staging transaction
+        (JobEnded if the job stopped receiving meanwhile: the transaction rolls back);
+        returns the job as this transaction commits it (a worker may start it at once)."""
+        total, failed, skipped = staged.total, staged.failed, staged.skipped
         chunk_rows = max(total, 1) if new_job.all_or_nothing else self._limits.chunk_size
-        await _record_file(
-            connection, job_id, received, total, columns.names, failed, skipped, chunk_rows
-        )
+        if not await _record_file(
+            connection, job_id, received, total, staged.columns, failed, skipped, chunk_rows
+        ):
+            raise JobEnded
         if await fail_if_too_many_errors(connection, job_id, failed, new_job.max_errors):
             pass  # more rows failed than the limit allows: no chunk runs
         elif total - failed - skipped > 0:
@@ -326,6 +454,9 @@ class Stager:
         else:
             await connection.execute(JOB_QUERIES["finish_job_if_done"], job_id)
         await notify_progress(connection, job_id)
+        row = await connection.fetchrow(JOB_QUERIES["get_job"], job_id, new_job.tenant)
+        assert row is not None
+        return job_from_row(row)
 
 
 async def _record_file(
@@ -337,10 +468,11 @@ async def _record_file(
     failed: int,
     skipped: int,
     chunk_rows: int | None,
-) -> None:
+) -> bool:
     """Records what the file was: size, digest, rows, columns, rows already decided, how
-    many rows each chunk has, and how it was read."""
-    await connection.execute(
+    many rows each chunk has, and how it was read; False if the job is no longer
+    receiving."""
+    recorded = await connection.fetchval(
         JOB_QUERIES["finish_staging"],
         job_id,
         received.size,
@@ -351,6 +483,8 @@ async def _record_file(
         skipped,
         chunk_rows,
     )
+    if recorded is None:
+        return False
     if received.dialect is not None:
         await connection.execute(
             JOB_QUERIES["record_dialect"],
@@ -358,6 +492,20 @@ async def _record_file(
             received.dialect.format.value,
             dialect_to_json(received.dialect),
         )
+    return True
+
+
+def _abort_cause(error: BaseException) -> str:
+    """Why an upload ended early, in words for the job's error (never an internal text)."""
+    if isinstance(error, asyncio.CancelledError):
+        return "the caller went away (or the server stopped)"
+    if is_connection_error(error):
+        return "the database could not be reached"
+    if isinstance(error, ImportdError):
+        return f"the request was refused ({error.reason})"
+    if isinstance(error, asyncpg.PostgresError):
+        return "the database refused the rows (see the server log)"
+    return "the server failed (see its log)"
 
 
 async def file_chunks(source: BinaryIO, block_size: int = 1 << 20) -> AsyncIterator[bytes]:

@@ -93,6 +93,40 @@ class JobStore:
                 await notify_progress(connection, job_id)
         return job_from_row(row) if row else None
 
+    async def record_upload_progress(
+        self, job_id: uuid.UUID, received_bytes: int, staged_rows: int, total_rows: int | None
+    ) -> bool:
+        """Records how far the job's upload got (its heartbeat too), in a transaction of its
+        own; False if the job is no longer receiving (cancelled, or failed meanwhile)."""
+        recorded = await self._pool.fetch(
+            JOB_QUERIES["record_upload_progress"],
+            job_id,
+            received_bytes,
+            staged_rows,
+            total_rows,
+            PROGRESS_CHANNEL,
+        )
+        return bool(recorded)
+
+    async def abort_upload(self, job_id: uuid.UUID, reason: str, message: str) -> bool:
+        """Fails a job whose upload ended before its file did, releasing its request_id;
+        False if it was no longer receiving."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            aborted = await connection.fetchval(
+                JOB_QUERIES["abort_upload"], job_id, reason, message
+            )
+            if aborted is not None:
+                await notify_progress(connection, job_id)
+        return aborted is not None
+
+    async def fail_interrupted_uploads(self, stale_seconds: float) -> list[uuid.UUID]:
+        """Fails the jobs whose upload heartbeat is older than `stale_seconds` (their replica
+        died mid-upload); returns their ids."""
+        rows = await self._pool.fetch(
+            JOB_QUERIES["fail_interrupted_uploads"], stale_seconds, PROGRESS_CHANNEL
+        )
+        return [r["id"] for r in rows]
+
     async def file_columns(self, job_id: uuid.UUID) -> list[str]:
         """The column names of the job's file, in the file's order."""
         columns: list[str] = await self._pool.fetchval(
@@ -187,6 +221,8 @@ def job_from_row(row: asyncpg.Record) -> Job:
         live=row["live"],
         entries_removed_time=row["entries_removed_time"],
         dialect=dialect_from_json(row["options"].get("dialect")),
+        received_bytes=row["received_bytes"],
+        staged_rows=row["staged_rows"],
     )
 
 

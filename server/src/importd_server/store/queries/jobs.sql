@@ -27,19 +27,72 @@ LIMIT $6;
 SELECT * FROM import_jobs WHERE tenant = $1 AND request_id = $2;
 
 -- name: insert_job
+-- A job whose file is about to be received, committed before the upload so that it is
+-- visible (and counts as active) from the file's first byte.
 INSERT INTO import_jobs (
-    id, tenant, import_type, mode, format, options, status, file_name, dry_run,
-    all_or_nothing, max_errors, labels, request_id, spec_digest, live
-) VALUES ($1, $2, $3, $4, $5, $6, 'QUEUED', $7, $8, $9, $10, $11, $12, $13, $14);
+    id, tenant, import_type, mode, format, options, status, stage, file_name, dry_run,
+    all_or_nothing, max_errors, labels, request_id, spec_digest, live, update_time
+) VALUES ($1, $2, $3, $4, $5, $6, 'QUEUED', 'RECEIVING', $7, $8, $9, $10, $11, $12, $13, $14,
+          clock_timestamp());
+
+-- name: record_upload_progress
+-- How far the upload got, from a short transaction of its own (never the staging one, which
+-- must not hold the job row while the file streams in): bytes received, rows stored, and
+-- once the file is read whole its row count (stage STAGING). Also the upload's heartbeat.
+-- No row: the job is no longer receiving (cancelled, or failed by the housekeeper).
+WITH recorded AS (
+    UPDATE import_jobs
+    SET received_bytes = $2, staged_rows = $3, total_rows = $4,
+        stage = CASE WHEN $4::bigint IS NULL THEN 'RECEIVING' ELSE 'STAGING' END,
+        update_time = clock_timestamp()
+    WHERE id = $1 AND status = 'QUEUED' AND stage IN ('RECEIVING', 'STAGING')
+    RETURNING id
+)
+SELECT pg_notify($5, id::text) FROM recorded;
 
 -- name: finish_staging
 -- The file is received: record what it was. $6 and $7 = rows that already have an outcome
--- (failed, or superseded by a later row with the same key); $8 = rows per chunk.
+-- (failed, or superseded by a later row with the same key); $8 = rows per chunk. No row:
+-- the job stopped receiving meanwhile (cancelled, or failed by the housekeeper).
 UPDATE import_jobs
-SET file_size_bytes = $2, sha256 = $3, total_rows = $4, columns = $5,
-    failed_count = $6, skipped_count = $7, processed_rows = $6::bigint + $7::bigint,
-    chunk_rows = $8, update_time = clock_timestamp()
-WHERE id = $1;
+SET file_size_bytes = $2, received_bytes = $2, sha256 = $3, total_rows = $4,
+    staged_rows = coalesce($4, staged_rows), columns = $5, failed_count = $6,
+    skipped_count = $7, processed_rows = $6::bigint + $7::bigint, chunk_rows = $8,
+    stage = NULL, update_time = clock_timestamp()
+WHERE id = $1 AND status = 'QUEUED' AND stage IN ('RECEIVING', 'STAGING')
+RETURNING id;
+
+-- name: abort_upload
+-- An upload that ended before its file did (the caller went away, a database error): the
+-- job fails saying so, with no rows (the staging transaction rolled back), and gives up its
+-- request_id so that the caller's retry can start again.
+UPDATE import_jobs
+SET status = 'FAILED', stage = NULL, total_rows = NULL, request_id = NULL,
+    error_code = 'ABORTED', error_reason = $2, error_message = $3,
+    end_time = now(), update_time = clock_timestamp()
+WHERE id = $1 AND status = 'QUEUED' AND stage IN ('RECEIVING', 'STAGING')
+RETURNING id;
+
+-- name: fail_interrupted_uploads
+-- Uploads whose heartbeat stopped more than $1 seconds ago (their replica died): failed as
+-- abort_upload fails them, by whichever replica's housekeeper sees them first.
+WITH interrupted AS (
+    SELECT id FROM import_jobs
+    WHERE stage IN ('RECEIVING', 'STAGING') AND status = 'QUEUED'
+      AND update_time < clock_timestamp() - make_interval(secs => $1)
+    FOR UPDATE SKIP LOCKED
+), failed AS (
+    UPDATE import_jobs j
+    SET status = 'FAILED', stage = NULL, total_rows = NULL, request_id = NULL,
+        error_code = 'ABORTED', error_reason = 'UPLOAD_INTERRUPTED',
+        error_message = 'the upload stopped: the server receiving the file gave no sign of'
+            || ' life for ' || $1 || ' s; start the import again',
+        end_time = now(), update_time = clock_timestamp()
+    FROM interrupted i
+    WHERE j.id = i.id
+    RETURNING j.id
+)
+SELECT id, pg_notify($2, id::text) FROM failed;
 
 -- name: record_dialect
 -- How the file was read (engine/shapes.py): the format its bytes showed, and the dialect,
