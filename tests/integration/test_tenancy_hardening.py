@@ -283,7 +283,9 @@ async def test_replicas_share_the_page_token_key_unless_one_is_configured(
         await stub_of(first).ListEntries(pb.ListEntriesRequest(id=job.id, page_size=2))
     ).next_page_token
     assert await next_page(second, token) == [3, 4]  # no configuration: one key in the database
-    assert await db.fetchval("SELECT count(*) FROM importd_secrets") == 1
+    assert (
+        await db.fetchval("SELECT count(*) FROM importd_secrets WHERE name = 'page_token_key'") == 1
+    )
 
     configured = [await make_app(page_token_key="k" * 32) for _ in range(2)]
     with pytest.raises(grpc.aio.AioRpcError) as refused:

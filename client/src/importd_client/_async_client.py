@@ -7,11 +7,13 @@ import os
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TypedDict, TypeVar, Unpack
 
 import grpc
 import stamina
+from google.protobuf import timestamp_pb2
 
 from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
@@ -231,6 +233,53 @@ class AsyncClient:
             if not token:
                 return
 
+    async def watch_jobs(
+        self,
+        *,
+        statuses: Iterable[str | int] = (),
+        import_type: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        since: datetime | None = None,
+    ) -> AsyncIterator[pb.Job]:
+        """Every change to your jobs that match the filters, as it happens (coalesced to a
+        few a second a job), until you stop iterating: first the matching jobs that are
+        queued or running (and, with `since`, those changed since then), then each change.
+
+        A dropped stream or a restarted server is resumed transparently, from the latest
+        change received: a job's state is never given twice, nor an older one after a newer.
+        The statuses filter applies to each state: leave it empty to follow jobs to their end.
+        """
+        request = pb.WatchJobsRequest(
+            statuses=[job_status_number(s) for s in statuses],
+            import_type=import_type or "",
+            labels=dict(labels or {}),
+        )
+        if since is not None:
+            request.since.FromDatetime(since)
+        # The last state given of each job: (update time, whether terminal).
+        given: dict[str, tuple[tuple[int, int], bool]] = {}
+        try:
+            while True:
+                async for attempt in self._retry.attempts(self._retry.resume_seconds):
+                    with attempt:
+                        delivered = False
+                        call = self._stub.WatchJobs(request, metadata=self._metadata)
+                        try:
+                            async for response in call:
+                                delivered = True
+                                for job in response.jobs:
+                                    if _note_if_new(job, given, request.since):
+                                        yield job
+                        except grpc.aio.AioRpcError as error:
+                            if not delivered or error.code() != grpc.StatusCode.UNAVAILABLE:
+                                raise
+                # Resumed: the server's snapshot covers what changed since the latest state
+                # given; ended jobs older than that cannot come back, so are forgotten.
+                latest = (request.since.seconds, request.since.nanos)
+                given = {k: v for k, v in given.items() if not v[1] or v[0] >= latest}
+        except grpc.aio.AioRpcError as error:
+            raise error_from_rpc(error) from None
+
     async def list_import_types(self) -> list[pb.ImportType]:
         """The import types the server knows, with their columns and rules."""
         response = await self._unary(self._stub.ListImportTypes, pb.ListImportTypesRequest())
@@ -401,6 +450,23 @@ def _is_newer(event: pb.ProgressEvent, last: pb.ProgressEvent) -> bool:
         return True
     new, old = event.job.update_time, last.job.update_time
     return (new.seconds, new.nanos) > (old.seconds, old.nanos)
+
+
+def _note_if_new(
+    job: pb.Job,
+    given: dict[str, tuple[tuple[int, int], bool]],
+    since: timestamp_pb2.Timestamp,
+) -> bool:
+    """Whether the job's state is newer than the one given last; if so, notes it, and moves
+    `since` (the resume point) up to it."""
+    changed = (job.update_time.seconds, job.update_time.nanos)
+    last = given.get(job.id)
+    if last is not None and changed <= last[0]:
+        return False
+    given[job.id] = (changed, job.status in TERMINAL_STATUSES)
+    if changed > (since.seconds, since.nanos):
+        since.CopyFrom(job.update_time)
+    return True
 
 
 async def _tell_job_id(

@@ -3,6 +3,7 @@ fully succeed, 2 bad usage, 3 the server refused the request or could not be rea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
@@ -240,6 +241,35 @@ def watch(context: click.Context, job_id: str) -> None:
     job = settings.client(context).get_job(job_id)
     _follow(settings, job)
     _exit_for(job)
+
+
+@main.command(name="watch-jobs")
+@click.option("--status", "statuses", multiple=True, type=JOB_STATUSES, help="Only these.")
+@click.option("--type", "import_type", help="Only jobs of this import type.")
+@click.option("--label", "labels", multiple=True, help="key=value; only jobs carrying it.")
+@click.pass_context
+def watch_jobs(
+    context: click.Context,
+    statuses: tuple[str, ...],
+    import_type: str | None,
+    labels: tuple[str, ...],
+) -> None:
+    """Follow every change to your jobs, one line each, until interrupted: first the queued
+    and running ones, then each change as it happens."""
+    settings: _Settings = context.obj
+    changes = settings.client(context).watch_jobs(
+        statuses=statuses, import_type=import_type, labels=_labels(labels)
+    )
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a watch ends
+        for job in changes:
+            if settings.as_json:
+                _print_json(_as_dict(job))
+                continue
+            rows = f"{job.processed_rows}/{job.total_rows}" if job.HasField("total_rows") else "-"
+            out.print(
+                f"{job.update_time.ToDatetime():%H:%M:%S} {job.id} {job_status_name(job):<19}"
+                f" {job.import_type} {rows} {job.file_name}"
+            )
 
 
 @main.command()

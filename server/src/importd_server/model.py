@@ -201,6 +201,28 @@ class JobFilter:
 
 
 @dataclass(frozen=True)
+class WatchFilter:
+    """Which of a tenant's jobs WatchJobs reports: each filter set must match the job as it
+    is now (labels: every one given, with the same value)."""
+
+    tenant: str
+    statuses: tuple[JobStatus, ...] = ()
+    import_type: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    include_live: bool = True
+
+    def matches(self, job: Job) -> bool:
+        """Whether the job, as it is, is one the watcher asked for."""
+        return (
+            job.tenant == self.tenant
+            and (not self.statuses or job.status in self.statuses)
+            and (self.import_type is None or job.import_type == self.import_type)
+            and all(job.labels.get(k) == v for k, v in self.labels.items())
+            and (self.include_live or not job.live)
+        )
+
+
+@dataclass(frozen=True)
 class JobCursor:
     """A position in the newest-first job list: after this job."""
 
@@ -247,3 +269,45 @@ class EntryPage:
     entries: tuple[Entry, ...]
     next_after_row: int | None
     total_count: int
+
+
+class WebhookEvents(StrEnum):
+    """Which of a job's status changes its webhook is told about."""
+
+    TERMINAL = "TERMINAL"
+    ALL = "ALL"
+
+
+class WebhookDeliveryState(StrEnum):
+    """Where a webhook delivery is."""
+
+    PENDING = "PENDING"
+    DELIVERED = "DELIVERED"
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True)
+class WebhookAttempt:
+    """One POST of a webhook delivery: its HTTP status (None when no response came) and
+    what went wrong (None on success)."""
+
+    number: int
+    start_time: datetime
+    latency_seconds: float
+    http_status: int | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One event of a job for its webhook, and the attempts to deliver it."""
+
+    id: uuid.UUID
+    job_id: uuid.UUID
+    url: str
+    job_status: JobStatus
+    state: WebhookDeliveryState
+    create_time: datetime
+    next_attempt_time: datetime
+    end_time: datetime | None
+    attempts: tuple[WebhookAttempt, ...]

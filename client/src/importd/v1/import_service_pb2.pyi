@@ -27,6 +27,30 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _WebhookEvents:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WebhookEventsEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WebhookEvents.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WEBHOOK_EVENTS_UNSPECIFIED: _WebhookEvents.ValueType  # 0
+    """Not set: WEBHOOK_EVENTS_TERMINAL."""
+    WEBHOOK_EVENTS_TERMINAL: _WebhookEvents.ValueType  # 1
+    """Only the terminal status (SUCCEEDED, PARTIALLY_SUCCEEDED, FAILED, CANCELLED)."""
+    WEBHOOK_EVENTS_ALL: _WebhookEvents.ValueType  # 2
+    """Every status change, QUEUED and RUNNING included."""
+
+class WebhookEvents(_WebhookEvents, metaclass=_WebhookEventsEnumTypeWrapper):
+    """Which of a job's status changes its webhook is told about."""
+
+WEBHOOK_EVENTS_UNSPECIFIED: WebhookEvents.ValueType  # 0
+"""Not set: WEBHOOK_EVENTS_TERMINAL."""
+WEBHOOK_EVENTS_TERMINAL: WebhookEvents.ValueType  # 1
+"""Only the terminal status (SUCCEEDED, PARTIALLY_SUCCEEDED, FAILED, CANCELLED)."""
+WEBHOOK_EVENTS_ALL: WebhookEvents.ValueType  # 2
+"""Every status change, QUEUED and RUNNING included."""
+Global___WebhookEvents: _TypeAlias = WebhookEvents  # noqa: Y015
+
 class _ImportMode:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -219,6 +243,34 @@ ENTRY_STATUS_DELETED: EntryStatus.ValueType  # 7
 """Deleted."""
 Global___EntryStatus: _TypeAlias = EntryStatus  # noqa: Y015
 
+class _WebhookDeliveryState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WebhookDeliveryStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WebhookDeliveryState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WEBHOOK_DELIVERY_STATE_UNSPECIFIED: _WebhookDeliveryState.ValueType  # 0
+    """Never used."""
+    WEBHOOK_DELIVERY_STATE_PENDING: _WebhookDeliveryState.ValueType  # 1
+    """Not delivered yet; attempts go on."""
+    WEBHOOK_DELIVERY_STATE_DELIVERED: _WebhookDeliveryState.ValueType  # 2
+    """The receiver answered 2xx."""
+    WEBHOOK_DELIVERY_STATE_FAILED: _WebhookDeliveryState.ValueType  # 3
+    """Given up: the retry period passed, or the target is refused."""
+
+class WebhookDeliveryState(_WebhookDeliveryState, metaclass=_WebhookDeliveryStateEnumTypeWrapper):
+    """Where a webhook delivery is."""
+
+WEBHOOK_DELIVERY_STATE_UNSPECIFIED: WebhookDeliveryState.ValueType  # 0
+"""Never used."""
+WEBHOOK_DELIVERY_STATE_PENDING: WebhookDeliveryState.ValueType  # 1
+"""Not delivered yet; attempts go on."""
+WEBHOOK_DELIVERY_STATE_DELIVERED: WebhookDeliveryState.ValueType  # 2
+"""The receiver answered 2xx."""
+WEBHOOK_DELIVERY_STATE_FAILED: WebhookDeliveryState.ValueType  # 3
+"""Given up: the retry period passed, or the target is refused."""
+Global___WebhookDeliveryState: _TypeAlias = WebhookDeliveryState  # noqa: Y015
+
 @_typing.final
 class ImportSpec(_message.Message):
     """What to import and how."""
@@ -279,6 +331,8 @@ class ImportSpec(_message.Message):
     GZIP_FIELD_NUMBER: _builtins.int
     SHEET_FIELD_NUMBER: _builtins.int
     COLUMN_MAP_FIELD_NUMBER: _builtins.int
+    WEBHOOK_URL_FIELD_NUMBER: _builtins.int
+    WEBHOOK_EVENTS_FIELD_NUMBER: _builtins.int
     import_type: _builtins.str
     """The import type's name, e.g. "contacts"."""
     mode: Global___ImportMode.ValueType
@@ -315,6 +369,13 @@ class ImportSpec(_message.Message):
     """Workbooks (XLSX, ODS): the sheet to read, by name (exactly, else ignoring case and
     surrounding spaces). Unset: the first visible worksheet.
     """
+    webhook_url: _builtins.str
+    """Where to POST the job (as JSON, signed the Standard Webhooks way with the
+    tenant's GetWebhookSecret) when it ends, or on every status change (see
+    webhook_events). "https://" to a public address, or an allow-listed host.
+    """
+    webhook_events: Global___WebhookEvents.ValueType
+    """Which status changes are posted to webhook_url."""
     @_builtins.property
     def csv(self) -> Global___CsvOptions:
         """CSV options (the encoding applies to JSON Lines too); ignored for workbooks."""
@@ -348,10 +409,12 @@ class ImportSpec(_message.Message):
         gzip: _builtins.bool = ...,
         sheet: _builtins.str = ...,
         column_map: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        webhook_url: _builtins.str = ...,
+        webhook_events: Global___WebhookEvents.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "csv", b"csv", "max_errors", b"max_errors"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "all_or_nothing", b"all_or_nothing", "column_map", b"column_map", "csv", b"csv", "dry_run", b"dry_run", "file_name", b"file_name", "format", b"format", "gzip", b"gzip", "import_type", b"import_type", "labels", b"labels", "max_errors", b"max_errors", "mode", b"mode", "request_id", b"request_id", "sheet", b"sheet", "source_uri", b"source_uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "all_or_nothing", b"all_or_nothing", "column_map", b"column_map", "csv", b"csv", "dry_run", b"dry_run", "file_name", b"file_name", "format", b"format", "gzip", b"gzip", "import_type", b"import_type", "labels", b"labels", "max_errors", b"max_errors", "mode", b"mode", "request_id", b"request_id", "sheet", b"sheet", "source_uri", b"source_uri", "webhook_events", b"webhook_events", "webhook_url", b"webhook_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_errors: _TypeAlias = _typing.Literal["max_errors"]  # noqa: Y015
     _WhichOneofArgType__max_errors: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors"]  # noqa: Y015
@@ -1331,3 +1394,286 @@ class DownloadLink(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DownloadLink: _TypeAlias = DownloadLink  # noqa: Y015
+
+@_typing.final
+class WatchJobsRequest(_message.Message):
+    """Request for WatchJobs. The filters combine: a job must match each one set."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    STATUSES_FIELD_NUMBER: _builtins.int
+    IMPORT_TYPE_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    import_type: _builtins.str
+    """Only jobs of this import type; all when empty."""
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___JobStatus.ValueType]:
+        """Only jobs in one of these statuses (as they are now); all when empty."""
+
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Only jobs carrying every one of these labels with the same value."""
+
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """When set, the snapshot also holds the matching jobs (ended ones too) whose
+        update_time is at or after this time: what a resumed watch missed.
+        """
+
+    def __init__(
+        self,
+        *,
+        statuses: _abc.Iterable[Global___JobStatus.ValueType] | None = ...,
+        import_type: _builtins.str = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["import_type", b"import_type", "labels", b"labels", "since", b"since", "statuses", b"statuses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchJobsRequest: _TypeAlias = WatchJobsRequest  # noqa: Y015
+
+@_typing.final
+class WatchJobsResponse(_message.Message):
+    """One message of a WatchJobs stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_COMPLETE_FIELD_NUMBER: _builtins.int
+    snapshot_complete: _builtins.bool
+    """True on the last message of the snapshot, which may hold no job; every
+    later message is a change.
+    """
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Job]:
+        """Jobs as they are now: in the snapshot, the matching jobs; later, the ones
+        that changed, in the order of their update_time.
+        """
+
+    def __init__(
+        self,
+        *,
+        jobs: _abc.Iterable[Global___Job] | None = ...,
+        snapshot_complete: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "snapshot_complete", b"snapshot_complete"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchJobsResponse: _TypeAlias = WatchJobsResponse  # noqa: Y015
+
+@_typing.final
+class ListWebhookDeliveriesRequest(_message.Message):
+    """Request for ListWebhookDeliveries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The job's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWebhookDeliveriesRequest: _TypeAlias = ListWebhookDeliveriesRequest  # noqa: Y015
+
+@_typing.final
+class ListWebhookDeliveriesResponse(_message.Message):
+    """Response of ListWebhookDeliveries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def deliveries(self) -> _containers.RepeatedCompositeFieldContainer[Global___WebhookDelivery]:
+        """The job's deliveries, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        deliveries: _abc.Iterable[Global___WebhookDelivery] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliveries", b"deliveries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWebhookDeliveriesResponse: _TypeAlias = ListWebhookDeliveriesResponse  # noqa: Y015
+
+@_typing.final
+class WebhookDelivery(_message.Message):
+    """One event of a job posted (or to be posted) to its webhook."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    JOB_STATUS_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The webhook-id header of every attempt: receivers de-duplicate with it."""
+    job_id: _builtins.str
+    """The job's id."""
+    url: _builtins.str
+    """The webhook URL without its query (which may hold a secret)."""
+    job_status: Global___JobStatus.ValueType
+    """The status change the event tells of."""
+    state: Global___WebhookDeliveryState.ValueType
+    """Where the delivery is."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the event happened (the job's status change was committed)."""
+
+    @_builtins.property
+    def next_attempt_time(self) -> _timestamp_pb2.Timestamp:
+        """When the next attempt is due, while PENDING."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """When the delivery succeeded or was given up."""
+
+    @_builtins.property
+    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___WebhookAttempt]:
+        """Every attempt so far, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        job_id: _builtins.str = ...,
+        url: _builtins.str = ...,
+        job_status: Global___JobStatus.ValueType = ...,
+        state: Global___WebhookDeliveryState.ValueType = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        next_attempt_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        attempts: _abc.Iterable[Global___WebhookAttempt] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "next_attempt_time", b"next_attempt_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "create_time", b"create_time", "end_time", b"end_time", "id", b"id", "job_id", b"job_id", "job_status", b"job_status", "next_attempt_time", b"next_attempt_time", "state", b"state", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebhookDelivery: _TypeAlias = WebhookDelivery  # noqa: Y015
+
+@_typing.final
+class WebhookAttempt(_message.Message):
+    """One POST of a delivery."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NUMBER_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    LATENCY_FIELD_NUMBER: _builtins.int
+    HTTP_STATUS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    number: _builtins.int
+    """1 for the first attempt."""
+    http_status: _builtins.int
+    """The receiver's HTTP status; 0 when none came."""
+    error: _builtins.str
+    """What went wrong, when the attempt failed; empty on success."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """When the attempt started."""
+
+    @_builtins.property
+    def latency(self) -> _duration_pb2.Duration:
+        """How long the attempt took, to the response or the failure."""
+
+    def __init__(
+        self,
+        *,
+        number: _builtins.int = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        latency: _duration_pb2.Duration | None = ...,
+        http_status: _builtins.int = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["latency", b"latency", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "http_status", b"http_status", "latency", b"latency", "number", b"number", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebhookAttempt: _TypeAlias = WebhookAttempt  # noqa: Y015
+
+@_typing.final
+class GetWebhookSecretRequest(_message.Message):
+    """Request for GetWebhookSecret."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetWebhookSecretRequest: _TypeAlias = GetWebhookSecretRequest  # noqa: Y015
+
+@_typing.final
+class WebhookSecret(_message.Message):
+    """The secret that signs a tenant's webhooks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECRET_FIELD_NUMBER: _builtins.int
+    secret: _builtins.str
+    """"whsec_" and the key in base64, as Standard Webhooks libraries take it."""
+    def __init__(
+        self,
+        *,
+        secret: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["secret", b"secret"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebhookSecret: _TypeAlias = WebhookSecret  # noqa: Y015

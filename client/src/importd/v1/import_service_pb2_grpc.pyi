@@ -75,6 +75,20 @@ class ImportServiceStub:
     """Issues a signed link to the job's not-imported rows (ExportEntries' default CSV),
     usable without a token by whoever holds it, for 60 minutes. Ask again for a fresh one.
     """
+    WatchJobs: _grpc.UnaryStreamMultiCallable[_import_service_pb2.WatchJobsRequest, _import_service_pb2.WatchJobsResponse]
+    """Streams every change to the caller's jobs that match a filter: first a
+    snapshot (the matching jobs that are queued or running, and those changed
+    since `since`), then each change, coalesced to a few a second a job. The
+    stream does not end by itself; resume after a disconnect with `since` set
+    to the latest update_time received. Over HTTP (Server-Sent Events) the
+    labels filter is not available: a query cannot hold a map.
+    """
+    ListWebhookDeliveries: _grpc.UnaryUnaryMultiCallable[_import_service_pb2.ListWebhookDeliveriesRequest, _import_service_pb2.ListWebhookDeliveriesResponse]
+    """Lists the webhook deliveries of a job, each with its attempts."""
+    GetWebhookSecret: _grpc.UnaryUnaryMultiCallable[_import_service_pb2.GetWebhookSecretRequest, _import_service_pb2.WebhookSecret]
+    """Returns the secret that signs the caller's webhooks ("whsec_..."): one per
+    tenant, and another for test tokens than for live ones.
+    """
 
 @_typing.type_check_only
 class ImportServiceAsyncStub(ImportServiceStub):
@@ -117,6 +131,20 @@ class ImportServiceAsyncStub(ImportServiceStub):
     CreateDownloadLink: _aio.UnaryUnaryMultiCallable[_import_service_pb2.CreateDownloadLinkRequest, _import_service_pb2.DownloadLink]  # type: ignore[assignment]
     """Issues a signed link to the job's not-imported rows (ExportEntries' default CSV),
     usable without a token by whoever holds it, for 60 minutes. Ask again for a fresh one.
+    """
+    WatchJobs: _aio.UnaryStreamMultiCallable[_import_service_pb2.WatchJobsRequest, _import_service_pb2.WatchJobsResponse]  # type: ignore[assignment]
+    """Streams every change to the caller's jobs that match a filter: first a
+    snapshot (the matching jobs that are queued or running, and those changed
+    since `since`), then each change, coalesced to a few a second a job. The
+    stream does not end by itself; resume after a disconnect with `since` set
+    to the latest update_time received. Over HTTP (Server-Sent Events) the
+    labels filter is not available: a query cannot hold a map.
+    """
+    ListWebhookDeliveries: _aio.UnaryUnaryMultiCallable[_import_service_pb2.ListWebhookDeliveriesRequest, _import_service_pb2.ListWebhookDeliveriesResponse]  # type: ignore[assignment]
+    """Lists the webhook deliveries of a job, each with its attempts."""
+    GetWebhookSecret: _aio.UnaryUnaryMultiCallable[_import_service_pb2.GetWebhookSecretRequest, _import_service_pb2.WebhookSecret]  # type: ignore[assignment]
+    """Returns the secret that signs the caller's webhooks ("whsec_..."): one per
+    tenant, and another for test tokens than for live ones.
     """
 
 class ImportServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -211,6 +239,38 @@ class ImportServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_import_service_pb2.DownloadLink, _abc.Awaitable[_import_service_pb2.DownloadLink]]:
         """Issues a signed link to the job's not-imported rows (ExportEntries' default CSV),
         usable without a token by whoever holds it, for 60 minutes. Ask again for a fresh one.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchJobs(
+        self,
+        request: _import_service_pb2.WatchJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_import_service_pb2.WatchJobsResponse], _abc.AsyncIterator[_import_service_pb2.WatchJobsResponse]]:
+        """Streams every change to the caller's jobs that match a filter: first a
+        snapshot (the matching jobs that are queued or running, and those changed
+        since `since`), then each change, coalesced to a few a second a job. The
+        stream does not end by itself; resume after a disconnect with `since` set
+        to the latest update_time received. Over HTTP (Server-Sent Events) the
+        labels filter is not available: a query cannot hold a map.
+        """
+
+    @_abc_1.abstractmethod
+    def ListWebhookDeliveries(
+        self,
+        request: _import_service_pb2.ListWebhookDeliveriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_import_service_pb2.ListWebhookDeliveriesResponse, _abc.Awaitable[_import_service_pb2.ListWebhookDeliveriesResponse]]:
+        """Lists the webhook deliveries of a job, each with its attempts."""
+
+    @_abc_1.abstractmethod
+    def GetWebhookSecret(
+        self,
+        request: _import_service_pb2.GetWebhookSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_import_service_pb2.WebhookSecret, _abc.Awaitable[_import_service_pb2.WebhookSecret]]:
+        """Returns the secret that signs the caller's webhooks ("whsec_..."): one per
+        tenant, and another for test tokens than for live ones.
         """
 
 def add_ImportServiceServicer_to_server(servicer: ImportServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -30,6 +30,9 @@ from importd_server.model import (
     ImportMode,
     Job,
     JobStatus,
+    WebhookDelivery,
+    WebhookDeliveryState,
+    WebhookEvents,
 )
 
 E = TypeVar("E", bound=StrEnum)
@@ -40,6 +43,8 @@ JOB_STAGE = (pb.JobStage, "JOB_STAGE")
 IMPORT_MODE = (pb.ImportMode, "IMPORT_MODE")
 FILE_FORMAT = (pb.FileFormat, "FILE_FORMAT")
 ENTRY_STATUS = (pb.EntryStatus, "ENTRY_STATUS")
+WEBHOOK_EVENTS = (pb.WebhookEvents, "WEBHOOK_EVENTS")
+WEBHOOK_DELIVERY_STATE = (pb.WebhookDeliveryState, "WEBHOOK_DELIVERY_STATE")
 # A file name's extension (after any .gz) -> the format guessed when the spec names none.
 EXTENSIONS = {
     "jsonl": FileFormat.JSONL,
@@ -241,6 +246,16 @@ def new_job_from_spec(
         bad("csv.encoding", f"must be one of {', '.join(ENCODINGS)}")
     if spec.HasField("max_errors") and spec.max_errors < 0:
         bad("max_errors", "must not be negative")
+    webhook_events = WebhookEvents.TERMINAL
+    if spec.webhook_events:
+        try:
+            webhook_events = enum_from_proto(
+                spec.webhook_events, WEBHOOK_EVENTS, WebhookEvents, "spec.webhook_events"
+            )
+        except InvalidArgument:
+            bad("webhook_events", f"{spec.webhook_events} is not a valid value")
+        if not spec.webhook_url:
+            bad("webhook_events", "needs a webhook_url")
     column_map = _column_map(spec, import_type, bad) if import_type is not None else {}
     if violations:
         raise InvalidArgument.for_fields(violations)
@@ -285,6 +300,12 @@ def new_job_from_spec(
             # Read again by the workers (processing.py), which map the stored header.
             **({"column_map": column_map} if column_map else {}),
             **({"source_uri": redact(spec.source_uri)} if spec.source_uri else {}),
+            # Read by the outbox trigger (migration 0007), whichever code changes the job.
+            **(
+                {"webhook": {"url": spec.webhook_url, "events": webhook_events.value}}
+                if spec.webhook_url
+                else {}
+            ),
         },
     )
 
@@ -343,3 +364,27 @@ def progress_event(job: Job) -> pb.ProgressEvent:
     if seconds is not None:
         event.estimated_time_remaining.FromTimedelta(timedelta(seconds=seconds))
     return event
+
+
+def webhook_delivery_to_proto(delivery: WebhookDelivery) -> pb.WebhookDelivery:
+    """The WebhookDelivery message, its URL without the query (which may hold a secret)."""
+    message = pb.WebhookDelivery(
+        id=str(delivery.id),
+        job_id=str(delivery.job_id),
+        url=redact(delivery.url),
+        job_status=enum_to_proto(delivery.job_status, JOB_STATUS),
+        state=enum_to_proto(delivery.state, WEBHOOK_DELIVERY_STATE),
+        create_time=timestamp(delivery.create_time),
+        end_time=timestamp(delivery.end_time),
+    )
+    if delivery.state is WebhookDeliveryState.PENDING:
+        message.next_attempt_time.FromDatetime(delivery.next_attempt_time)
+    for attempt in delivery.attempts:
+        shown = message.attempts.add(
+            number=attempt.number,
+            http_status=attempt.http_status or 0,
+            error=attempt.error or "",
+        )
+        shown.start_time.FromDatetime(attempt.start_time)
+        shown.latency.FromTimedelta(timedelta(seconds=attempt.latency_seconds))
+    return message

@@ -32,7 +32,13 @@ from importd_server.metrics import Metrics
 from importd_server.model import Dialect, EntryStatus, ImportMode, Job
 from importd_server.store.availability import is_connection_error
 from importd_server.store.entries import copy_entries, encode_entries
-from importd_server.store.jobs import JobStore, dialect_to_json, job_from_row, notify_progress
+from importd_server.store.jobs import (
+    JobStore,
+    dialect_to_json,
+    job_from_row,
+    notify_progress,
+    record_trace_parent,
+)
 from importd_server.store.pool import Connection, close_connection, open_connection
 from importd_server.store.sql import CHUNK_QUERIES, ENTRY_QUERIES, JOB_QUERIES
 
@@ -56,6 +62,7 @@ class NewJob:
     spec_digest: str
     options: dict[str, Any] = field(default_factory=dict)
     live: bool = True
+    trace_parent: str | None = None  # the W3C traceparent of the span creating the job
 
 
 @dataclass(frozen=True)
@@ -343,6 +350,7 @@ class Stager:
             new_job.spec_digest,
             new_job.live,
         )
+        await record_trace_parent(connection, job_id, new_job.trace_parent)
 
     async def _stage(
         self,

@@ -14,8 +14,9 @@ import structlog
 from importd_server.engine.processing import ChunkProcessor, Claim
 from importd_server.metrics import Metrics
 from importd_server.store.availability import OutageLog, is_connection_error
-from importd_server.store.jobs import notify_progress
+from importd_server.store.jobs import notify_progress, read_trace_parent
 from importd_server.store.sql import CHUNK_QUERIES, JOB_QUERIES
+from importd_server.tracing import Tracing
 
 log = structlog.get_logger(__name__)
 
@@ -33,8 +34,10 @@ class WorkerPool:
         lease_seconds: float,
         poll_seconds: float,
         max_attempts: int,
+        tracing: Tracing,
     ) -> None:
         self._pool = pool
+        self._tracing = tracing
         self._processor = processor
         self._metrics = metrics
         self._size = size
@@ -123,7 +126,16 @@ class WorkerPool:
                 )
                 await notify_progress(connection, claim.job_id)
                 return True
-            outcome = await self._processor.process(connection, claim, owner)
+            # The chunk's span joins the job's trace, whichever replica created the job.
+            trace_parent = (
+                await read_trace_parent(connection, claim.job_id) if self._tracing.enabled else None
+            )
+            with self._tracing.span(
+                "importd.chunk",
+                trace_parent,
+                {"importd.job_id": str(claim.job_id), "importd.chunk": claim.chunk_number},
+            ):
+                outcome = await self._processor.process(connection, claim, owner)
             if outcome is not None:
                 self._metrics.count_rows(outcome.import_type, outcome.counts)
             return True

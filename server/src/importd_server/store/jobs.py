@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import asdict
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -20,6 +22,7 @@ from importd_server.model import (
     JobPage,
     JobStage,
     JobStatus,
+    WatchFilter,
 )
 from importd_server.store.pool import Connection
 from importd_server.store.sql import JOB_QUERIES
@@ -31,6 +34,21 @@ async def notify_progress(connection: Connection, job_id: uuid.UUID) -> None:
     """Tells every replica's progress hub the job changed (delivered when the transaction
     commits)."""
     await connection.execute("SELECT pg_notify($1, $2)", PROGRESS_CHANNEL, str(job_id))
+
+
+async def record_trace_parent(
+    connection: Connection, job_id: uuid.UUID, trace_parent: str | None
+) -> None:
+    """Keeps the W3C traceparent of the span that created the job, so that its chunks, on
+    any replica, join the job's trace (tracing.py)."""
+    if trace_parent is not None:
+        await connection.execute(JOB_QUERIES["record_trace_parent"], job_id, trace_parent)
+
+
+async def read_trace_parent(connection: Connection, job_id: uuid.UUID) -> str | None:
+    """The job's W3C traceparent, if tracing was on when it was created."""
+    trace_parent: str | None = await connection.fetchval(JOB_QUERIES["read_trace_parent"], job_id)
+    return trace_parent
 
 
 class JobStore:
@@ -135,6 +153,31 @@ class JobStore:
         has_more = len(rows) > page_size
         next_cursor = JobCursor(jobs[-1].create_time, jobs[-1].id) if has_more else None
         return JobPage(jobs, next_cursor)
+
+    async def watched_jobs(
+        self, watch_filter: WatchFilter, since: datetime | None, page_size: int = 500
+    ) -> AsyncIterator[Job]:
+        """The filter's jobs that are queued or running, or changed at or after `since`,
+        oldest change first, read a page at a time."""
+        after: tuple[datetime, uuid.UUID] | None = None
+        while True:
+            rows = await self._pool.fetch(
+                JOB_QUERIES["list_watched_jobs"],
+                watch_filter.tenant,
+                [s.value for s in watch_filter.statuses],
+                watch_filter.import_type,
+                dict(watch_filter.labels),
+                since,
+                watch_filter.include_live,
+                after[0] if after else None,
+                after[1] if after else None,
+                page_size,
+            )
+            for row in rows:
+                yield job_from_row(row)
+            if len(rows) < page_size:
+                return
+            after = (rows[-1]["update_time"], rows[-1]["id"])
 
 
 def job_from_row(row: asyncpg.Record) -> Job:

@@ -182,3 +182,26 @@ UPDATE import_jobs j SET entries_removed_time = now()
 FROM expired x
 WHERE j.id = x.id
 RETURNING j.id;
+
+-- name: record_trace_parent
+UPDATE import_jobs SET trace_parent = $2 WHERE id = $1;
+
+-- name: read_trace_parent
+SELECT trace_parent FROM import_jobs WHERE id = $1;
+
+-- name: list_watched_jobs
+-- A page of a WatchJobs snapshot: the tenant's jobs that are queued or running, or were
+-- updated at or after $5 (NULL: only the former), among those matching the filters ($2
+-- statuses, $3 import type, $4 labels the job must all carry, $6 false hides live jobs);
+-- oldest change first, after the keyset position ($7, $8) of the previous page, at most $9.
+SELECT *
+FROM import_jobs
+WHERE tenant = $1
+  AND (status IN ('QUEUED', 'RUNNING') OR update_time >= $5::timestamptz)
+  AND (cardinality($2::text[]) = 0 OR status = ANY($2::text[]))
+  AND ($3::text IS NULL OR import_type = $3)
+  AND labels @> $4::jsonb
+  AND ($6::boolean OR NOT live)
+  AND ($7::timestamptz IS NULL OR (update_time, id) > ($7, $8::uuid))
+ORDER BY update_time, id
+LIMIT $9;
