@@ -170,6 +170,40 @@ async def test_a_slow_upload_is_visible_receiving_with_growing_bytes_and_rows(
     assert await stored_entries(db, job_id) == BIG + 3000
 
 
+async def test_watch_jobs_shows_a_job_receiving_its_file_with_its_bytes_growing(
+    idle_stub: pb_grpc.ImportServiceStub,
+) -> None:
+    stub = idle_stub
+    first, second = HEADER + rows(0, 10), rows(10, 10)
+    upload = HeldUpload(stub)
+    upload.send(first)
+    job_id = await upload.job_id()
+    await job_when(stub, job_id, lambda j: j.received_bytes == len(first))
+    watch = stub.WatchJobs(pb.WatchJobsRequest())
+    snapshot = await watch.read()
+    assert snapshot.snapshot_complete
+    assert [(j.id, j.stage, j.received_bytes) for j in snapshot.jobs] == [
+        (job_id, pb.JOB_STAGE_RECEIVING, len(first))
+    ]
+
+    async def next_state(condition: Callable[[pb.Job], bool]) -> pb.Job:
+        async with asyncio.timeout(30):
+            while True:
+                response: pb.WatchJobsResponse = await watch.read()
+                for job in response.jobs:
+                    if condition(job):
+                        return job
+
+    upload.send(second)
+    grown = await next_state(lambda j: j.received_bytes == len(first) + len(second))
+    assert (grown.id, grown.stage) == (job_id, pb.JOB_STAGE_RECEIVING)
+    upload.end()
+    queued = await next_state(lambda j: j.stage == pb.JOB_STAGE_UNSPECIFIED)
+    assert (queued.status, queued.total_rows) == (pb.JOB_STATUS_QUEUED, 20)
+    assert (await upload.call).id == job_id
+    watch.cancel()
+
+
 @pytest.fixture
 async def stage_log(db: asyncpg.Connection) -> AsyncIterator[asyncpg.Connection]:
     """Every committed state of every job row, in order: a trigger of the test's own."""
