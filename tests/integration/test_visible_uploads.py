@@ -44,25 +44,26 @@ class HeldUpload:
     """A StartImport whose file is sent piece by piece when the test says so: its upload
     stays open, and its job receiving, for as long as the test needs."""
 
-    def __init__(
-        self, stub: pb_grpc.ImportServiceStub, metadata: tuple[()] = (), **spec: Any
-    ) -> None:
-        self._pieces: asyncio.Queue[bytes | None] = asyncio.Queue()
+    def __init__(self, stub: pb_grpc.ImportServiceStub, **spec: Any) -> None:
+        self._requests: asyncio.Queue[pb.StartImportRequest | None] = asyncio.Queue()
         spec.setdefault("import_type", "contacts")
         spec.setdefault("mode", pb.IMPORT_MODE_UPSERT)
 
         async def requests() -> AsyncIterator[pb.StartImportRequest]:
             yield pb.StartImportRequest(spec=pb.ImportSpec(**spec))
-            while (piece := await self._pieces.get()) is not None:
-                yield pb.StartImportRequest(chunk=piece)
+            while (request := await self._requests.get()) is not None:
+                yield request
 
-        self.call = stub.StartImport(requests(), metadata=metadata)
+        self.call = stub.StartImport(requests())
 
     def send(self, piece: bytes) -> None:
-        self._pieces.put_nowait(piece)
+        self._requests.put_nowait(pb.StartImportRequest(chunk=piece))
+
+    def send_request(self, request: pb.StartImportRequest) -> None:
+        self._requests.put_nowait(request)
 
     def end(self) -> None:
-        self._pieces.put_nowait(None)
+        self._requests.put_nowait(None)
 
     async def job_id(self) -> str:
         """The job's id, from the initial metadata the server sends once the job exists."""
@@ -169,6 +170,40 @@ async def test_a_slow_upload_is_visible_receiving_with_growing_bytes_and_rows(
     assert await stored_entries(db, job_id) == BIG + 3000
 
 
+async def test_watch_jobs_shows_a_job_receiving_its_file_with_its_bytes_growing(
+    idle_stub: pb_grpc.ImportServiceStub,
+) -> None:
+    stub = idle_stub
+    first, second = HEADER + rows(0, 10), rows(10, 10)
+    upload = HeldUpload(stub)
+    upload.send(first)
+    job_id = await upload.job_id()
+    await job_when(stub, job_id, lambda j: j.received_bytes == len(first))
+    watch = stub.WatchJobs(pb.WatchJobsRequest())
+    snapshot = await watch.read()
+    assert snapshot.snapshot_complete
+    assert [(j.id, j.stage, j.received_bytes) for j in snapshot.jobs] == [
+        (job_id, pb.JOB_STAGE_RECEIVING, len(first))
+    ]
+
+    async def next_state(condition: Callable[[pb.Job], bool]) -> pb.Job:
+        async with asyncio.timeout(30):
+            while True:
+                response: pb.WatchJobsResponse = await watch.read()
+                for job in response.jobs:
+                    if condition(job):
+                        return job
+
+    upload.send(second)
+    grown = await next_state(lambda j: j.received_bytes == len(first) + len(second))
+    assert (grown.id, grown.stage) == (job_id, pb.JOB_STAGE_RECEIVING)
+    upload.end()
+    queued = await next_state(lambda j: j.stage == pb.JOB_STAGE_UNSPECIFIED)
+    assert (queued.status, queued.total_rows) == (pb.JOB_STATUS_QUEUED, 20)
+    assert (await upload.call).id == job_id
+    watch.cancel()
+
+
 @pytest.fixture
 async def stage_log(db: asyncpg.Connection) -> AsyncIterator[asyncpg.Connection]:
     """Every committed state of every job row, in order: a trigger of the test's own."""
@@ -242,6 +277,26 @@ async def test_an_upload_the_caller_abandons_ends_failed_with_no_rows_and_frees_
     again = await import_and_wait(stub, HEADER + rows(0, 2), request_id="abandoned")
     assert again.id != job_id
     assert (again.status, again.created_count) == (pb.JOB_STATUS_SUCCEEDED, 2)
+
+
+async def test_a_request_refused_mid_upload_ends_its_job_failed_with_no_rows(
+    stub: pb_grpc.ImportServiceStub, db: asyncpg.Connection
+) -> None:
+    upload = HeldUpload(stub)
+    upload.send(HEADER + rows(0, BIG))
+    job_id = await upload.job_id()
+    await job_when(stub, job_id, lambda j: j.staged_rows > 0)
+    upload.send_request(pb.StartImportRequest(spec=pb.ImportSpec(import_type="contacts")))
+    upload.end()
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await upload.call
+    assert rich_error(refused.value).field_violations == {
+        "spec": "only the first message may carry a spec"
+    }
+    failed = await wait_for_job(stub, job_id)
+    assert job_error(failed) == (code_pb2.ABORTED, "UPLOAD_ABORTED")
+    assert "the request was refused (INVALID_ARGUMENT)" in failed.error.message
+    assert await stored_entries(db, job_id) == 0
 
 
 async def test_a_request_id_repeated_while_its_upload_runs_returns_that_job(

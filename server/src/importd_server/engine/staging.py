@@ -218,9 +218,7 @@ class Stager:
                 if existing is None:
                     raise
                 return existing
-            if on_created is not None:
-                await on_created(job_id)
-            return await self.receive(job_id, new_job, _Prepended(first, pieces))
+            return await self.receive(job_id, new_job, _Prepended(first, pieces), on_created)
 
     async def existing(self, new_job: NewJob) -> Job | None:
         """The job an earlier start with the same request_id made, if any (AIP-155)."""
@@ -252,7 +250,11 @@ class Stager:
             await notify_progress(connection, job_id)
 
     async def receive(
-        self, job_id: uuid.UUID, new_job: NewJob, chunks: AsyncIterator[bytes]
+        self,
+        job_id: uuid.UUID,
+        new_job: NewJob,
+        chunks: AsyncIterator[bytes],
+        on_created: Callable[[uuid.UUID], Awaitable[None]] | None = None,
     ) -> Job:
         """Stores the file's rows and returns the job: QUEUED (or already finished when no
         row needs processing), FAILED with a job-level error when the file is unreadable, or
@@ -267,6 +269,8 @@ class Stager:
         received = _Received()
         job: Job | None = None
         try:
+            if on_created is not None:
+                await on_created(job_id)
             # A connection of its own, not the pool's: an upload holds it as long as the
             # caller takes to send the file, and uploads must never starve other work.
             connection = await open_connection(self._database_url)

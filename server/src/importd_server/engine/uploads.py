@@ -41,8 +41,8 @@ class UploadSlots:
     """At most `limit` uploads at once on this replica, each with threads of its own."""
 
     def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.in_use = 0
+        self._limit = limit
+        self._in_use = 0
         self._executor = ThreadPoolExecutor(
             THREADS_PER_UPLOAD * limit, thread_name_prefix="importd-upload"
         )
@@ -51,18 +51,18 @@ class UploadSlots:
     def take(self) -> Iterator[None]:
         """Holds a slot for the block; UNAVAILABLE when every slot is taken (another
         replica may have room, and the client retries)."""
-        if self.in_use >= self.limit:
+        if self._in_use >= self._limit:
             raise Unavailable(
-                f"this server is receiving {self.limit} files, the most it takes at once;"
+                f"this server is receiving {self._limit} files, the most it takes at once;"
                 " retry shortly",
                 reason="TOO_MANY_UPLOADS",
-                metadata={"limit": str(self.limit)},
+                metadata={"limit": str(self._limit)},
             )
-        self.in_use += 1
+        self._in_use += 1
         try:
             yield
         finally:
-            self.in_use -= 1
+            self._in_use -= 1
 
     async def run(self, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """`function(*args)` in one of the uploads' threads."""
