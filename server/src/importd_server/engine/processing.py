@@ -126,6 +126,7 @@ class ChunkProcessor:
         )
         if locked is None:
             return None  # done meanwhile, or taken over after our lease expired
+        await connection.execute(CHUNK_QUERIES["by_key_only"])
         job = await connection.fetchrow("SELECT * FROM import_jobs WHERE id = $1", claim.job_id)
         if job is None or job["status"] not in ("QUEUED", "RUNNING"):
             return None

@@ -297,6 +297,7 @@ class Stager:
                 raise file_errors[0] from None
             raise group_error.exceptions[0] from None
 
+        await connection.execute(CHUNK_QUERIES["by_key_only"])
         superseded = await connection.fetchrow(ENTRY_QUERIES["skip_superseded_rows"], job_id)
         assert superseded is not None
         skipped = superseded["skipped"]

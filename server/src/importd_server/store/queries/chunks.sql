@@ -56,3 +56,10 @@ WHERE job_id = $1 AND chunk_number = $2;
 UPDATE import_chunks
 SET lease_owner = NULL, lease_expires_at = NULL, attempts = greatest(attempts - 1, 0)
 WHERE status = 'PENDING' AND lease_owner LIKE $1;
+
+-- name: by_key_only
+-- For the rest of the transaction: rows are found through indexes. The statements of a
+-- chunk and of staging touch rows by key; statistics taken while the target (or the
+-- entries) were nearly empty would make a sequential scan look cheaper, and a scan of the
+-- target per row of a chunk is quadratic in the import.
+SET LOCAL enable_seqscan = off;
