@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
+from typing import Any
 
 
 class JobStatus(StrEnum):
@@ -213,3 +216,59 @@ class EntryPage:
     entries: tuple[Entry, ...]
     next_after_row: int | None
     total_count: int
+
+
+# A hook that checks a whole valid row (column name -> typed value) and returns its errors.
+RowValidator = Callable[[Mapping[str, Any]], Iterable[RowError]]
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One column of an import type and its rules."""
+
+    name: str
+    type: str
+    required: bool = False
+    default: str | None = None
+    aliases: tuple[str, ...] = ()
+    max_length: int | None = None
+    pattern: re.Pattern[str] | None = None
+    min: Decimal | None = None
+    max: Decimal | None = None
+    exclusive_bounds: bool = False
+    values: tuple[str, ...] = ()
+
+    @property
+    def header_names(self) -> tuple[str, ...]:
+        """The header names that mean this column, lower-cased."""
+        return (self.name, *(a.lower() for a in self.aliases))
+
+
+@dataclass(frozen=True)
+class ImportType:
+    """A declared import type."""
+
+    name: str
+    description: str
+    table: str
+    key: tuple[str, ...]
+    modes: tuple[ImportMode, ...]
+    columns: tuple[ColumnSpec, ...]
+    row_validator: RowValidator | None = None
+    # A text column of the target table holding the job's tenant, first in the table's key:
+    # tenants then never see or overwrite each other's rows. None: one table for all.
+    tenant_column: str | None = None
+
+    @property
+    def table_key(self) -> tuple[str, ...]:
+        """The target table's key: the tenant column (if any), then the key columns."""
+        return (self.tenant_column, *self.key) if self.tenant_column else self.key
+
+    def column(self, name: str) -> ColumnSpec:
+        """The column with this name."""
+        return next(c for c in self.columns if c.name == name)
+
+    def resolve_header(self, header_name: str) -> ColumnSpec | None:
+        """The column a file's header name means (by name or alias, any case), or None."""
+        wanted = header_name.strip().lower()
+        return next((c for c in self.columns if wanted in c.header_names), None)

@@ -15,13 +15,20 @@ from google.rpc import code_pb2
 from importd.v1 import import_service_pb2 as pb
 from importd_server.api.status import build_rpc_status
 from importd_server.auth import Principal
-from importd_server.engine.import_types import ImportType
 from importd_server.engine.parsing import ENCODINGS, ParseOptions
 from importd_server.engine.remote import redact, source_file_name
 from importd_server.engine.staging import NewJob
 from importd_server.errors import FieldViolation, InvalidArgument, excerpt
 from importd_server.http.links import Link
-from importd_server.model import Entry, EntryStatus, FileFormat, ImportMode, Job, JobStatus
+from importd_server.model import (
+    Entry,
+    EntryStatus,
+    FileFormat,
+    ImportMode,
+    ImportType,
+    Job,
+    JobStatus,
+)
 
 E = TypeVar("E", bound=StrEnum)
 

@@ -30,7 +30,6 @@ from importd_server.auth import READ, WRITE, Authenticator, Principal
 from importd_server.config import Settings
 from importd_server.engine.admission import Admission
 from importd_server.engine.export import NOT_IMPORTED, export_job, with_entries
-from importd_server.engine.import_types import ImportType
 from importd_server.engine.remote import REMOTE_SCHEMES, RemoteSources, uri_scheme
 from importd_server.engine.sources import open_source
 from importd_server.engine.staging import Stager, file_chunks
@@ -43,7 +42,7 @@ from importd_server.errors import (
     ResourceExhausted,
 )
 from importd_server.http.links import DownloadLinks
-from importd_server.model import Job, JobCursor, JobFilter, JobStatus
+from importd_server.model import ImportType, Job, JobCursor, JobFilter, JobStatus
 from importd_server.progress.hub import ProgressHub
 from importd_server.store.entries import EntryStore
 from importd_server.store.jobs import JobStore

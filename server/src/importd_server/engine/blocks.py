@@ -20,7 +20,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from importd_server.engine.import_types import ImportType
 from importd_server.engine.parsing import (
     ENCODINGS,
     CsvState,
@@ -33,7 +32,7 @@ from importd_server.engine.parsing import (
     parse_rows,
     wrong_field_count,
 )
-from importd_server.model import FileFormat, ImportMode
+from importd_server.model import FileFormat, ImportMode, ImportType
 
 # A block is at most this long, so no line of a plain block can exceed MAX_LINE_CHARS.
 BLOCK_BYTES = 1 << 20

@@ -13,10 +13,9 @@ import pyarrow.compute as pc
 
 from importd_server.engine.blocks import Block, ColumnBlock
 from importd_server.engine.fast_checks import accepts, key_is_raw
-from importd_server.engine.import_types import ImportType
 from importd_server.engine.parsing import FileColumns, ParsedRow
 from importd_server.engine.validation import RowChecker
-from importd_server.model import EntryStatus, ImportMode, RowError
+from importd_server.model import EntryStatus, ImportMode, ImportType, RowError
 from importd_server.store.entries import (
     NewEntries,
     array_literal,

@@ -1,7 +1,7 @@
 """Import types: declared in TOML files, one per type, loaded once at start-up.
 
-An import type names its target table, key columns, allowed modes, and each column's type
-and rules. Identifiers come from these files, never from an imported file.
+An import type (`model.ImportType`) names its target table, key columns, allowed modes, and
+each column's type and rules. Identifiers come from these files, never from an imported file.
 """
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ from __future__ import annotations
 import importlib
 import re
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from importd_server.model import ImportMode, RowError
+from importd_server.model import ColumnSpec, ImportMode, ImportType, RowValidator
 
 COLUMN_TYPES = (
     "string",
@@ -30,62 +30,6 @@ COLUMN_TYPES = (
     "enum",
 )
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-
-
-# A hook that checks a whole valid row (column name -> typed value) and returns its errors.
-RowValidator = Callable[[Mapping[str, Any]], Iterable[RowError]]
-
-
-@dataclass(frozen=True)
-class ColumnSpec:
-    """One column of an import type and its rules."""
-
-    name: str
-    type: str
-    required: bool = False
-    default: str | None = None
-    aliases: tuple[str, ...] = ()
-    max_length: int | None = None
-    pattern: re.Pattern[str] | None = None
-    min: Decimal | None = None
-    max: Decimal | None = None
-    exclusive_bounds: bool = False
-    values: tuple[str, ...] = ()
-
-    @property
-    def header_names(self) -> tuple[str, ...]:
-        """The header names that mean this column, lower-cased."""
-        return (self.name, *(a.lower() for a in self.aliases))
-
-
-@dataclass(frozen=True)
-class ImportType:
-    """A declared import type."""
-
-    name: str
-    description: str
-    table: str
-    key: tuple[str, ...]
-    modes: tuple[ImportMode, ...]
-    columns: tuple[ColumnSpec, ...]
-    row_validator: RowValidator | None = None
-    # A text column of the target table holding the job's tenant, first in the table's key:
-    # tenants then never see or overwrite each other's rows. None: one table for all.
-    tenant_column: str | None = None
-
-    @property
-    def table_key(self) -> tuple[str, ...]:
-        """The target table's key: the tenant column (if any), then the key columns."""
-        return (self.tenant_column, *self.key) if self.tenant_column else self.key
-
-    def column(self, name: str) -> ColumnSpec:
-        """The column with this name."""
-        return next(c for c in self.columns if c.name == name)
-
-    def resolve_header(self, header_name: str) -> ColumnSpec | None:
-        """The column a file's header name means (by name or alias, any case), or None."""
-        wanted = header_name.strip().lower()
-        return next((c for c in self.columns if wanted in c.header_names), None)
 
 
 class ImportTypeError(ValueError):

@@ -15,10 +15,9 @@ from dataclasses import dataclass
 import asyncpg
 import structlog
 
-from importd_server.engine.import_types import ImportType
 from importd_server.engine.parsing import FileColumns
 from importd_server.engine.validation import RowChecker
-from importd_server.model import EntryStatus, ImportMode, RowError
+from importd_server.model import EntryStatus, ImportMode, ImportType, RowError
 from importd_server.store.entries import array_literal, errors_to_json
 from importd_server.store.jobs import notify_progress
 from importd_server.store.pool import Connection

@@ -21,12 +21,11 @@ import structlog
 from importd_server.engine.admission import Admission
 from importd_server.engine.blocks import read_blocks
 from importd_server.engine.checking import BlockChecker
-from importd_server.engine.import_types import ImportType
 from importd_server.engine.parsing import FileColumns, FileError, ParseOptions
 from importd_server.engine.processing import fail_if_too_many_errors
 from importd_server.errors import AlreadyExists, PermissionDenied
 from importd_server.metrics import Metrics
-from importd_server.model import EntryStatus, ImportMode, Job
+from importd_server.model import EntryStatus, ImportMode, ImportType, Job
 from importd_server.store.entries import copy_entries, encode_entries
 from importd_server.store.jobs import JobStore, notify_progress
 from importd_server.store.pool import Connection

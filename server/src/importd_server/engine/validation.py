@@ -11,8 +11,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from importd_server.engine.import_types import ColumnSpec, ImportType
-from importd_server.model import ImportMode, RowError
+from importd_server.model import ColumnSpec, ImportMode, ImportType, RowError
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")

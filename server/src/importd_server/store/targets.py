@@ -9,8 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from importd_server.engine.import_types import ColumnSpec, ImportType
-from importd_server.model import EntryStatus, ImportMode
+from importd_server.model import ColumnSpec, EntryStatus, ImportMode, ImportType
 from importd_server.store.pool import Connection
 
 SQL_TYPES = {
