@@ -11,7 +11,7 @@ from importd_server.engine.import_types import default_types_dir, load_import_ty
 from importd_server.engine.parsing import FileColumns
 from importd_server.engine.validation import RowChecker
 from importd_server.model import ImportMode
-from importd_server.store.sql import CHUNK_QUERIES
+from importd_server.store.sql import SESSION_QUERIES
 from importd_server.store.targets import SourceColumn, apply_plan
 
 CONTACTS = load_import_types(default_types_dir())["contacts"]
@@ -33,11 +33,12 @@ async def test_chunk_statements_find_rows_by_key_even_when_statistics_say_the_ta
         for c in checker.columns
     )
     plan = apply_plan(CONTACTS, mode, sources)
+    batch = {"job_id": uuid.uuid4(), "first_row": 1, "last_row": 5000, "tenant": "default"}
     async with db.transaction():
-        await db.execute(CHUNK_QUERIES["by_key_only"])
+        await SESSION_QUERIES["by_key_only"].execute(db)
         for statement in (plan.apply, plan.lock_targets):
             if statement is None:
                 continue
-            rows = await db.fetch(f"EXPLAIN {statement}", uuid.uuid4(), 1, 5000, "default")
+            rows = await db.fetch(f"EXPLAIN {statement.sql}", *statement.args(batch))
             plan_text = "\n".join(r[0] for r in rows)
             assert "Seq Scan" not in plan_text, plan_text

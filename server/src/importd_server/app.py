@@ -95,9 +95,10 @@ class Application:
         jobs = JobStore(self._pool)
         entries = EntryStore(self._pool)
         self.metrics = Metrics()
-        processor = ChunkProcessor(import_types, settings.lease_seconds)
+        processor = ChunkProcessor(import_types, jobs, entries, settings.lease_seconds)
         self.workers = WorkerPool(
             self._pool,
+            jobs,
             processor,
             self.metrics,
             size=settings.workers,
@@ -109,6 +110,7 @@ class Application:
         stager = Stager(
             self._pool,
             jobs,
+            entries,
             StagingLimits(settings.max_file_bytes, settings.chunk_size),
             admission,
             self.metrics,
@@ -145,7 +147,7 @@ class Application:
 
         limit = settings.max_message_bytes
         self.housekeeper = Housekeeper(
-            self._pool,
+            jobs,
             self.metrics,
             retention_days=settings.retention_days,
             interval=settings.housekeeping_seconds,

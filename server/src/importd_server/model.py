@@ -11,6 +11,8 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
+from importd_server.errors import ImportdError, kind_of
+
 
 class JobStatus(StrEnum):
     """A job's place in its life."""
@@ -25,7 +27,12 @@ class JobStatus(StrEnum):
     @property
     def is_terminal(self) -> bool:
         """Whether the job has ended and will never change again."""
-        return self not in (JobStatus.QUEUED, JobStatus.RUNNING)
+        return self not in LIVE_STATUSES
+
+
+# The statuses of a job that has not ended: the one place that says which (the queries
+# take them as a parameter).
+LIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
 class JobStage(StrEnum):
@@ -67,15 +74,25 @@ class EntryStatus(StrEnum):
 
 @dataclass(frozen=True)
 class JobError:
-    """A job-level failure, such as an unreadable file.
+    """A job-level failure, such as an unreadable file: an error of errors.py, recorded.
 
-    `code` is a google.rpc.Code name (e.g. INVALID_ARGUMENT); `reason` a stable word
-    for machines (e.g. UNBALANCED_QUOTE); `message` is for people.
+    `kind` is its class (e.g. errors.InvalidArgument; api/status.py maps it to a status
+    code); `reason` a stable word for machines (e.g. UNBALANCED_QUOTE); `message` is for
+    people.
     """
 
-    code: str
+    kind: type[ImportdError]
     reason: str
     message: str
+
+    @classmethod
+    def of(cls, error: ImportdError) -> JobError:
+        """The record of an error."""
+        return cls(kind_of(error), error.reason, error.message)
+
+    def as_error(self) -> ImportdError:
+        """The error again, as api/status.py reports errors."""
+        return self.kind(self.message, reason=self.reason)
 
 
 @dataclass(frozen=True)
@@ -156,6 +173,17 @@ class Job:
         if not self.total_rows:
             return 0.0
         return min(100.0, 100.0 * self.counts.processed / self.total_rows)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A chunk of a job a worker has leased: rows first_row..last_row, its attempts so far."""
+
+    job_id: uuid.UUID
+    chunk_number: int
+    first_row: int
+    last_row: int
+    attempts: int
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,9 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from google.protobuf import timestamp_pb2
-from google.rpc import code_pb2
 
 from importd.v1 import import_service_pb2 as pb
-from importd_server.api.status import build_rpc_status
+from importd_server.api.status import to_rpc_status
 from importd_server.auth import Principal
 from importd_server.engine.parsing import ENCODINGS, ParseOptions
 from importd_server.engine.remote import redact, source_file_name
@@ -121,9 +120,7 @@ def job_to_proto(job: Job) -> pb.Job:
         update_time=timestamp(job.update_time),
     )
     if job.error is not None:
-        code = code_pb2.Code.DESCRIPTOR.values_by_name.get(job.error.code)
-        number = code.number if code is not None else code_pb2.UNKNOWN
-        message.error.CopyFrom(build_rpc_status(number, job.error.message, job.error.reason))
+        message.error.CopyFrom(to_rpc_status(job.error.as_error()))
     return message
 
 
@@ -242,13 +239,7 @@ def new_job_from_spec(
         labels=dict(spec.labels),
         request_id=spec.request_id or None,
         spec_digest=hashlib.sha256(identity.SerializeToString(deterministic=True)).hexdigest(),
-        options={
-            "delimiter": delimiter,
-            "quote": quote_char,
-            "header": header,
-            "encoding": encoding,
-            **({"source_uri": redact(spec.source_uri)} if spec.source_uri else {}),
-        },
+        source_uri=redact(spec.source_uri) if spec.source_uri else None,
     )
 
 

@@ -32,7 +32,7 @@ from importd_server.engine.admission import Admission
 from importd_server.engine.export import NOT_IMPORTED, export_job, with_entries
 from importd_server.engine.remote import REMOTE_SCHEMES, RemoteSources, uri_scheme
 from importd_server.engine.sources import open_source
-from importd_server.engine.staging import Stager, file_chunks
+from importd_server.engine.staging import Stager, file_pieces
 from importd_server.engine.validation import INT64_MAX
 from importd_server.errors import (
     FailedPrecondition,
@@ -144,7 +144,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
                 )
             pieces = await self._source_pieces(spec.source_uri, caller.tenant)
         else:
-            pieces = _file_bytes(request_iterator)
+            pieces = _upload_pieces(request_iterator)
         async with _closing(pieces):
             job = await self._stager.start(new_job, pieces)
         self._on_job_queued()
@@ -164,7 +164,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
                 "spec.source_uri",
                 f"scheme {scheme!r} is not supported; use file://, https:// or s3://",
             )
-        return file_chunks(await open_source(uri, self._settings.source_dir, tenant))
+        return file_pieces(await open_source(uri, self._settings.source_dir, tenant))
 
     @maps_errors
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
@@ -365,7 +365,7 @@ async def _closing(pieces: AsyncIterator[bytes]) -> AsyncIterator[None]:
             await pieces.aclose()
 
 
-async def _file_bytes(
+async def _upload_pieces(
     request_iterator: AsyncIterator[pb.StartImportRequest],
 ) -> AsyncIterator[bytes]:
     async for message in request_iterator:

@@ -1,6 +1,6 @@
-"""Receiving a file: bytes streamed in, parsed in a worker thread as they arrive, stored as
-entries with COPY, chunked, and queued, all in one transaction, so a broken or aborted
-upload leaves nothing behind."""
+"""Receiving a file: bytes streamed in (in pieces), read and checked in a worker thread as
+they arrive, stored as entries with COPY, chunked, and queued, all in one transaction, so a
+broken or aborted upload leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -22,14 +22,13 @@ from importd_server.engine.admission import Admission
 from importd_server.engine.blocks import read_blocks
 from importd_server.engine.checking import BlockChecker
 from importd_server.engine.parsing import FileColumns, FileError, ParseOptions
-from importd_server.engine.processing import fail_if_too_many_errors
+from importd_server.engine.processing import too_many_errors
 from importd_server.errors import AlreadyExists, PermissionDenied
 from importd_server.metrics import Metrics
 from importd_server.model import EntryStatus, ImportMode, ImportType, Job
-from importd_server.store.entries import copy_entries, encode_entries
-from importd_server.store.jobs import JobStore, notify_progress
+from importd_server.store.entries import EntryStore, encode_entries
+from importd_server.store.jobs import JobStore, NewJobRow
 from importd_server.store.pool import Connection
-from importd_server.store.sql import CHUNK_QUERIES, ENTRY_QUERIES, JOB_QUERIES
 
 log = structlog.get_logger(__name__)
 
@@ -49,8 +48,8 @@ class NewJob:
     labels: dict[str, str]
     request_id: str | None
     spec_digest: str
-    options: dict[str, Any] = field(default_factory=dict)
     live: bool = True
+    source_uri: str | None = None  # redacted (engine.remote.redact): no secrets in it
 
 
 @dataclass(frozen=True)
@@ -122,24 +121,26 @@ class Stager:
         self,
         pool: asyncpg.Pool,
         jobs: JobStore,
+        entries: EntryStore,
         limits: StagingLimits,
         admission: Admission,
         metrics: Metrics,
     ) -> None:
         self._pool = pool
         self._jobs = jobs
+        self._entries = entries
         self._limits = limits
         self._admission = admission
         self._metrics = metrics
 
-    async def start(self, new_job: NewJob, chunks: AsyncIterator[bytes]) -> Job:
+    async def start(self, new_job: NewJob, pieces: AsyncIterator[bytes]) -> Job:
         """The job for this request: the existing one for a repeated request_id (AIP-155),
         else a new one made from the file."""
         existing = await self.existing(new_job)
         if existing is not None:
             return existing
         try:
-            return await self.receive(new_job, chunks)
+            return await self.receive(new_job, pieces)
         except asyncpg.UniqueViolationError:
             # The same request_id raced us and committed first.
             existing = await self.existing(new_job)
@@ -168,7 +169,7 @@ class Stager:
             )
         return job
 
-    async def receive(self, new_job: NewJob, chunks: AsyncIterator[bytes]) -> Job:
+    async def receive(self, new_job: NewJob, pieces: AsyncIterator[bytes]) -> Job:
         """Stores the file's rows and returns the job: QUEUED (or already finished when no
         row needs processing), or FAILED with a job-level error when the file is unreadable.
         An exception (the caller went away, the database failed) leaves nothing stored."""
@@ -184,21 +185,15 @@ class Stager:
             try:
                 async with connection.transaction():
                     await self._insert_job(connection, job_id, new_job)
-                    await self._stage(connection, job_id, new_job, chunks, received)
+                    await self._stage(connection, job_id, new_job, pieces, received)
                     await self._admission.admit(connection, new_job.tenant)
             except FileError as error:
                 bound.info("file refused", reason=error.reason, message=error.message)
                 async with connection.transaction():
                     await self._insert_job(connection, job_id, new_job)
-                    await _record_file(connection, job_id, received, None, [], 0, 0, None)
-                    await connection.execute(
-                        JOB_QUERIES["fail_job"],
-                        job_id,
-                        "INVALID_ARGUMENT",
-                        error.reason,
-                        error.message,
-                    )
-                    await notify_progress(connection, job_id)
+                    await self._record_file(connection, job_id, received)
+                    await self._jobs.fail_job(connection, job_id, error)
+                    await self._jobs.notify(connection, job_id)
         job = await self._jobs.get_job(job_id, new_job.tenant)
         assert job is not None
         # Rows that failed validation or were superseded got their outcome here.
@@ -213,22 +208,47 @@ class Stager:
         return job
 
     async def _insert_job(self, connection: Connection, job_id: uuid.UUID, new_job: NewJob) -> None:
-        await connection.execute(
-            JOB_QUERIES["insert_job"],
+        await self._jobs.insert_job(
+            connection,
+            NewJobRow(
+                job_id=job_id,
+                tenant=new_job.tenant,
+                import_type=new_job.import_type.name,
+                mode=new_job.mode,
+                format=new_job.parse.format,
+                file_name=new_job.file_name,
+                dry_run=new_job.dry_run,
+                all_or_nothing=new_job.all_or_nothing,
+                max_errors=new_job.max_errors,
+                labels=new_job.labels,
+                request_id=new_job.request_id,
+                spec_digest=new_job.spec_digest,
+                live=new_job.live,
+                source_uri=new_job.source_uri,
+            ),
+        )
+
+    async def _record_file(
+        self,
+        connection: Connection,
+        job_id: uuid.UUID,
+        received: _Received,
+        rows: _Rows | None = None,
+        columns: list[str] | None = None,
+        chunk_rows: int | None = None,
+    ) -> None:
+        """Records what the file was: its size and digest, and (when it could be read) its
+        rows, columns, the rows decided already, and how many rows each chunk has."""
+        await self._jobs.record_file(
+            connection,
             job_id,
-            new_job.tenant,
-            new_job.import_type.name,
-            new_job.mode.value,
-            new_job.parse.format.value,
-            new_job.options,
-            new_job.file_name,
-            new_job.dry_run,
-            new_job.all_or_nothing,
-            new_job.max_errors,
-            new_job.labels,
-            new_job.request_id,
-            new_job.spec_digest,
-            new_job.live,
+            size=received.size,
+            sha256=received.sha256.hexdigest(),
+            total_rows=rows.total if rows else None,
+            columns=columns or [],
+            failed=rows.failed if rows else 0,
+            skipped=rows.skipped if rows else 0,
+            chunk_rows=chunk_rows,
         )
 
     async def _stage(
@@ -236,38 +256,36 @@ class Stager:
         connection: Connection,
         job_id: uuid.UUID,
         new_job: NewJob,
-        chunks: AsyncIterator[bytes],
+        pieces: AsyncIterator[bytes],
         received: _Received,
     ) -> None:
         feed = _ByteFeed()
         columns = FileColumns()
         blocks = read_blocks(feed, new_job.parse, new_job.import_type, new_job.mode, columns)
         checker = BlockChecker(new_job.import_type, new_job.mode, columns)
-        failed = 0
-        total = 0
+        rows = _Rows()
 
         def next_entries() -> pa.Buffer | None:
             """The next block's rows, checked and encoded for COPY (in a worker thread)."""
-            nonlocal failed, total
             block = next(blocks, None)
             if block is None:
                 return None
             entries = checker.check(block)
-            total += len(entries.row_numbers)
-            failed += entries.failed
+            rows.total += len(entries.row_numbers)
+            rows.failed += entries.failed
             return encode_entries(job_id, entries)
 
         async def feed_bytes() -> None:
             try:
-                async for chunk in chunks:
-                    received.size += len(chunk)
+                async for piece in pieces:
+                    received.size += len(piece)
                     if received.size > self._limits.max_file_bytes:
                         raise FileError(
                             "FILE_TOO_LARGE",
                             f"the file is larger than {self._limits.max_file_bytes} bytes",
                         )
-                    received.sha256.update(chunk)
-                    await asyncio.to_thread(feed.put, chunk)
+                    received.sha256.update(piece)
+                    await asyncio.to_thread(feed.put, piece)
                 await asyncio.to_thread(feed.put, None)
             except BaseException:
                 feed.abort()
@@ -279,7 +297,7 @@ class Stager:
             try:
                 while (payload := await reading) is not None:
                     reading = asyncio.ensure_future(asyncio.to_thread(next_entries))
-                    await copy_entries(connection, payload)
+                    await self._entries.copy_new(connection, payload)
             except BaseException:
                 feed.abort()
                 reading.cancel()
@@ -296,53 +314,32 @@ class Stager:
                 raise file_errors[0] from None
             raise group_error.exceptions[0] from None
 
-        await connection.execute(CHUNK_QUERIES["by_key_only"])
-        superseded = await connection.fetchrow(ENTRY_QUERIES["skip_superseded_rows"], job_id)
-        assert superseded is not None
-        skipped = superseded["skipped"]
-        failed -= superseded["were_failed"]
-        if new_job.all_or_nothing and failed:
+        rows.skipped, were_failed = await self._entries.skip_superseded(connection, job_id)
+        rows.failed -= were_failed
+        if new_job.all_or_nothing and rows.failed:
             # Nothing is imported: no chunk needs to run.
-            skipped += await connection.fetchval(ENTRY_QUERIES["skip_pending_rows"], job_id)
-        chunk_rows = max(total, 1) if new_job.all_or_nothing else self._limits.chunk_size
-        await _record_file(
-            connection, job_id, received, total, columns.names, failed, skipped, chunk_rows
-        )
-        if await fail_if_too_many_errors(connection, job_id, failed, new_job.max_errors):
-            pass  # more rows failed than the limit allows: no chunk runs
-        elif total - failed - skipped > 0:
-            await connection.execute(CHUNK_QUERIES["create_chunks"], job_id, total, chunk_rows)
+            rows.skipped += await self._entries.skip_pending(connection, job_id)
+        chunk_rows = max(rows.total, 1) if new_job.all_or_nothing else self._limits.chunk_size
+        await self._record_file(connection, job_id, received, rows, columns.names, chunk_rows)
+        if (too_many := too_many_errors(rows.failed, new_job.max_errors)) is not None:
+            await self._jobs.fail_job(connection, job_id, too_many)  # no chunk runs
+        elif rows.total - rows.failed - rows.skipped > 0:
+            await self._jobs.create_chunks(connection, job_id, rows.total, chunk_rows)
         else:
-            await connection.execute(JOB_QUERIES["finish_job_if_done"], job_id)
-        await notify_progress(connection, job_id)
+            await self._jobs.finish_if_done(connection, job_id)
+        await self._jobs.notify(connection, job_id)
 
 
-async def _record_file(
-    connection: Connection,
-    job_id: uuid.UUID,
-    received: _Received,
-    total_rows: int | None,
-    columns: list[str],
-    failed: int,
-    skipped: int,
-    chunk_rows: int | None,
-) -> None:
-    """Records what the file was: size, digest, rows, columns, rows already decided, and
-    how many rows each chunk has."""
-    await connection.execute(
-        JOB_QUERIES["finish_staging"],
-        job_id,
-        received.size,
-        received.sha256.hexdigest(),
-        total_rows,
-        columns,
-        failed,
-        skipped,
-        chunk_rows,
-    )
+@dataclass
+class _Rows:
+    """A file's rows as staging counts them: all, failed, and skipped (superseded)."""
+
+    total: int = 0
+    failed: int = 0
+    skipped: int = 0
 
 
-async def file_chunks(source: BinaryIO, block_size: int = 1 << 20) -> AsyncIterator[bytes]:
+async def file_pieces(source: BinaryIO, block_size: int = 1 << 20) -> AsyncIterator[bytes]:
     """An open file's bytes in blocks, read in a worker thread; closes it at the end."""
     with source:
         while block := await asyncio.to_thread(source.read, block_size):

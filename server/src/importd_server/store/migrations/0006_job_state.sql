@@ -1,0 +1,17 @@
+-- One owner for job state (issue 10): a job's error is stored as the errors.py kind it was
+-- raised as (InvalidArgument, FailedPrecondition, Internal), which api/status.py maps to a
+-- status code, instead of the code's name. The names below are those the versions before
+-- this migration stored.
+ALTER TABLE import_jobs RENAME COLUMN error_code TO error_kind;
+UPDATE import_jobs
+SET error_kind = CASE error_kind
+        WHEN 'INVALID_ARGUMENT' THEN 'InvalidArgument'
+        WHEN 'FAILED_PRECONDITION' THEN 'FailedPrecondition'
+        ELSE 'Internal' END
+WHERE error_kind IS NOT NULL;
+
+-- The options were written and never read (the CSV options count in spec_digest); only the
+-- redacted source URI a remote import kept there is worth a column of its own.
+ALTER TABLE import_jobs ADD COLUMN source_uri text;
+UPDATE import_jobs SET source_uri = options ->> 'source_uri' WHERE options ? 'source_uri';
+ALTER TABLE import_jobs DROP COLUMN options;
