@@ -113,8 +113,7 @@ BREAKAGES = (_bad_email, _bad_phone, _bad_date, _bad_enum, _bad_score, _many_err
 
 def write_dirty_contacts(path: Path, rows: int, *, seed: int = 7) -> None:
     """The clean file's shape, with ~2% invalid rows (0.1% with a wrong field count) and
-    ~1% rows repeating an earlier row's key (half of them with the domain upper-cased),
-    and ~1% valid rows spelled non-canonically (padded names, punctuated phones)."""
+    ~1% rows repeating an earlier row's key (half of them with the domain upper-cased)."""
     rng = random.Random(seed)
     with path.open("w", encoding="utf-8", newline="") as out:
         out.write(HEADER)
@@ -130,9 +129,6 @@ def write_dirty_contacts(path: Path, rows: int, *, seed: int = 7) -> None:
                 rng.choice(BREAKAGES)(fields, i)
             elif 0.029 <= draw < 0.030:
                 _too_few_fields(fields, i)
-            elif 0.030 <= draw < 0.040:
-                fields[1] = f" {fields[1]} "
-                fields[3] = f"{fields[3][:2]} {fields[3][2:5]}-{fields[3][5:]}"
             out.write(",".join(fields) + "\n")
 
 

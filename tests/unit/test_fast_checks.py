@@ -194,6 +194,10 @@ def test_a_key_the_fast_path_accepts_is_its_key_text_as_written(
     for value, accepted in zip(values, fast(column, values, ImportMode.UPSERT), strict=True):
         if accepted and key_is_raw(column):
             assert reference.key([value]) == value
+        checked = reference.check([value])
+        if checked.values is not None:
+            # Staging takes a valid row's key from its checked values.
+            assert reference.key_of_checked(checked.values) == reference.key([value])
 
 
 def test_the_fast_path_accepts_the_common_canonical_values() -> None:
