@@ -29,6 +29,7 @@ from importd_server.store.embedded import start_embedded
 from importd_server.store.migrate import migrate
 from importd_server.store.pool import create_pool
 from importd_server.store.targets import ensure_target_table
+from importd_server.tracing import Tracing
 
 # Property tests: no time limit per example; a busy CI machine is not a bug.
 settings.register_profile("importd", deadline=None)
@@ -124,9 +125,13 @@ async def make_app(settings: Settings, database_url: str) -> AsyncIterator[AppFa
     started: list[Application] = []
 
     async def make(
-        interceptors: Sequence[grpc.aio.ServerInterceptor] = (), **overrides: Any
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        tracing: Tracing | None = None,
+        **overrides: Any,
     ) -> Application:
-        application = Application(replace(settings, **overrides), database_url, interceptors)
+        application = Application(
+            replace(settings, **overrides), database_url, interceptors, tracing
+        )
         await application.start()
         started.append(application)
         return application

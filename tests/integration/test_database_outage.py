@@ -142,7 +142,7 @@ async def test_an_import_interrupted_by_an_outage_ends_with_exact_counts_and_eac
         cut_at = await db.fetchrow(
             "SELECT processed_rows, status FROM import_jobs WHERE id = $1::uuid", job.id
         )
-        await asyncio.sleep(3)  # workers, listener, fan-out, housekeeper and health all fail
+        await asyncio.sleep(3)  # workers, listener, fan-out, housekeeper, health, webhooks fail
         await proxy.restore()
         final = await wait_for_job(stub, job.id, within=60)
         await asyncio.sleep(1.5)  # the health monitor's next probe sees the database back
@@ -164,7 +164,8 @@ async def test_an_import_interrupted_by_an_outage_ends_with_exact_counts_and_eac
     )
     lost = {component for event, component in changes if event == "database lost"}
     back = {component for event, component in changes if event == "database back"}
-    assert {"workers", "progress listener", "progress fan-out", "housekeeper", "health"} == lost
+    components = {"workers", "progress listener", "progress fan-out", "housekeeper", "health"}
+    assert {*components, "webhook deliverer"} == lost
     assert back == lost
     assert max(changes.values()) == 1, changes
     assert [e for e in logs if e.get("exc_info") or e["log_level"] in ("error", "critical")] == []

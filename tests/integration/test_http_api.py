@@ -168,10 +168,18 @@ REQUESTS = {
 }
 
 
+# The RPCs of issue 14 (tested over HTTP in test_events_http.py).
+EVENT_ROUTES = {
+    "WatchJobs": ("GET", "/v1/jobs:watch"),
+    "ListWebhookDeliveries": ("GET", "/v1/jobs/{id}/webhookDeliveries"),
+    "GetWebhookSecret": ("GET", "/v1/webhookSecret"),
+}
+
+
 def test_every_rpc_has_exactly_the_http_route_its_annotation_declares() -> None:
     routes = {r.method.name: (r.verb, r.template) for r in routes_of(SERVICE.methods)}
     declared = {name: (verb, path.split("?")[0]) for name, (verb, path) in REQUESTS.items()}
-    assert routes == declared
+    assert routes == {**declared, **EVENT_ROUTES}
 
 
 async def test_every_rpc_over_http_answers_every_kind_of_caller_as_grpc_does(
@@ -538,7 +546,7 @@ def finished_calls(app: Application, rpc: str) -> float:
     )
 
 
-async def test_an_upload_the_client_abandons_leaves_no_job(
+async def test_an_upload_the_client_abandons_ends_its_job_failed_with_no_rows(
     make_app: AppFactory, db: asyncpg.Connection
 ) -> None:
     app = await make_app(http_port=0, workers=0)
@@ -550,7 +558,11 @@ async def test_an_upload_the_client_abandons_leaves_no_job(
     )
     writer.write(body)  # half of what was announced
     await writer.drain()
+    async with asyncio.timeout(30):  # the job exists from the file's first byte
+        while not await db.fetchval("SELECT count(*) FROM import_jobs"):  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
     writer.close()
     await wait_until(lambda: finished_calls(app, "StartImport") == 1)
-    assert await db.fetchval("SELECT count(*) FROM import_jobs") == 0
+    job = await db.fetchrow("SELECT status, error_reason FROM import_jobs")
+    assert (job["status"], job["error_reason"]) == ("FAILED", "UPLOAD_ABORTED")
     assert await db.fetchval("SELECT count(*) FROM import_entries") == 0

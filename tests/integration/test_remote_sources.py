@@ -93,9 +93,9 @@ async def test_an_allowed_server_s_file_imports_end_to_end_and_its_signature_is_
         hashlib.sha256(CONTACTS).hexdigest(),
     )
     assert files.paths == [f"/files/contacts.csv?{SECRET}"]  # sent byte for byte
-    row = await db.fetchrow("SELECT source_uri, file_name FROM import_jobs")
+    row = await db.fetchrow("SELECT options, file_name FROM import_jobs")
     assert SECRET not in str(dict(row))
-    assert "/files/contacts.csv" in str(row["source_uri"])
+    assert "/files/contacts.csv" in str(row["options"])
 
 
 @pytest.mark.parametrize(

@@ -80,16 +80,15 @@ def request(method: str, path: str, value: str, job_id: str) -> Message:
     elif "id" in METHODS[method].input_type.fields_by_name:
         message.id = job_id
     *parents, leaf = path.split(".")
-    if parents[-2:] == ["spec", "labels"]:
-        target = message.spec.labels
-        if leaf == "key":
-            target[value] = "v"
-        else:
-            target["k"] = value
-        return message
     target = message
     for parent in parents:
         target = getattr(target, parent)
+    if parents[-1:] in (["labels"], ["column_map"]):
+        if leaf == "key":
+            target[value] = "email" if parents[-1] == "column_map" else "v"
+        else:
+            target["k"] = value
+        return message
     setattr(target, leaf, value)
     return message
 
@@ -105,6 +104,13 @@ async def call(stub: pb_grpc.ImportServiceStub, method: str, message: Message) -
                 yield pb.StartImportRequest(chunk=FILE)
 
         await stub.StartImport(upload())
+    elif method == "WatchJobs":
+        # A stream without an end: its answer is the snapshot, or the refusal.
+        stream = stub.WatchJobs(message)
+        async for response in stream:
+            if response.snapshot_complete:
+                break
+        stream.cancel()
     elif METHODS[method].server_streaming:
         async for _ in getattr(stub, method)(message):
             pass

@@ -136,34 +136,12 @@ async def test_the_same_request_id_with_another_spec_is_already_exists(
     assert error.metadata == {"request_id": "r-2", "job_id": first.id}
 
 
-async def test_an_aborted_upload_leaves_no_job(
-    stub: pb_grpc.ImportServiceStub, db: asyncpg.Connection
-) -> None:
-    sent_some = asyncio.Event()
-
-    async def requests() -> AsyncIterator[pb.StartImportRequest]:
-        yield pb.StartImportRequest(spec=pb.ImportSpec(import_type="contacts"))
-        yield pb.StartImportRequest(chunk=b"email\n" + b"a@x.com\n" * 1000)
-        sent_some.set()
-        await asyncio.sleep(30)  # the caller goes away before the end of the file
-
-    call = stub.StartImport(requests())
-    await sent_some.wait()
-    await asyncio.sleep(0.3)
-    call.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await call
-    await asyncio.sleep(0.3)
-    assert await db.fetchval("SELECT count(*) FROM import_jobs") == 0
-    assert await db.fetchval("SELECT count(*) FROM import_entries") == 0
-
-
 @pytest.mark.parametrize(
     ("spec", "field"),
     [
         ({"import_type": "unicorns"}, "spec.import_type"),
         ({"import_type": "contacts", "csv": pb.CsvOptions(delimiter=";;")}, "spec.csv.delimiter"),
-        ({"import_type": "contacts", "csv": pb.CsvOptions(encoding="utf-16")}, "spec.csv.encoding"),
+        ({"import_type": "contacts", "csv": pb.CsvOptions(encoding="utf-7")}, "spec.csv.encoding"),
         ({"import_type": "contacts", "max_errors": -1}, "spec.max_errors"),
     ],
 )

@@ -9,7 +9,6 @@ import hashlib
 import json
 import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -47,18 +46,19 @@ def stub_of(app: Application) -> pb_grpc.ImportServiceStub:
 async def start(
     stub: pb_grpc.ImportServiceStub,
     metadata: tuple[tuple[str, str], ...] = (),
-    before_file: asyncio.Event | None = None,
+    after_first_byte: asyncio.Event | None = None,
     **spec: Any,
 ) -> pb.Job:
-    """Starts a contacts import of FILE (or of spec's source_uri); waits for `before_file`
-    between the spec and the file, holding the upload open."""
+    """Starts a contacts import of FILE (or of spec's source_uri); waits for
+    `after_first_byte` after the file's first byte, holding the upload open."""
 
     async def requests() -> AsyncIterator[pb.StartImportRequest]:
         yield pb.StartImportRequest(spec=pb.ImportSpec(import_type="contacts", **spec))
-        if before_file is not None:
-            await before_file.wait()
         if "source_uri" not in spec:
-            yield pb.StartImportRequest(chunk=FILE)
+            yield pb.StartImportRequest(chunk=FILE[:1])
+            if after_first_byte is not None:
+                await after_first_byte.wait()
+            yield pb.StartImportRequest(chunk=FILE[1:])
 
     job: pb.Job = await stub.StartImport(requests(), metadata=metadata)
     return job
@@ -156,46 +156,33 @@ async def test_a_server_with_a_bad_static_table_refuses_to_start(
     assert str(refused.value).startswith(f"{table}: [[tokens]] entry 1, {problem}")
 
 
-async def uploads_waiting(db: asyncpg.Connection) -> int:
-    """Transactions that wrote a job row and wait for their client: starts whose job is
-    inserted but not committed, because their upload is held open."""
-    count: int = await db.fetchval(
-        """SELECT count(DISTINCT l.pid)
-           FROM pg_locks l JOIN pg_stat_activity a USING (pid)
-           WHERE l.relation = 'import_jobs'::regclass AND l.mode = 'RowExclusiveLock'
-             AND a.datname = current_database() AND a.state = 'idle in transaction'"""
-    )
-    return count
-
-
 @pytest.mark.parametrize("replicas", [1, 2], ids=["one-replica", "two-replicas"])
 async def test_the_active_jobs_limit_holds_exactly_for_starts_released_together(
     make_app: AppFactory, db: asyncpg.Connection, replicas: int
 ) -> None:
     starts, limit = 20, 3
-    # Each held upload keeps a parser thread waiting for bytes, and staging hands the bytes
-    # over through asyncio.to_thread too: with fewer threads than held uploads (the default
-    # is cores + 4) the server deadlocks. That is staging's to fix; this test is about the
-    # limit, so it gives the loop a thread per upload.
-    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(2 * starts + 8))
     # No workers: every accepted job stays QUEUED, so it counts until the end of the test.
     apps = [
-        await make_app(workers=0, max_active_jobs_per_tenant=limit, db_pool_size=24 // replicas)
+        await make_app(workers=0, max_active_jobs_per_tenant=limit, max_uploads=starts)
         for _ in range(replicas)
     ]
     stubs = [stub_of(app) for app in apps]
     released = asyncio.Event()
+    # Each start sends its file's first byte at once (its job is inserted and admitted, or
+    # refused, right then) and holds the rest of its upload open until released.
     calls = [
-        asyncio.ensure_future(start(stubs[i % replicas], before_file=released))
+        asyncio.ensure_future(start(stubs[i % replicas], after_first_byte=released))
         for i in range(starts)
     ]
-    # Every start is past the early check, its job row written, its upload held open.
+    # The accepted jobs are receiving (they count as active); the others were refused.
     async with asyncio.timeout(60):
-        while await uploads_waiting(db) < starts:  # noqa: ASYNC110 (a database state)
+        while sum(c.done() for c in calls) < starts - limit:  # noqa: ASYNC110 (other tasks)
             await asyncio.sleep(0.05)
+    receiving = await db.fetchval("SELECT count(*) FROM import_jobs WHERE stage = 'RECEIVING'")
     released.set()
     outcomes = await asyncio.gather(*calls, return_exceptions=True)
 
+    assert receiving == limit
     accepted = [o for o in outcomes if isinstance(o, pb.Job)]
     refused = [rich_error(o) for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
     assert len(accepted) == limit
@@ -296,7 +283,9 @@ async def test_replicas_share_the_page_token_key_unless_one_is_configured(
         await stub_of(first).ListEntries(pb.ListEntriesRequest(id=job.id, page_size=2))
     ).next_page_token
     assert await next_page(second, token) == [3, 4]  # no configuration: one key in the database
-    assert await db.fetchval("SELECT count(*) FROM importd_secrets") == 1
+    assert (
+        await db.fetchval("SELECT count(*) FROM importd_secrets WHERE name = 'page_token_key'") == 1
+    )
 
     configured = [await make_app(page_token_key="k" * 32) for _ in range(2)]
     with pytest.raises(grpc.aio.AioRpcError) as refused:

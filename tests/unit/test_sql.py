@@ -40,7 +40,10 @@ def test_a_query_takes_every_parameter_by_name_and_nothing_else() -> None:
         pick.args({"job_id": 7, "limit": 3, "owner": "w", "extra": 1})
 
 
-@pytest.mark.parametrize("file_name", ["jobs.sql", "chunks.sql", "entries.sql", "secrets.sql"])
+@pytest.mark.parametrize(
+    "file_name",
+    ["jobs.sql", "chunks.sql", "entries.sql", "secrets.sql", "session.sql", "webhooks.sql"],
+)
 def test_the_shipped_queries_name_their_parameters(file_name: str) -> None:
     text = (resources.files("importd_server.store") / "queries" / file_name).read_text()
     assert not re.search(r"\$\d", text)

@@ -7,11 +7,13 @@ import os
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TypedDict, TypeVar, Unpack
 
 import grpc
 import stamina
+from google.protobuf import timestamp_pb2
 
 from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
@@ -26,6 +28,8 @@ from importd_client._names import (
 )
 
 DEFAULT_TARGET = "127.0.0.1:50051"
+# StartImport's initial metadata: the job's id, sent by the server once the job exists.
+JOB_ID_METADATA = "importd-job-id"
 PIECE_BYTES = 256 * 1024
 # Keepalive pings find a peer that went silent without closing the connection, so a
 # stream on it fails (and resumes) instead of hanging.
@@ -44,16 +48,18 @@ class ImportOptions(TypedDict, total=False):
     """How `start_import` imports a file; every key is optional."""
 
     mode: str | int  # "insert", "upsert" (the default), "update" or "delete"
-    file_format: str | int | None  # "csv" or "jsonl"; by default from the file name
+    file_format: str | int | None  # "csv", "jsonl", "xlsx", "ods"; by default detected
     file_name: str | None  # by default the source's own name
     dry_run: bool  # validate and count; write nothing
     max_errors: int | None  # fail the job when more rows than this fail
     all_or_nothing: bool  # commit nothing unless every row is valid
     labels: Mapping[str, str] | None  # your own references, returned on the job
-    delimiter: str  # CSV: "," by default
+    delimiter: str  # CSV: sniffed among , ; tab | by default
     quote: str  # CSV: '"' by default
     header: bool | None  # CSV: whether the first row names the columns (default yes)
-    encoding: str  # "utf-8" (default) or "latin-1"
+    encoding: str  # e.g. "utf-8", "utf-16", "windows-1252"; by default detected
+    sheet: str  # workbooks: the sheet to read; by default the first visible one
+    column_map: Mapping[str, str] | None  # file header -> column, e.g. {"E-Mail": "email"}
     request_id: str | None  # idempotency key; generated when not given
 
 
@@ -134,10 +140,16 @@ class AsyncClient:
         *,
         import_type: str,
         source_uri: str | None = None,
+        on_created: Callable[[str], object] | None = None,
         **options: Unpack[ImportOptions],
     ) -> AsyncJob:
         """Uploads a file (streamed in pieces, never read whole) and returns its job, QUEUED
         once the server has stored the file (or FAILED if the file cannot be read).
+
+        The job exists from the file's first byte: `on_created` is called with its id then,
+        while the file is still being sent, so the upload can be followed (`get_job(id)`,
+        stages RECEIVING and STAGING). (With the sync Client it runs on the client's own
+        thread: hand the id over, do not call the client from it.)
 
         Or, with `source_uri` instead of `source`, has the server read the file itself:
         `https://…` (e.g. a signed URL), `s3://bucket/<tenant>/key` or `file://…`, as the
@@ -164,6 +176,8 @@ class AsyncClient:
             max_errors=options.get("max_errors"),
             all_or_nothing=options.get("all_or_nothing", False),
             labels=dict(options.get("labels") or {}),
+            sheet=options.get("sheet", ""),
+            column_map=dict(options.get("column_map") or {}),
             csv=pb.CsvOptions(
                 delimiter=options.get("delimiter", ""),
                 quote=options.get("quote", ""),
@@ -179,10 +193,17 @@ class AsyncClient:
             async for piece in pieces():
                 yield pb.StartImportRequest(chunk=piece)
 
-        job = await self._with_retries(
-            lambda: self._stub.StartImport(requests(), metadata=self._metadata),
-            idempotent=rereadable,
-        )
+        async def start() -> pb.Job:
+            call = self._stub.StartImport(requests(), metadata=self._metadata)
+            if on_created is None:
+                return await call
+            telling = asyncio.ensure_future(_tell_job_id(call, on_created))
+            try:
+                return await call
+            finally:
+                await telling  # done once the call is: its metadata came first
+
+        job = await self._with_retries(start, idempotent=rereadable)
         return AsyncJob(self, job)
 
     async def get_job(self, job_id: str) -> AsyncJob:
@@ -211,6 +232,53 @@ class AsyncClient:
             token = page.next_page_token
             if not token:
                 return
+
+    async def watch_jobs(
+        self,
+        *,
+        statuses: Iterable[str | int] = (),
+        import_type: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        since: datetime | None = None,
+    ) -> AsyncIterator[pb.Job]:
+        """Every change to your jobs that match the filters, as it happens (coalesced to a
+        few a second a job), until you stop iterating: first the matching jobs that are
+        queued or running (and, with `since`, those changed since then), then each change.
+
+        A dropped stream or a restarted server is resumed transparently, from the latest
+        change received: a job's state is never given twice, nor an older one after a newer.
+        The statuses filter applies to each state: leave it empty to follow jobs to their end.
+        """
+        request = pb.WatchJobsRequest(
+            statuses=[job_status_number(s) for s in statuses],
+            import_type=import_type or "",
+            labels=dict(labels or {}),
+        )
+        if since is not None:
+            request.since.FromDatetime(since)
+        # The last state given of each job: (update time, whether terminal).
+        given: dict[str, tuple[tuple[int, int], bool]] = {}
+        try:
+            while True:
+                async for attempt in self._retry.attempts(self._retry.resume_seconds):
+                    with attempt:
+                        delivered = False
+                        call = self._stub.WatchJobs(request, metadata=self._metadata)
+                        try:
+                            async for response in call:
+                                delivered = True
+                                for job in response.jobs:
+                                    if _note_if_new(job, given, request.since):
+                                        yield job
+                        except grpc.aio.AioRpcError as error:
+                            if not delivered or error.code() != grpc.StatusCode.UNAVAILABLE:
+                                raise
+                # Resumed: the server's snapshot covers what changed since the latest state
+                # given; ended jobs older than that cannot come back, so are forgotten.
+                latest = (request.since.seconds, request.since.nanos)
+                given = {k: v for k, v in given.items() if not v[1] or v[0] >= latest}
+        except grpc.aio.AioRpcError as error:
+            raise error_from_rpc(error) from None
 
     async def list_import_types(self) -> list[pb.ImportType]:
         """The import types the server knows, with their columns and rules."""
@@ -382,6 +450,37 @@ def _is_newer(event: pb.ProgressEvent, last: pb.ProgressEvent) -> bool:
         return True
     new, old = event.job.update_time, last.job.update_time
     return (new.seconds, new.nanos) > (old.seconds, old.nanos)
+
+
+def _note_if_new(
+    job: pb.Job,
+    given: dict[str, tuple[tuple[int, int], bool]],
+    since: timestamp_pb2.Timestamp,
+) -> bool:
+    """Whether the job's state is newer than the one given last; if so, notes it, and moves
+    `since` (the resume point) up to it."""
+    changed = (job.update_time.seconds, job.update_time.nanos)
+    last = given.get(job.id)
+    if last is not None and changed <= last[0]:
+        return False
+    given[job.id] = (changed, job.status in TERMINAL_STATUSES)
+    if changed > (since.seconds, since.nanos):
+        since.CopyFrom(job.update_time)
+    return True
+
+
+async def _tell_job_id(
+    call: grpc.aio.StreamUnaryCall[Any, Any], on_created: Callable[[str], object]
+) -> None:
+    """Calls `on_created` with the job id the server sends in StartImport's initial metadata
+    as soon as the job exists (not at all if the call ends without a job)."""
+    try:
+        metadata = await call.initial_metadata()
+    except grpc.aio.AioRpcError:
+        return
+    job_id = metadata.get(JOB_ID_METADATA) if metadata else None
+    if isinstance(job_id, str):
+        on_created(job_id)
 
 
 async def _no_pieces() -> AsyncIterator[bytes]:

@@ -24,7 +24,7 @@ def mode_number(mode: str | int) -> Any:
 
 
 def format_number(file_format: str | int) -> Any:
-    """The FileFormat value for "csv" or "jsonl"."""
+    """The FileFormat value for "csv", "jsonl", "xlsx" or "ods"."""
     return _number(pb.FileFormat, "FILE_FORMAT", file_format)
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar, Unpack
 
@@ -39,7 +40,14 @@ class _LoopThread:
         self._thread.start()
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            return future.result()
+        except BaseException:
+            # Interrupted (Ctrl-C): the coroutine must not go on alone, e.g. still reading an
+            # iterator that is about to be closed.
+            future.cancel()
+            raise
 
     def iterate(self, iterator: AsyncIterator[T]) -> Iterator[T]:
         async def step() -> tuple[bool, T | None]:
@@ -116,13 +124,19 @@ class Client:
         *,
         import_type: str,
         source_uri: str | None = None,
+        on_created: Callable[[str], object] | None = None,
         **options: Unpack[ImportOptions],
     ) -> Job:
         """Uploads a file, or names one by `source_uri`, and returns its job; see
-        AsyncClient.start_import."""
+        AsyncClient.start_import. `on_created` runs on the client's own thread: it may
+        hand the id to another thread, which can follow the job while this call sends."""
         job = self._runner.run(
             self._async.start_import(
-                source, import_type=import_type, source_uri=source_uri, **options
+                source,
+                import_type=import_type,
+                source_uri=source_uri,
+                on_created=on_created,
+                **options,
             )
         )
         return Job(self._runner, job)
@@ -144,6 +158,22 @@ class Client:
         )
         for job in self._runner.iterate(jobs):
             yield Job(self._runner, job)
+
+    def watch_jobs(
+        self,
+        *,
+        statuses: Iterable[str | int] = (),
+        import_type: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        since: datetime | None = None,
+    ) -> Iterator[pb.Job]:
+        """Every change to your jobs that match the filters, resumed transparently; see
+        AsyncClient.watch_jobs."""
+        return self._runner.iterate(
+            self._async.watch_jobs(
+                statuses=statuses, import_type=import_type, labels=labels, since=since
+            )
+        )
 
     def list_import_types(self) -> list[pb.ImportType]:
         """The import types the server knows, with their columns and rules."""

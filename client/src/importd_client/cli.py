@@ -3,9 +3,11 @@ fully succeed, 2 bad usage, 3 the server refused the request or could not be rea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sys
+import threading
 from collections.abc import Iterable
 from datetime import timedelta
 from pathlib import Path
@@ -15,9 +17,11 @@ import click
 import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
+from rich import filesize
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.progress import BarColumn, Progress, ProgressColumn, Task, TaskID, TextColumn
 from rich.table import Table
+from rich.text import Text
 
 from importd.v1 import import_service_pb2 as pb
 from importd_client import Client, ImportdError, Job, entry_status_name, job_status_name
@@ -114,12 +118,26 @@ def main(
     show_default=True,
     type=click.Choice(["insert", "upsert", "update", "delete"], case_sensitive=False),
 )
-@click.option("--format", "file_format", type=click.Choice(["csv", "jsonl"], case_sensitive=False))
+@click.option(
+    "--format",
+    "file_format",
+    type=click.Choice(["csv", "jsonl", "xlsx", "ods"], case_sensitive=False),
+    help="Default: from the file's first bytes and its name.",
+)
 @click.option("--dry-run", is_flag=True, help="Validate and count; write nothing.")
 @click.option("--max-errors", type=int, help="Fail the job when more rows than this fail.")
 @click.option("--all-or-nothing", is_flag=True, help="Commit nothing unless every row is valid.")
-@click.option("--delimiter", default="", help="CSV delimiter (default ,).")
-@click.option("--encoding", default="", help="utf-8 (default) or latin-1.")
+@click.option("--delimiter", default="", help="CSV delimiter (default: sniffed).")
+@click.option(
+    "--encoding", default="", help="e.g. utf-8, utf-16, windows-1252 (default: detected)."
+)
+@click.option("--sheet", default="", help="Workbooks: the sheet (default: the first visible).")
+@click.option(
+    "--map",
+    "column_map",
+    multiple=True,
+    help="'File header=column', e.g. 'E-Mail Address=email'.",
+)
 @click.option("--label", "labels", multiple=True, help="key=value, for your own references.")
 @click.option("--watch", "-w", is_flag=True, help="Follow the job to its end.")
 @click.pass_context
@@ -134,6 +152,8 @@ def start(
     all_or_nothing: bool,
     delimiter: str,
     encoding: str,
+    sheet: str,
+    column_map: tuple[str, ...],
     labels: tuple[str, ...],
     watch: bool,
 ) -> None:
@@ -143,7 +163,10 @@ def start(
     uri = source if _URI.match(source) else None
     if uri is None and not Path(source).is_file():
         raise click.BadParameter(f"no file at {source}", param_hint="SOURCE")
-    job = settings.client(context).start_import(
+    client = settings.client(context)
+    # Watching, the job is followed from its first byte while this thread sends the file.
+    follower = _Follower(settings, client, None if uri else Path(source).stat().st_size)
+    job = client.start_import(
         None if uri else Path(source),
         source_uri=uri,
         import_type=import_type,
@@ -154,10 +177,13 @@ def start(
         all_or_nothing=all_or_nothing,
         delimiter=delimiter,
         encoding=encoding,
+        sheet=sheet,
+        column_map=_column_map(column_map),
         labels=_labels(labels),
+        on_created=follower.begin if watch else None,
     )
     if watch:
-        _follow(settings, job)
+        job = follower.end(job)
     else:
         _show_job(settings, job.job)
     _exit_for(job)
@@ -215,6 +241,35 @@ def watch(context: click.Context, job_id: str) -> None:
     job = settings.client(context).get_job(job_id)
     _follow(settings, job)
     _exit_for(job)
+
+
+@main.command(name="watch-jobs")
+@click.option("--status", "statuses", multiple=True, type=JOB_STATUSES, help="Only these.")
+@click.option("--type", "import_type", help="Only jobs of this import type.")
+@click.option("--label", "labels", multiple=True, help="key=value; only jobs carrying it.")
+@click.pass_context
+def watch_jobs(
+    context: click.Context,
+    statuses: tuple[str, ...],
+    import_type: str | None,
+    labels: tuple[str, ...],
+) -> None:
+    """Follow every change to your jobs, one line each, until interrupted: first the queued
+    and running ones, then each change as it happens."""
+    settings: _Settings = context.obj
+    changes = settings.client(context).watch_jobs(
+        statuses=statuses, import_type=import_type, labels=_labels(labels)
+    )
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a watch ends
+        for job in changes:
+            if settings.as_json:
+                _print_json(_as_dict(job))
+                continue
+            rows = f"{job.processed_rows}/{job.total_rows}" if job.HasField("total_rows") else "-"
+            out.print(
+                f"{job.update_time.ToDatetime():%H:%M:%S} {job.id} {job_status_name(job):<19}"
+                f" {job.import_type} {rows} {job.file_name}"
+            )
 
 
 @main.command()
@@ -293,33 +348,115 @@ def types(context: click.Context) -> None:
         out.print(table)
 
 
-def _follow(settings: _Settings, job: Job) -> None:
+class _Follower:
+    """Follows a job on a thread of its own from the moment it exists (`begin`, called by
+    the client), while `start_import` still sends the file on the calling thread."""
+
+    def __init__(self, settings: _Settings, client: Client, file_size: int | None) -> None:
+        self._settings = settings
+        self._client = client
+        self._file_size = file_size
+        self._job_id: str | None = None
+        self._thread: threading.Thread | None = None
+        self._followed: Job | None = None
+        self._error: BaseException | None = None
+
+    def begin(self, job_id: str) -> None:
+        if self._thread is None:
+            self._job_id = job_id
+            self._thread = threading.Thread(
+                target=self._run, args=(job_id,), name="importctl-follow", daemon=True
+            )
+            self._thread.start()
+
+    def _run(self, job_id: str) -> None:
+        try:
+            self._followed = self._client.get_job(job_id)
+            _follow(self._settings, self._followed, self._file_size)
+        except BaseException as error:  # raised again on the main thread, by `end`
+            self._error = error
+
+    def end(self, started: Job) -> Job:
+        """The job followed to its end; `started` is what start_import returned."""
+        if self._thread is not None:
+            self._thread.join()
+            if self._error is not None:
+                raise self._error
+            assert self._followed is not None
+            if started.id == self._job_id:
+                return self._followed
+        # No early id (an older server), or a retried start that made another job.
+        _follow(self._settings, started, self._file_size)
+        return started
+
+
+class _Detail(ProgressColumn):
+    """The upload's bytes, MB/s and ETA, or the job's rows, rows/s and ETA."""
+
+    def render(self, task: Task) -> Text:
+        if not task.fields["upload"]:
+            return Text(task.fields["text"])
+        total = filesize.decimal(int(task.total)) if task.total else "?"
+        speed = f"{filesize.decimal(int(task.speed))}/s" if task.speed else "-"
+        eta = _clock(task.time_remaining) if task.time_remaining is not None else "-"
+        received = filesize.decimal(int(task.completed))
+        return Text(f"{received} of {total}  {speed}  ETA {eta}  {task.fields['text']}")
+
+
+# The stages of a job whose file is still being received, as the upload bar names them.
+UPLOAD_STAGES = {pb.JOB_STAGE_RECEIVING: "uploading", pb.JOB_STAGE_STAGING: "staging"}
+
+
+def _follow(settings: _Settings, job: Job, file_size: int | None = None) -> None:
+    """Shows the job's progress until it ends: while its file is received an upload bar
+    (bytes, MB/s, ETA; `file_size` if known), then, from the moment its total rows are
+    known, the job's own bar."""
     if settings.as_json:
         for event in job.progress():
             _print_json(_as_dict(event))
         return
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]} rows/s  ETA {task.fields[eta]}"),
-    )
-    with Progress(*columns, console=err, transient=True) as bar:
-        task = bar.add_task(job.status, total=None, rate="-", eta="-")
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), _Detail(), console=err, transient=True
+    ) as bar:
+        upload: TaskID | None = None
+        task: TaskID | None = None
+        if file_size is not None:  # this process is sending the file
+            upload = bar.add_task("uploading", total=file_size, upload=True, text="")
         for event in job.progress():
             current = event.job
+            receiving = current.stage in UPLOAD_STAGES
+            if receiving and upload is None:
+                upload = bar.add_task("uploading", total=None, upload=True, text="")
+            if upload is not None:
+                bar.update(
+                    upload,
+                    description=UPLOAD_STAGES.get(current.stage, "uploaded"),
+                    completed=current.received_bytes,
+                    total=file_size if receiving else current.received_bytes or file_size,
+                    text=f"{current.staged_rows:,} rows read",
+                )
+            if receiving and not current.HasField("total_rows"):
+                continue
+            if task is None:
+                task = bar.add_task(job_status_name(current), upload=False, text="")
             remaining = event.estimated_time_remaining.ToTimedelta()
+            total = current.total_rows if current.HasField("total_rows") else None
             bar.update(
                 task,
                 description=job_status_name(current),
-                total=current.total_rows if current.HasField("total_rows") else None,
+                total=total,
                 completed=current.processed_rows,
-                rate=f"{current.rows_per_second:,.0f}",
-                eta=str(remaining - timedelta(microseconds=remaining.microseconds))
-                if event.HasField("estimated_time_remaining")
-                else "-",
+                text=f"{current.processed_rows:,}/{'?' if total is None else f'{total:,}'}"
+                f" rows  {current.rows_per_second:,.0f} rows/s  ETA "
+                + (_clock(remaining) if event.HasField("estimated_time_remaining") else "-"),
             )
     _show_job(settings, job.job)
+
+
+def _clock(remaining: float | timedelta) -> str:
+    """A duration as h:mm:ss, whole seconds."""
+    seconds = remaining.total_seconds() if isinstance(remaining, timedelta) else remaining
+    return str(timedelta(seconds=round(seconds)))
 
 
 def _show_job(settings: _Settings, job: pb.Job) -> None:
@@ -334,6 +471,8 @@ def _show_job(settings: _Settings, job: pb.Job) -> None:
     table.add_row("rows", rows)
     for name in COUNTS:
         table.add_row(name, str(getattr(job, f"{name}_count")))
+    if job.HasField("dialect"):
+        table.add_row("read as", _dialect(job.dialect))
     if job.HasField("error"):
         table.add_row("error", f"[red]{job.error.message}[/red]")
     out.print(table)
@@ -352,6 +491,31 @@ def _labels(pairs: Iterable[str]) -> dict[str, str]:
             raise click.UsageError(f"--label {pair!r} must be key=value")
         labels[key] = value
     return labels
+
+
+def _column_map(pairs: Iterable[str]) -> dict[str, str]:
+    mapped = {}
+    for pair in pairs:
+        header, separator, column = pair.rpartition("=")  # a header may hold "=", no column
+        if not separator:
+            raise click.UsageError(f"--map {pair!r} must be 'file header=column'")
+        mapped[header] = column
+    return mapped
+
+
+def _dialect(dialect: pb.Dialect) -> str:
+    """How the file was read, e.g. "CSV, utf-8, delimiter ';' (detected: delimiter)"."""
+    parts = [str(pb.FileFormat.Name(dialect.format)).removeprefix("FILE_FORMAT_")]
+    if dialect.encoding:
+        parts.append(dialect.encoding)
+    if dialect.delimiter:
+        parts.append(f"delimiter {dialect.delimiter!r}")
+    if dialect.sheet:
+        parts.append(f"sheet {dialect.sheet!r}")
+    if dialect.gzip:
+        parts.append("gzip")
+    detected = f" (detected: {', '.join(dialect.detected)})" if dialect.detected else ""
+    return ", ".join(parts) + detected
 
 
 def _mode_name(mode: Any) -> str:

@@ -28,19 +28,25 @@ from importd_server.engine.housekeeping import Housekeeper
 from importd_server.engine.import_types import default_types_dir, load_import_types
 from importd_server.engine.processing import ChunkProcessor
 from importd_server.engine.staging import Stager, StagingLimits
+from importd_server.engine.uploads import UploadSlots
 from importd_server.engine.workers import WorkerPool
 from importd_server.http.downloads import LinkDownloads
 from importd_server.http.links import DownloadLinks
 from importd_server.http.server import HttpServer
 from importd_server.metrics import Metrics, MetricsInterceptor
+from importd_server.net.guard import AddressGuard
 from importd_server.progress.hub import ProgressHub
 from importd_server.store.availability import DatabaseMonitor
 from importd_server.store.entries import EntryStore
 from importd_server.store.jobs import JobStore
 from importd_server.store.migrate import migrate
 from importd_server.store.pool import create_pool
-from importd_server.store.secrets import PAGE_TOKEN_KEY, shared_secret
+from importd_server.store.secrets import PAGE_TOKEN_KEY, WEBHOOK_KEY, shared_secret
 from importd_server.store.targets import ensure_target_table
+from importd_server.store.webhooks import WebhookStore
+from importd_server.tracing import Tracing
+from importd_server.webhooks.deliverer import DeliveryPolicy, WebhookDeliverer
+from importd_server.webhooks.signing import WebhookSigner
 
 log = structlog.get_logger(__name__)
 
@@ -55,9 +61,11 @@ class Application:
         settings: Settings,
         database_url: str,
         interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
         self._interceptors = tuple(interceptors)
+        self.tracing = tracing or Tracing.from_settings(settings)
         self.database_url = database_url
         self.port: int | None = None
         self.http_port: int | None = None
@@ -71,6 +79,8 @@ class Application:
         self.hub: ProgressHub | None = None
         self.metrics: Metrics | None = None
         self.housekeeper: Housekeeper | None = None
+        self.deliverer: WebhookDeliverer | None = None
+        self.uploads: UploadSlots | None = None
         self._monitor = DatabaseMonitor(database_url, self._set_serving)
 
     async def start(self) -> int:
@@ -89,6 +99,11 @@ class Application:
             if settings.page_token_key
             else await shared_secret(self._pool, PAGE_TOKEN_KEY)
         )
+        webhook_key = (
+            settings.webhook_key.encode()
+            if settings.webhook_key
+            else await shared_secret(self._pool, WEBHOOK_KEY)
+        )
         async with self._pool.acquire() as connection:
             for import_type in import_types.values():
                 await ensure_target_table(connection, import_type)
@@ -105,17 +120,36 @@ class Application:
             lease_seconds=settings.lease_seconds,
             poll_seconds=settings.poll_seconds,
             max_attempts=settings.max_attempts,
+            tracing=self.tracing,
         )
         admission = Admission(jobs, settings.max_active_jobs_per_tenant)
+        self.uploads = UploadSlots(settings.max_uploads)
         stager = Stager(
             self._pool,
+            self.database_url,
             jobs,
             entries,
-            StagingLimits(settings.max_file_bytes, settings.chunk_size),
+            StagingLimits(
+                settings.max_file_bytes,
+                settings.chunk_size,
+                heartbeat_seconds=settings.upload_stale_seconds / 4,
+            ),
             admission,
+            self.uploads,
             self.metrics,
         )
         self.hub = ProgressHub(self.database_url, jobs)
+        webhooks = WebhookStore(self._pool)
+        signer = WebhookSigner(webhook_key)
+        self.deliverer = WebhookDeliverer(
+            webhooks,
+            signer,
+            AddressGuard.from_allow_list(settings.remote_allow_hosts),
+            DeliveryPolicy.from_settings(settings),
+            self.tracing,
+            size=settings.webhook_deliverers,
+            replica_id=self.workers.replica_id,
+        )
         if not authenticator.enabled:
             log.warning(
                 "authentication is off: no tokens are configured; every caller is"
@@ -141,6 +175,9 @@ class Application:
             authenticator,
             admission,
             PageTokens(page_token_key),
+            webhooks,
+            signer,
+            self.tracing,
             self.workers.wake,
             download_links=self.download_links,
         )
@@ -151,9 +188,14 @@ class Application:
             self.metrics,
             retention_days=settings.retention_days,
             interval=settings.housekeeping_seconds,
+            upload_stale_seconds=settings.upload_stale_seconds,
         )
         server = grpc.aio.server(
-            interceptors=(MetricsInterceptor(self.metrics), *self._interceptors),
+            interceptors=(
+                *self.tracing.interceptors(),  # first: the RPC's span covers the others
+                MetricsInterceptor(self.metrics),
+                *self._interceptors,
+            ),
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
@@ -190,6 +232,7 @@ class Application:
         self.workers.start()
         self.hub.start()
         self.housekeeper.start()
+        self.deliverer.start()
         if settings.metrics_port is not None:
             metrics_port = self.metrics.serve(settings.metrics_host, settings.metrics_port)
             log.info("metrics served", url=f"http://{settings.metrics_host}:{metrics_port}/")
@@ -230,13 +273,18 @@ class Application:
             await self.housekeeper.stop()
         if self.metrics is not None:
             self.metrics.stop()
+        if self.deliverer is not None:
+            await self.deliverer.stop()
         if self.workers is not None:
             await self.workers.stop(grace)
         # Together: requests in flight on the HTTP port are calls of the gRPC server.
         await asyncio.gather(self._stop_http(), self._stop_grpc(grace))
+        if self.uploads is not None:
+            self.uploads.close()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
+        self.tracing.shutdown()
         log.info("importd stopped")
 
     async def _stop_http(self) -> None:

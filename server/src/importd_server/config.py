@@ -9,9 +9,11 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from importd_server.engine.shapes import fallback_list
 from importd_server.net.guard import AddressGuard
 
 LOG_FORMATS = ("auto", "json", "console")
+SWITCHES = ("on", "off")
 # A shorter HMAC key could be guessed; 32 characters of a password manager are plenty.
 MIN_KEY_CHARS = 32
 
@@ -52,10 +54,18 @@ class Settings:
     poll_seconds: float = 0.5
     max_attempts: int = 5
     max_file_bytes: int = 10 * 1024**3
+    # Tried in order for a text file that is not UTF-8 when the caller names no encoding
+    # (comma-separated; "off": none, such a file fails).
+    fallback_encodings: str | None = "windows-1252"
     max_rows: int = 20_000_000
     max_active_jobs_per_tenant: int = 20
     max_streams_per_tenant: int = 200
     max_message_bytes: int = 4 * 1024**2
+    # Files this replica receives at once (uploads and source_uri imports), each holding a
+    # database connection and two threads of its own; beyond it, UNAVAILABLE.
+    max_uploads: int = 8
+    # An upload whose heartbeat is older than this (its replica died) is failed.
+    upload_stale_seconds: float = 60.0
     auth_static_tokens: Path | None = None
     auth_hs256_secrets: str | None = None
     auth_rs256_public_keys: str | None = None
@@ -73,6 +83,18 @@ class Settings:
     http_public_url: str | None = None
     retention_days: float = 30.0
     housekeeping_seconds: float = 300.0
+    # Derives each tenant's webhook secret; unset, the replicas share a random key kept in
+    # the database.
+    webhook_key: str | None = field(default=None, repr=False)
+    webhook_deliverers: int = 2
+    webhook_timeout_seconds: float = 10.0
+    webhook_lease_seconds: float = 60.0
+    webhook_poll_seconds: float = 1.0
+    webhook_initial_backoff_seconds: float = 5.0
+    webhook_max_backoff_seconds: float = 3600.0
+    webhook_retry_seconds: float = 86400.0
+    # OpenTelemetry tracing, exported over OTLP to OTEL_EXPORTER_OTLP_ENDPOINT.
+    otel: str = "off"
 
     def __post_init__(self) -> None:
         if self.data_dir == Path():
@@ -88,13 +110,39 @@ class Settings:
             raise ValueError("database_wait_seconds must not be negative")
         if self.workers < 0:
             raise ValueError("workers must not be negative (0: this replica only serves the API)")
-        if self.page_token_key is not None and len(self.page_token_key) < MIN_KEY_CHARS:
-            raise ValueError(f"page_token_key must have at least {MIN_KEY_CHARS} characters")
-        for name in ("remote_connect_seconds", "remote_read_seconds", "remote_total_seconds"):
+        for key in ("page_token_key", "webhook_key"):
+            value = getattr(self, key)
+            if value is not None and len(value) < MIN_KEY_CHARS:
+                raise ValueError(f"{key} must have at least {MIN_KEY_CHARS} characters")
+        if self.otel not in SWITCHES:
+            raise ValueError("otel must be on or off")
+        if self.webhook_deliverers < 0:
+            raise ValueError("webhook_deliverers must not be negative")
+        webhook_times = (
+            "webhook_timeout_seconds",
+            "webhook_poll_seconds",
+            "webhook_initial_backoff_seconds",
+            "webhook_max_backoff_seconds",
+            "webhook_retry_seconds",
+        )
+        remote_times = ("remote_connect_seconds", "remote_read_seconds", "remote_total_seconds")
+        for name in (*remote_times, *webhook_times):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be more than 0")
+        if self.webhook_lease_seconds <= self.webhook_timeout_seconds:
+            # A lease shorter than an attempt would let a second replica post the same event
+            # while the first still waits for the receiver.
+            raise ValueError("webhook_lease_seconds must be more than webhook_timeout_seconds")
         AddressGuard.from_allow_list(self.remote_allow_hosts)  # a typo fails the start-up
-        limits = ("max_active_jobs_per_tenant", "max_streams_per_tenant", "max_message_bytes")
+        fallback_list(self.fallback_encodings)  # so does an unknown encoding
+        if self.upload_stale_seconds <= 0:
+            raise ValueError("upload_stale_seconds must be more than 0")
+        limits = (
+            "max_active_jobs_per_tenant",
+            "max_streams_per_tenant",
+            "max_message_bytes",
+            "max_uploads",
+        )
         for name in ("chunk_size", "max_attempts", "max_file_bytes", "max_rows", *limits):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

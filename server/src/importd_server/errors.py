@@ -121,6 +121,12 @@ class PermissionDenied(ImportdError):
     default_reason = "PERMISSION_DENIED"
 
 
+class Aborted(ImportdError):
+    """The operation was cut short (an upload that ended before its file did)."""
+
+    default_reason = "ABORTED"
+
+
 class Internal(ImportdError):
     """Something failed on importd's side (a chunk that keeps failing); the log says what."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -58,6 +58,8 @@ class FileFormat(StrEnum):
 
     CSV = "CSV"
     JSONL = "JSONL"
+    XLSX = "XLSX"
+    ODS = "ODS"
 
 
 class EntryStatus(StrEnum):
@@ -93,6 +95,20 @@ class JobError:
     def as_error(self) -> ImportdError:
         """The error again, as api/status.py reports errors."""
         return self.kind(self.message, reason=self.reason)
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How a file was read (engine/shapes.py): its format, and the encoding and delimiter of
+    a text file or the sheet of a workbook. `detected` names what importd decided itself
+    because the caller left it unset ("format", "encoding", "delimiter", "sheet")."""
+
+    format: FileFormat
+    encoding: str | None = None
+    delimiter: str | None = None
+    sheet: str | None = None
+    gzip: bool = False
+    detected: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -137,11 +153,27 @@ class Job:
     update_time: datetime
     live: bool = True
     entries_removed_time: datetime | None = None
+    dialect: Dialect | None = None
+    received_bytes: int = 0
+    staged_rows: int = 0
 
     @property
     def progress(self) -> tuple[object, ...]:
         """What a watcher is told about: a new event is due when this changes."""
-        return (self.status, self.stage, self.counts, self.total_rows, self.error)
+        return (
+            self.status,
+            self.stage,
+            self.counts,
+            self.total_rows,
+            self.error,
+            self.received_bytes,
+            self.staged_rows,
+        )
+
+    @property
+    def receiving(self) -> bool:
+        """Whether the job's file is still being received and staged (no entries yet)."""
+        return self.stage in (JobStage.RECEIVING, JobStage.STAGING)
 
     @property
     def estimated_seconds_left(self) -> float | None:
@@ -153,6 +185,8 @@ class Job:
     def count_entries(self, statuses: Collection[EntryStatus]) -> int:
         """How many of the job's entries have one of these statuses (any, when empty): the
         counts change in the same transactions as the entries' outcomes, so they agree."""
+        if self.receiving:
+            return 0  # staged rows become entries only when staging commits
         counts = self.counts
         by_status = {
             EntryStatus.PENDING: (self.total_rows or 0) - counts.processed,
@@ -195,6 +229,28 @@ class JobFilter:
     import_type: str | None = None
     include_live: bool = True
     search: str | None = None
+
+
+@dataclass(frozen=True)
+class WatchFilter:
+    """Which of a tenant's jobs WatchJobs reports: each filter set must match the job as it
+    is now (labels: every one given, with the same value)."""
+
+    tenant: str
+    statuses: tuple[JobStatus, ...] = ()
+    import_type: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    include_live: bool = True
+
+    def matches(self, job: Job) -> bool:
+        """Whether the job, as it is, is one the watcher asked for."""
+        return (
+            job.tenant == self.tenant
+            and (not self.statuses or job.status in self.statuses)
+            and (self.import_type is None or job.import_type == self.import_type)
+            and all(job.labels.get(k) == v for k, v in self.labels.items())
+            and (self.include_live or not job.live)
+        )
 
 
 @dataclass(frozen=True)
@@ -246,6 +302,48 @@ class EntryPage:
     total_count: int
 
 
+class WebhookEvents(StrEnum):
+    """Which of a job's status changes its webhook is told about."""
+
+    TERMINAL = "TERMINAL"
+    ALL = "ALL"
+
+
+class WebhookDeliveryState(StrEnum):
+    """Where a webhook delivery is."""
+
+    PENDING = "PENDING"
+    DELIVERED = "DELIVERED"
+    FAILED = "FAILED"
+
+
+@dataclass(frozen=True)
+class WebhookAttempt:
+    """One POST of a webhook delivery: its HTTP status (None when no response came) and
+    what went wrong (None on success)."""
+
+    number: int
+    start_time: datetime
+    latency_seconds: float
+    http_status: int | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One event of a job for its webhook, and the attempts to deliver it."""
+
+    id: uuid.UUID
+    job_id: uuid.UUID
+    url: str
+    job_status: JobStatus
+    state: WebhookDeliveryState
+    create_time: datetime
+    next_attempt_time: datetime
+    end_time: datetime | None
+    attempts: tuple[WebhookAttempt, ...]
+
+
 # A hook that checks a whole valid row (column name -> typed value) and returns its errors.
 RowValidator = Callable[[Mapping[str, Any]], Iterable[RowError]]
 
@@ -286,6 +384,9 @@ class ImportType:
     # A text column of the target table holding the job's tenant, first in the table's key:
     # tenants then never see or overwrite each other's rows. None: one table for all.
     tenant_column: str | None = None
+    # A job's column map (ImportSpec.column_map): header names, stripped and lower-cased,
+    # and the columns they mean, before the columns' own names and aliases.
+    header_map: tuple[tuple[str, str], ...] = ()
 
     @property
     def table_key(self) -> tuple[str, ...]:
@@ -297,6 +398,15 @@ class ImportType:
         return next(c for c in self.columns if c.name == name)
 
     def resolve_header(self, header_name: str) -> ColumnSpec | None:
-        """The column a file's header name means (by name or alias, any case), or None."""
+        """The column a file's header name means (by the column map, else by name or alias;
+        any case, surrounding spaces ignored), or None."""
         wanted = header_name.strip().lower()
+        mapped = dict(self.header_map).get(wanted)
+        if mapped is not None:
+            return self.column(mapped)
         return next((c for c in self.columns if wanted in c.header_names), None)
+
+    def with_header_map(self, column_map: Mapping[str, str]) -> ImportType:
+        """This type reading headers through a job's column map (header -> column name)."""
+        pairs = tuple(sorted((h.strip().lower(), c) for h, c in column_map.items()))
+        return self if pairs == self.header_map else replace(self, header_map=pairs)

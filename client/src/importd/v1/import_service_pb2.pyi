@@ -32,6 +32,30 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _WebhookEvents:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WebhookEventsEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WebhookEvents.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WEBHOOK_EVENTS_UNSPECIFIED: _WebhookEvents.ValueType  # 0
+    """Not set: WEBHOOK_EVENTS_TERMINAL."""
+    WEBHOOK_EVENTS_TERMINAL: _WebhookEvents.ValueType  # 1
+    """Only the terminal status (SUCCEEDED, PARTIALLY_SUCCEEDED, FAILED, CANCELLED)."""
+    WEBHOOK_EVENTS_ALL: _WebhookEvents.ValueType  # 2
+    """Every status change, QUEUED and RUNNING included."""
+
+class WebhookEvents(_WebhookEvents, metaclass=_WebhookEventsEnumTypeWrapper):
+    """Which of a job's status changes its webhook is told about."""
+
+WEBHOOK_EVENTS_UNSPECIFIED: WebhookEvents.ValueType  # 0
+"""Not set: WEBHOOK_EVENTS_TERMINAL."""
+WEBHOOK_EVENTS_TERMINAL: WebhookEvents.ValueType  # 1
+"""Only the terminal status (SUCCEEDED, PARTIALLY_SUCCEEDED, FAILED, CANCELLED)."""
+WEBHOOK_EVENTS_ALL: WebhookEvents.ValueType  # 2
+"""Every status change, QUEUED and RUNNING included."""
+Global___WebhookEvents: _TypeAlias = WebhookEvents  # noqa: Y015
+
 class _ImportMode:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -71,21 +95,29 @@ class _FileFormat:
 class _FileFormatEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FileFormat.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     FILE_FORMAT_UNSPECIFIED: _FileFormat.ValueType  # 0
-    """Not set: taken from the file name's extension, CSV otherwise."""
+    """Not set: decided from the file's first bytes and its name's extension, CSV otherwise."""
     FILE_FORMAT_CSV: _FileFormat.ValueType  # 1
-    """Comma-separated values with a header row."""
+    """Delimiter-separated values with a header row."""
     FILE_FORMAT_JSONL: _FileFormat.ValueType  # 2
     """One JSON object a line."""
+    FILE_FORMAT_XLSX: _FileFormat.ValueType  # 3
+    """An Excel workbook (Office Open XML); one sheet is read."""
+    FILE_FORMAT_ODS: _FileFormat.ValueType  # 4
+    """An OpenDocument spreadsheet; one sheet is read."""
 
 class FileFormat(_FileFormat, metaclass=_FileFormatEnumTypeWrapper):
     """The file's format."""
 
 FILE_FORMAT_UNSPECIFIED: FileFormat.ValueType  # 0
-"""Not set: taken from the file name's extension, CSV otherwise."""
+"""Not set: decided from the file's first bytes and its name's extension, CSV otherwise."""
 FILE_FORMAT_CSV: FileFormat.ValueType  # 1
-"""Comma-separated values with a header row."""
+"""Delimiter-separated values with a header row."""
 FILE_FORMAT_JSONL: FileFormat.ValueType  # 2
 """One JSON object a line."""
+FILE_FORMAT_XLSX: FileFormat.ValueType  # 3
+"""An Excel workbook (Office Open XML); one sheet is read."""
+FILE_FORMAT_ODS: FileFormat.ValueType  # 4
+"""An OpenDocument spreadsheet; one sheet is read."""
 Global___FileFormat: _TypeAlias = FileFormat  # noqa: Y015
 
 class _JobStatus:
@@ -97,7 +129,9 @@ class _JobStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobStatus.V
     JOB_STATUS_UNSPECIFIED: _JobStatus.ValueType  # 0
     """Never used."""
     JOB_STATUS_QUEUED: _JobStatus.ValueType  # 1
-    """Received, waiting for a worker."""
+    """Receiving its file (stage RECEIVING, then STAGING), or received and waiting
+    for a worker (no stage).
+    """
     JOB_STATUS_RUNNING: _JobStatus.ValueType  # 2
     """Being processed."""
     JOB_STATUS_SUCCEEDED: _JobStatus.ValueType  # 3
@@ -105,7 +139,9 @@ class _JobStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobStatus.V
     JOB_STATUS_PARTIALLY_SUCCEEDED: _JobStatus.ValueType  # 4
     """Some rows failed or were skipped."""
     JOB_STATUS_FAILED: _JobStatus.ValueType  # 5
-    """A job-level error, max_errors passed, or an all-or-nothing job with a bad row."""
+    """A job-level error (an unreadable file, an aborted upload), max_errors passed,
+    or an all-or-nothing job with a bad row.
+    """
     JOB_STATUS_CANCELLED: _JobStatus.ValueType  # 6
     """Cancelled by a caller."""
 
@@ -115,7 +151,9 @@ class JobStatus(_JobStatus, metaclass=_JobStatusEnumTypeWrapper):
 JOB_STATUS_UNSPECIFIED: JobStatus.ValueType  # 0
 """Never used."""
 JOB_STATUS_QUEUED: JobStatus.ValueType  # 1
-"""Received, waiting for a worker."""
+"""Receiving its file (stage RECEIVING, then STAGING), or received and waiting
+for a worker (no stage).
+"""
 JOB_STATUS_RUNNING: JobStatus.ValueType  # 2
 """Being processed."""
 JOB_STATUS_SUCCEEDED: JobStatus.ValueType  # 3
@@ -123,7 +161,9 @@ JOB_STATUS_SUCCEEDED: JobStatus.ValueType  # 3
 JOB_STATUS_PARTIALLY_SUCCEEDED: JobStatus.ValueType  # 4
 """Some rows failed or were skipped."""
 JOB_STATUS_FAILED: JobStatus.ValueType  # 5
-"""A job-level error, max_errors passed, or an all-or-nothing job with a bad row."""
+"""A job-level error (an unreadable file, an aborted upload), max_errors passed,
+or an all-or-nothing job with a bad row.
+"""
 JOB_STATUS_CANCELLED: JobStatus.ValueType  # 6
 """Cancelled by a caller."""
 Global___JobStatus: _TypeAlias = JobStatus  # noqa: Y015
@@ -135,25 +175,29 @@ class _JobStage:
 class _JobStageEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobStage.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     JOB_STAGE_UNSPECIFIED: _JobStage.ValueType  # 0
-    """No stage, e.g. the job is queued or finished."""
+    """No stage, e.g. the job is received and waits for a worker, or finished."""
     JOB_STAGE_RECEIVING: _JobStage.ValueType  # 1
-    """The file is being received."""
+    """The file is being received; its rows are read and stored as they arrive."""
     JOB_STAGE_STAGING: _JobStage.ValueType  # 2
-    """Rows are parsed and stored as entries."""
+    """The file is received whole (total_rows is known); repeated keys are resolved
+    and the rows are queued as chunks.
+    """
     JOB_STAGE_PROCESSING: _JobStage.ValueType  # 3
     """Chunks are being applied to the target."""
     JOB_STAGE_FINALIZING: _JobStage.ValueType  # 4
     """The last chunk is done; the outcome is being recorded."""
 
 class JobStage(_JobStage, metaclass=_JobStageEnumTypeWrapper):
-    """Where a running job is inside its run."""
+    """Where a queued or running job is inside its run."""
 
 JOB_STAGE_UNSPECIFIED: JobStage.ValueType  # 0
-"""No stage, e.g. the job is queued or finished."""
+"""No stage, e.g. the job is received and waits for a worker, or finished."""
 JOB_STAGE_RECEIVING: JobStage.ValueType  # 1
-"""The file is being received."""
+"""The file is being received; its rows are read and stored as they arrive."""
 JOB_STAGE_STAGING: JobStage.ValueType  # 2
-"""Rows are parsed and stored as entries."""
+"""The file is received whole (total_rows is known); repeated keys are resolved
+and the rows are queued as chunks.
+"""
 JOB_STAGE_PROCESSING: JobStage.ValueType  # 3
 """Chunks are being applied to the target."""
 JOB_STAGE_FINALIZING: JobStage.ValueType  # 4
@@ -204,6 +248,34 @@ ENTRY_STATUS_DELETED: EntryStatus.ValueType  # 7
 """Deleted."""
 Global___EntryStatus: _TypeAlias = EntryStatus  # noqa: Y015
 
+class _WebhookDeliveryState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WebhookDeliveryStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WebhookDeliveryState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WEBHOOK_DELIVERY_STATE_UNSPECIFIED: _WebhookDeliveryState.ValueType  # 0
+    """Never used."""
+    WEBHOOK_DELIVERY_STATE_PENDING: _WebhookDeliveryState.ValueType  # 1
+    """Not delivered yet; attempts go on."""
+    WEBHOOK_DELIVERY_STATE_DELIVERED: _WebhookDeliveryState.ValueType  # 2
+    """The receiver answered 2xx."""
+    WEBHOOK_DELIVERY_STATE_FAILED: _WebhookDeliveryState.ValueType  # 3
+    """Given up: the retry period passed, or the target is refused."""
+
+class WebhookDeliveryState(_WebhookDeliveryState, metaclass=_WebhookDeliveryStateEnumTypeWrapper):
+    """Where a webhook delivery is."""
+
+WEBHOOK_DELIVERY_STATE_UNSPECIFIED: WebhookDeliveryState.ValueType  # 0
+"""Never used."""
+WEBHOOK_DELIVERY_STATE_PENDING: WebhookDeliveryState.ValueType  # 1
+"""Not delivered yet; attempts go on."""
+WEBHOOK_DELIVERY_STATE_DELIVERED: WebhookDeliveryState.ValueType  # 2
+"""The receiver answered 2xx."""
+WEBHOOK_DELIVERY_STATE_FAILED: WebhookDeliveryState.ValueType  # 3
+"""Given up: the retry period passed, or the target is refused."""
+Global___WebhookDeliveryState: _TypeAlias = WebhookDeliveryState  # noqa: Y015
+
 @_typing.final
 class ImportSpec(_message.Message):
     """What to import and how."""
@@ -212,6 +284,26 @@ class ImportSpec(_message.Message):
 
     @_typing.final
     class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class ColumnMapEntry(_message.Message):
         DESCRIPTOR: _descriptor.Descriptor
 
         KEY_FIELD_NUMBER: _builtins.int
@@ -242,12 +334,18 @@ class ImportSpec(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     GZIP_FIELD_NUMBER: _builtins.int
+    SHEET_FIELD_NUMBER: _builtins.int
+    COLUMN_MAP_FIELD_NUMBER: _builtins.int
+    WEBHOOK_URL_FIELD_NUMBER: _builtins.int
+    WEBHOOK_EVENTS_FIELD_NUMBER: _builtins.int
     import_type: _builtins.str
     """The import type's name, e.g. "contacts"."""
     mode: Global___ImportMode.ValueType
     """How rows are applied to the target table."""
     format: Global___FileFormat.ValueType
-    """The file's format."""
+    """The file's format. Unset, importd decides from the file's first bytes (a workbook, a
+    JSON object) and its name's extension; Job.dialect says what it found.
+    """
     file_name: _builtins.str
     """The file's name, for the caller's reference and the export's name."""
     source_uri: _builtins.str
@@ -282,13 +380,32 @@ class ImportSpec(_message.Message):
         server ignores it. Kept so that existing callers still compile.
         """
 
+    sheet: _builtins.str
+    """Workbooks (XLSX, ODS): the sheet to read, by name (exactly, else ignoring case and
+    surrounding spaces). Unset: the first visible worksheet.
+    """
+    webhook_url: _builtins.str
+    """Where to POST the job (as JSON, signed the Standard Webhooks way with the
+    tenant's GetWebhookSecret) when it ends, or on every status change (see
+    webhook_events). "https://" to a public address, or an allow-listed host.
+    """
+    webhook_events: Global___WebhookEvents.ValueType
+    """Which status changes are posted to webhook_url."""
     @_builtins.property
     def csv(self) -> Global___CsvOptions:
-        """CSV options; ignored for other formats."""
+        """CSV options (the encoding applies to JSON Lines too); ignored for workbooks."""
 
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """The caller's own references, returned on the job."""
+
+    @_builtins.property
+    def column_map(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The file's header names mapped to the import type's columns (or their aliases), e.g.
+        "E-Mail Address" -> "email", so the file's headers need not be rewritten. Header
+        names match without regard to case and surrounding spaces, and take precedence over
+        the columns' own names and aliases. A column may be the target of one header only.
+        """
 
     def __init__(
         self,
@@ -305,10 +422,14 @@ class ImportSpec(_message.Message):
         request_id: _builtins.str = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         gzip: _builtins.bool = ...,
+        sheet: _builtins.str = ...,
+        column_map: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        webhook_url: _builtins.str = ...,
+        webhook_events: Global___WebhookEvents.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "csv", b"csv", "max_errors", b"max_errors"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "all_or_nothing", b"all_or_nothing", "csv", b"csv", "dry_run", b"dry_run", "file_name", b"file_name", "format", b"format", "gzip", b"gzip", "import_type", b"import_type", "labels", b"labels", "max_errors", b"max_errors", "mode", b"mode", "request_id", b"request_id", "source_uri", b"source_uri"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "all_or_nothing", b"all_or_nothing", "column_map", b"column_map", "csv", b"csv", "dry_run", b"dry_run", "file_name", b"file_name", "format", b"format", "gzip", b"gzip", "import_type", b"import_type", "labels", b"labels", "max_errors", b"max_errors", "mode", b"mode", "request_id", b"request_id", "sheet", b"sheet", "source_uri", b"source_uri", "webhook_events", b"webhook_events", "webhook_url", b"webhook_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_errors: _TypeAlias = _typing.Literal["max_errors"]  # noqa: Y015
     _WhichOneofArgType__max_errors: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors"]  # noqa: Y015
@@ -327,13 +448,19 @@ class CsvOptions(_message.Message):
     HEADER_FIELD_NUMBER: _builtins.int
     ENCODING_FIELD_NUMBER: _builtins.int
     delimiter: _builtins.str
-    """One character; "," when empty."""
+    """One character. Empty: sniffed from the first records among "," ";" tab "|"
+    (the one that splits them most alike), "," when none does.
+    """
     quote: _builtins.str
     """One character; '"' when empty."""
     header: _builtins.bool
     """Whether the first row names the columns. Unset means true."""
     encoding: _builtins.str
-    """"utf-8" (the default; a BOM is accepted) or "latin-1"."""
+    """One of ListImportTypesResponse.encodings, e.g. "utf-8", "utf-16", "windows-1252".
+    Empty: a byte order mark decides (UTF-8, UTF-16, UTF-32), else UTF-8, else, if the
+    file is ASCII up to its first byte that is not UTF-8, the server's first fallback
+    encoding that reads it (ListImportTypesResponse.fallback_encodings).
+    """
     def __init__(
         self,
         *,
@@ -437,6 +564,9 @@ class Job(_message.Message):
     ALL_OR_NOTHING_FIELD_NUMBER: _builtins.int
     MAX_ERRORS_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    DIALECT_FIELD_NUMBER: _builtins.int
+    RECEIVED_BYTES_FIELD_NUMBER: _builtins.int
+    STAGED_ROWS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The job's id, a UUID."""
     import_type: _builtins.str
@@ -446,15 +576,15 @@ class Job(_message.Message):
     status: Global___JobStatus.ValueType
     """Where the job is in its life."""
     stage: Global___JobStage.ValueType
-    """Where a RUNNING job is inside its run."""
+    """Where a QUEUED or RUNNING job is inside its run."""
     file_name: _builtins.str
     """The file's name as the caller gave it."""
     file_size_bytes: _builtins.int
-    """The file's size in bytes, as received."""
+    """The file's size in bytes, once received whole."""
     sha256: _builtins.str
     """The SHA-256 of the file's bytes as received, hex."""
     total_rows: _builtins.int
-    """The number of data rows; unset until the file is fully read."""
+    """The number of data rows; unset until the file is fully read (stage STAGING)."""
     processed_rows: _builtins.int
     """Rows whose outcome is decided."""
     created_count: _builtins.int
@@ -483,6 +613,14 @@ class Job(_message.Message):
     """Whether nothing is committed unless every row is valid."""
     max_errors: _builtins.int
     """The failure limit, when one was set."""
+    received_bytes: _builtins.int
+    """Bytes of the file received so far (stages RECEIVING and STAGING); the file's
+    size once received, or how far an aborted upload got.
+    """
+    staged_rows: _builtins.int
+    """Rows of the file read and stored so far (stages RECEIVING and STAGING); all
+    of them once staged. Stored rows become entries only when staging commits.
+    """
     @_builtins.property
     def error(self) -> _status_pb2.Status:
         """A job-level failure, such as an unreadable file."""
@@ -505,7 +643,13 @@ class Job(_message.Message):
 
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
-        """When the job last changed (counts, stage or status), as committed."""
+        """When the job last changed (counts, stage or status), as committed. While the
+        file is received it is also the upload's heartbeat, refreshed even when idle.
+        """
+
+    @_builtins.property
+    def dialect(self) -> Global___Dialect:
+        """How the file was read; unset when its first bytes were never read."""
 
     def __init__(
         self,
@@ -539,10 +683,13 @@ class Job(_message.Message):
         all_or_nothing: _builtins.bool = ...,
         max_errors: _builtins.int | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        dialect: Global___Dialect | None = ...,
+        received_bytes: _builtins.int = ...,
+        staged_rows: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "_total_rows", b"_total_rows", "create_time", b"create_time", "end_time", b"end_time", "error", b"error", "max_errors", b"max_errors", "start_time", b"start_time", "total_rows", b"total_rows", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "_total_rows", b"_total_rows", "create_time", b"create_time", "dialect", b"dialect", "end_time", b"end_time", "error", b"error", "max_errors", b"max_errors", "start_time", b"start_time", "total_rows", b"total_rows", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "_total_rows", b"_total_rows", "all_or_nothing", b"all_or_nothing", "create_time", b"create_time", "created_count", b"created_count", "deleted_count", b"deleted_count", "dry_run", b"dry_run", "end_time", b"end_time", "error", b"error", "failed_count", b"failed_count", "file_name", b"file_name", "file_size_bytes", b"file_size_bytes", "format", b"format", "id", b"id", "import_type", b"import_type", "labels", b"labels", "max_errors", b"max_errors", "mode", b"mode", "processed_rows", b"processed_rows", "progress_percent", b"progress_percent", "request_id", b"request_id", "rows_per_second", b"rows_per_second", "sha256", b"sha256", "skipped_count", b"skipped_count", "stage", b"stage", "start_time", b"start_time", "status", b"status", "total_rows", b"total_rows", "unchanged_count", b"unchanged_count", "update_time", b"update_time", "updated_count", b"updated_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "_total_rows", b"_total_rows", "all_or_nothing", b"all_or_nothing", "create_time", b"create_time", "created_count", b"created_count", "deleted_count", b"deleted_count", "dialect", b"dialect", "dry_run", b"dry_run", "end_time", b"end_time", "error", b"error", "failed_count", b"failed_count", "file_name", b"file_name", "file_size_bytes", b"file_size_bytes", "format", b"format", "id", b"id", "import_type", b"import_type", "labels", b"labels", "max_errors", b"max_errors", "mode", b"mode", "processed_rows", b"processed_rows", "progress_percent", b"progress_percent", "received_bytes", b"received_bytes", "request_id", b"request_id", "rows_per_second", b"rows_per_second", "sha256", b"sha256", "skipped_count", b"skipped_count", "stage", b"stage", "staged_rows", b"staged_rows", "start_time", b"start_time", "status", b"status", "total_rows", b"total_rows", "unchanged_count", b"unchanged_count", "update_time", b"update_time", "updated_count", b"updated_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_errors: _TypeAlias = _typing.Literal["max_errors"]  # noqa: Y015
     _WhichOneofArgType__max_errors: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors"]  # noqa: Y015
@@ -554,6 +701,52 @@ class Job(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__total_rows) -> _WhichOneofReturnType__total_rows | None: ...
 
 Global___Job: _TypeAlias = Job  # noqa: Y015
+
+@_typing.final
+class Dialect(_message.Message):
+    """How importd read a file: what the caller set and what importd decided itself."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FORMAT_FIELD_NUMBER: _builtins.int
+    ENCODING_FIELD_NUMBER: _builtins.int
+    DELIMITER_FIELD_NUMBER: _builtins.int
+    SHEET_FIELD_NUMBER: _builtins.int
+    GZIP_FIELD_NUMBER: _builtins.int
+    DETECTED_FIELD_NUMBER: _builtins.int
+    format: Global___FileFormat.ValueType
+    """The format the file was read as."""
+    encoding: _builtins.str
+    """Text files: the encoding, e.g. "utf-8", "utf-16-le", "windows-1252"."""
+    delimiter: _builtins.str
+    """CSV: the delimiter."""
+    sheet: _builtins.str
+    """Workbooks: the sheet read."""
+    gzip: _builtins.bool
+    """Whether the file was gzip-compressed."""
+    @_builtins.property
+    def detected(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What importd decided from the file because the spec left it unset: "format",
+        "encoding", "delimiter", "sheet".
+        """
+
+    def __init__(
+        self,
+        *,
+        format: Global___FileFormat.ValueType = ...,
+        encoding: _builtins.str = ...,
+        delimiter: _builtins.str = ...,
+        sheet: _builtins.str = ...,
+        gzip: _builtins.bool = ...,
+        detected: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delimiter", b"delimiter", "detected", b"detected", "encoding", b"encoding", "format", b"format", "gzip", b"gzip", "sheet", b"sheet"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Dialect: _TypeAlias = Dialect  # noqa: Y015
 
 @_typing.final
 class GetJobRequest(_message.Message):
@@ -986,6 +1179,10 @@ class ListImportTypesResponse(_message.Message):
 
     IMPORT_TYPES_FIELD_NUMBER: _builtins.int
     SOURCE_URI_SCHEMES_FIELD_NUMBER: _builtins.int
+    FORMATS_FIELD_NUMBER: _builtins.int
+    ENCODINGS_FIELD_NUMBER: _builtins.int
+    FALLBACK_ENCODINGS_FIELD_NUMBER: _builtins.int
+    SNIFFED_DELIMITERS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def import_types(self) -> _containers.RepeatedCompositeFieldContainer[Global___ImportType]:
         """The import types, by name."""
@@ -996,15 +1193,35 @@ class ListImportTypesResponse(_message.Message):
         "file", "https", "http" (allow-listed hosts only), "s3".
         """
 
+    @_builtins.property
+    def formats(self) -> _containers.RepeatedScalarFieldContainer[Global___FileFormat.ValueType]:
+        """The file formats this server reads (CSV and JSON Lines also gzip-compressed)."""
+
+    @_builtins.property
+    def encodings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The encodings CsvOptions.encoding may name."""
+
+    @_builtins.property
+    def fallback_encodings(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The encodings tried, in order, for a file that is not UTF-8 when the spec names none."""
+
+    @_builtins.property
+    def sniffed_delimiters(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The delimiters sniffed, in order of preference, when CsvOptions.delimiter is empty."""
+
     def __init__(
         self,
         *,
         import_types: _abc.Iterable[Global___ImportType] | None = ...,
         source_uri_schemes: _abc.Iterable[_builtins.str] | None = ...,
+        formats: _abc.Iterable[Global___FileFormat.ValueType] | None = ...,
+        encodings: _abc.Iterable[_builtins.str] | None = ...,
+        fallback_encodings: _abc.Iterable[_builtins.str] | None = ...,
+        sniffed_delimiters: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["import_types", b"import_types", "source_uri_schemes", b"source_uri_schemes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["encodings", b"encodings", "fallback_encodings", b"fallback_encodings", "formats", b"formats", "import_types", b"import_types", "sniffed_delimiters", b"sniffed_delimiters", "source_uri_schemes", b"source_uri_schemes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1192,3 +1409,286 @@ class DownloadLink(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DownloadLink: _TypeAlias = DownloadLink  # noqa: Y015
+
+@_typing.final
+class WatchJobsRequest(_message.Message):
+    """Request for WatchJobs. The filters combine: a job must match each one set."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    STATUSES_FIELD_NUMBER: _builtins.int
+    IMPORT_TYPE_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    import_type: _builtins.str
+    """Only jobs of this import type; all when empty."""
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___JobStatus.ValueType]:
+        """Only jobs in one of these statuses (as they are now); all when empty."""
+
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Only jobs carrying every one of these labels with the same value."""
+
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """When set, the snapshot also holds the matching jobs (ended ones too) whose
+        update_time is at or after this time: what a resumed watch missed.
+        """
+
+    def __init__(
+        self,
+        *,
+        statuses: _abc.Iterable[Global___JobStatus.ValueType] | None = ...,
+        import_type: _builtins.str = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["import_type", b"import_type", "labels", b"labels", "since", b"since", "statuses", b"statuses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchJobsRequest: _TypeAlias = WatchJobsRequest  # noqa: Y015
+
+@_typing.final
+class WatchJobsResponse(_message.Message):
+    """One message of a WatchJobs stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_COMPLETE_FIELD_NUMBER: _builtins.int
+    snapshot_complete: _builtins.bool
+    """True on the last message of the snapshot, which may hold no job; every
+    later message is a change.
+    """
+    @_builtins.property
+    def jobs(self) -> _containers.RepeatedCompositeFieldContainer[Global___Job]:
+        """Jobs as they are now: in the snapshot, the matching jobs; later, the ones
+        that changed, in the order of their update_time.
+        """
+
+    def __init__(
+        self,
+        *,
+        jobs: _abc.Iterable[Global___Job] | None = ...,
+        snapshot_complete: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jobs", b"jobs", "snapshot_complete", b"snapshot_complete"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchJobsResponse: _TypeAlias = WatchJobsResponse  # noqa: Y015
+
+@_typing.final
+class ListWebhookDeliveriesRequest(_message.Message):
+    """Request for ListWebhookDeliveries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The job's id."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWebhookDeliveriesRequest: _TypeAlias = ListWebhookDeliveriesRequest  # noqa: Y015
+
+@_typing.final
+class ListWebhookDeliveriesResponse(_message.Message):
+    """Response of ListWebhookDeliveries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def deliveries(self) -> _containers.RepeatedCompositeFieldContainer[Global___WebhookDelivery]:
+        """The job's deliveries, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        deliveries: _abc.Iterable[Global___WebhookDelivery] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deliveries", b"deliveries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListWebhookDeliveriesResponse: _TypeAlias = ListWebhookDeliveriesResponse  # noqa: Y015
+
+@_typing.final
+class WebhookDelivery(_message.Message):
+    """One event of a job posted (or to be posted) to its webhook."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    JOB_STATUS_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    NEXT_ATTEMPT_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The webhook-id header of every attempt: receivers de-duplicate with it."""
+    job_id: _builtins.str
+    """The job's id."""
+    url: _builtins.str
+    """The webhook URL without its query (which may hold a secret)."""
+    job_status: Global___JobStatus.ValueType
+    """The status change the event tells of."""
+    state: Global___WebhookDeliveryState.ValueType
+    """Where the delivery is."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the event happened (the job's status change was committed)."""
+
+    @_builtins.property
+    def next_attempt_time(self) -> _timestamp_pb2.Timestamp:
+        """When the next attempt is due, while PENDING."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """When the delivery succeeded or was given up."""
+
+    @_builtins.property
+    def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___WebhookAttempt]:
+        """Every attempt so far, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        job_id: _builtins.str = ...,
+        url: _builtins.str = ...,
+        job_status: Global___JobStatus.ValueType = ...,
+        state: Global___WebhookDeliveryState.ValueType = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        next_attempt_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        attempts: _abc.Iterable[Global___WebhookAttempt] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "next_attempt_time", b"next_attempt_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "create_time", b"create_time", "end_time", b"end_time", "id", b"id", "job_id", b"job_id", "job_status", b"job_status", "next_attempt_time", b"next_attempt_time", "state", b"state", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebhookDelivery: _TypeAlias = WebhookDelivery  # noqa: Y015
+
+@_typing.final
+class WebhookAttempt(_message.Message):
+    """One POST of a delivery."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NUMBER_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    LATENCY_FIELD_NUMBER: _builtins.int
+    HTTP_STATUS_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    number: _builtins.int
+    """1 for the first attempt."""
+    http_status: _builtins.int
+    """The receiver's HTTP status; 0 when none came."""
+    error: _builtins.str
+    """What went wrong, when the attempt failed; empty on success."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """When the attempt started."""
+
+    @_builtins.property
+    def latency(self) -> _duration_pb2.Duration:
+        """How long the attempt took, to the response or the failure."""
+
+    def __init__(
+        self,
+        *,
+        number: _builtins.int = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        latency: _duration_pb2.Duration | None = ...,
+        http_status: _builtins.int = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["latency", b"latency", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "http_status", b"http_status", "latency", b"latency", "number", b"number", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebhookAttempt: _TypeAlias = WebhookAttempt  # noqa: Y015
+
+@_typing.final
+class GetWebhookSecretRequest(_message.Message):
+    """Request for GetWebhookSecret."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetWebhookSecretRequest: _TypeAlias = GetWebhookSecretRequest  # noqa: Y015
+
+@_typing.final
+class WebhookSecret(_message.Message):
+    """The secret that signs a tenant's webhooks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECRET_FIELD_NUMBER: _builtins.int
+    secret: _builtins.str
+    """"whsec_" and the key in base64, as Standard Webhooks libraries take it."""
+    def __init__(
+        self,
+        *,
+        secret: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["secret", b"secret"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebhookSecret: _TypeAlias = WebhookSecret  # noqa: Y015

@@ -85,6 +85,21 @@ class ImportServiceStub:
                 request_serializer=importd_dot_v1_dot_import__service__pb2.CreateDownloadLinkRequest.SerializeToString,
                 response_deserializer=importd_dot_v1_dot_import__service__pb2.DownloadLink.FromString,
                 _registered_method=True)
+        self.WatchJobs = channel.unary_stream(
+                '/importd.v1.ImportService/WatchJobs',
+                request_serializer=importd_dot_v1_dot_import__service__pb2.WatchJobsRequest.SerializeToString,
+                response_deserializer=importd_dot_v1_dot_import__service__pb2.WatchJobsResponse.FromString,
+                _registered_method=True)
+        self.ListWebhookDeliveries = channel.unary_unary(
+                '/importd.v1.ImportService/ListWebhookDeliveries',
+                request_serializer=importd_dot_v1_dot_import__service__pb2.ListWebhookDeliveriesRequest.SerializeToString,
+                response_deserializer=importd_dot_v1_dot_import__service__pb2.ListWebhookDeliveriesResponse.FromString,
+                _registered_method=True)
+        self.GetWebhookSecret = channel.unary_unary(
+                '/importd.v1.ImportService/GetWebhookSecret',
+                request_serializer=importd_dot_v1_dot_import__service__pb2.GetWebhookSecretRequest.SerializeToString,
+                response_deserializer=importd_dot_v1_dot_import__service__pb2.WebhookSecret.FromString,
+                _registered_method=True)
 
 
 class ImportServiceServicer:
@@ -99,7 +114,11 @@ class ImportServiceServicer:
     def StartImport(self, request_iterator, context):
         """Starts an import. The first message carries the ImportSpec; the following
         messages carry the file's bytes in order. A spec with a source_uri is sent
-        alone. Returns the QUEUED job once the file is durably received.
+        alone. The job exists from the file's first byte (status QUEUED, stage
+        RECEIVING, then STAGING), and its id is sent at once in the initial metadata
+        "importd-job-id", so the caller can follow the upload while it sends. Returns
+        the job once the file is durably received: QUEUED with no stage, or FAILED
+        (an unreadable file) or CANCELLED (cancelled during the upload).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -164,6 +183,33 @@ class ImportServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchJobs(self, request, context):
+        """Streams every change to the caller's jobs that match a filter: first a
+        snapshot (the matching jobs that are queued or running, and those changed
+        since `since`), then each change, coalesced to a few a second a job. The
+        stream does not end by itself; resume after a disconnect with `since` set
+        to the latest update_time received. Over HTTP (Server-Sent Events) the
+        labels filter is not available: a query cannot hold a map.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListWebhookDeliveries(self, request, context):
+        """Lists the webhook deliveries of a job, each with its attempts.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetWebhookSecret(self, request, context):
+        """Returns the secret that signs the caller's webhooks ("whsec_..."): one per
+        tenant, and another for test tokens than for live ones.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ImportServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -211,6 +257,21 @@ def add_ImportServiceServicer_to_server(servicer, server):
                     servicer.CreateDownloadLink,
                     request_deserializer=importd_dot_v1_dot_import__service__pb2.CreateDownloadLinkRequest.FromString,
                     response_serializer=importd_dot_v1_dot_import__service__pb2.DownloadLink.SerializeToString,
+            ),
+            'WatchJobs': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJobs,
+                    request_deserializer=importd_dot_v1_dot_import__service__pb2.WatchJobsRequest.FromString,
+                    response_serializer=importd_dot_v1_dot_import__service__pb2.WatchJobsResponse.SerializeToString,
+            ),
+            'ListWebhookDeliveries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWebhookDeliveries,
+                    request_deserializer=importd_dot_v1_dot_import__service__pb2.ListWebhookDeliveriesRequest.FromString,
+                    response_serializer=importd_dot_v1_dot_import__service__pb2.ListWebhookDeliveriesResponse.SerializeToString,
+            ),
+            'GetWebhookSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetWebhookSecret,
+                    request_deserializer=importd_dot_v1_dot_import__service__pb2.GetWebhookSecretRequest.FromString,
+                    response_serializer=importd_dot_v1_dot_import__service__pb2.WebhookSecret.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -462,6 +523,87 @@ class ImportService:
             '/importd.v1.ImportService/CreateDownloadLink',
             importd_dot_v1_dot_import__service__pb2.CreateDownloadLinkRequest.SerializeToString,
             importd_dot_v1_dot_import__service__pb2.DownloadLink.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/importd.v1.ImportService/WatchJobs',
+            importd_dot_v1_dot_import__service__pb2.WatchJobsRequest.SerializeToString,
+            importd_dot_v1_dot_import__service__pb2.WatchJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWebhookDeliveries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/importd.v1.ImportService/ListWebhookDeliveries',
+            importd_dot_v1_dot_import__service__pb2.ListWebhookDeliveriesRequest.SerializeToString,
+            importd_dot_v1_dot_import__service__pb2.ListWebhookDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetWebhookSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/importd.v1.ImportService/GetWebhookSecret',
+            importd_dot_v1_dot_import__service__pb2.GetWebhookSecretRequest.SerializeToString,
+            importd_dot_v1_dot_import__service__pb2.WebhookSecret.FromString,
             options,
             channel_credentials,
             insecure,

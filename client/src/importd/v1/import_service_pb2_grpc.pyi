@@ -47,7 +47,11 @@ class ImportServiceStub:
     StartImport: _grpc.StreamUnaryMultiCallable[_import_service_pb2.StartImportRequest, _import_service_pb2.Job]
     """Starts an import. The first message carries the ImportSpec; the following
     messages carry the file's bytes in order. A spec with a source_uri is sent
-    alone. Returns the QUEUED job once the file is durably received.
+    alone. The job exists from the file's first byte (status QUEUED, stage
+    RECEIVING, then STAGING), and its id is sent at once in the initial metadata
+    "importd-job-id", so the caller can follow the upload while it sends. Returns
+    the job once the file is durably received: QUEUED with no stage, or FAILED
+    (an unreadable file) or CANCELLED (cancelled during the upload).
     """
     GetJob: _grpc.UnaryUnaryMultiCallable[_import_service_pb2.GetJobRequest, _import_service_pb2.Job]
     """Returns one job with its counts and status."""
@@ -71,6 +75,20 @@ class ImportServiceStub:
     """Issues a signed link to the job's not-imported rows (ExportEntries' default CSV),
     usable without a token by whoever holds it, for 60 minutes. Ask again for a fresh one.
     """
+    WatchJobs: _grpc.UnaryStreamMultiCallable[_import_service_pb2.WatchJobsRequest, _import_service_pb2.WatchJobsResponse]
+    """Streams every change to the caller's jobs that match a filter: first a
+    snapshot (the matching jobs that are queued or running, and those changed
+    since `since`), then each change, coalesced to a few a second a job. The
+    stream does not end by itself; resume after a disconnect with `since` set
+    to the latest update_time received. Over HTTP (Server-Sent Events) the
+    labels filter is not available: a query cannot hold a map.
+    """
+    ListWebhookDeliveries: _grpc.UnaryUnaryMultiCallable[_import_service_pb2.ListWebhookDeliveriesRequest, _import_service_pb2.ListWebhookDeliveriesResponse]
+    """Lists the webhook deliveries of a job, each with its attempts."""
+    GetWebhookSecret: _grpc.UnaryUnaryMultiCallable[_import_service_pb2.GetWebhookSecretRequest, _import_service_pb2.WebhookSecret]
+    """Returns the secret that signs the caller's webhooks ("whsec_..."): one per
+    tenant, and another for test tokens than for live ones.
+    """
 
 @_typing.type_check_only
 class ImportServiceAsyncStub(ImportServiceStub):
@@ -86,7 +104,11 @@ class ImportServiceAsyncStub(ImportServiceStub):
     StartImport: _aio.StreamUnaryMultiCallable[_import_service_pb2.StartImportRequest, _import_service_pb2.Job]  # type: ignore[assignment]
     """Starts an import. The first message carries the ImportSpec; the following
     messages carry the file's bytes in order. A spec with a source_uri is sent
-    alone. Returns the QUEUED job once the file is durably received.
+    alone. The job exists from the file's first byte (status QUEUED, stage
+    RECEIVING, then STAGING), and its id is sent at once in the initial metadata
+    "importd-job-id", so the caller can follow the upload while it sends. Returns
+    the job once the file is durably received: QUEUED with no stage, or FAILED
+    (an unreadable file) or CANCELLED (cancelled during the upload).
     """
     GetJob: _aio.UnaryUnaryMultiCallable[_import_service_pb2.GetJobRequest, _import_service_pb2.Job]  # type: ignore[assignment]
     """Returns one job with its counts and status."""
@@ -110,6 +132,20 @@ class ImportServiceAsyncStub(ImportServiceStub):
     """Issues a signed link to the job's not-imported rows (ExportEntries' default CSV),
     usable without a token by whoever holds it, for 60 minutes. Ask again for a fresh one.
     """
+    WatchJobs: _aio.UnaryStreamMultiCallable[_import_service_pb2.WatchJobsRequest, _import_service_pb2.WatchJobsResponse]  # type: ignore[assignment]
+    """Streams every change to the caller's jobs that match a filter: first a
+    snapshot (the matching jobs that are queued or running, and those changed
+    since `since`), then each change, coalesced to a few a second a job. The
+    stream does not end by itself; resume after a disconnect with `since` set
+    to the latest update_time received. Over HTTP (Server-Sent Events) the
+    labels filter is not available: a query cannot hold a map.
+    """
+    ListWebhookDeliveries: _aio.UnaryUnaryMultiCallable[_import_service_pb2.ListWebhookDeliveriesRequest, _import_service_pb2.ListWebhookDeliveriesResponse]  # type: ignore[assignment]
+    """Lists the webhook deliveries of a job, each with its attempts."""
+    GetWebhookSecret: _aio.UnaryUnaryMultiCallable[_import_service_pb2.GetWebhookSecretRequest, _import_service_pb2.WebhookSecret]  # type: ignore[assignment]
+    """Returns the secret that signs the caller's webhooks ("whsec_..."): one per
+    tenant, and another for test tokens than for live ones.
+    """
 
 class ImportServiceServicer(metaclass=_abc_1.ABCMeta):
     """ImportService runs bulk-import jobs.
@@ -128,7 +164,11 @@ class ImportServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_import_service_pb2.Job, _abc.Awaitable[_import_service_pb2.Job]]:
         """Starts an import. The first message carries the ImportSpec; the following
         messages carry the file's bytes in order. A spec with a source_uri is sent
-        alone. Returns the QUEUED job once the file is durably received.
+        alone. The job exists from the file's first byte (status QUEUED, stage
+        RECEIVING, then STAGING), and its id is sent at once in the initial metadata
+        "importd-job-id", so the caller can follow the upload while it sends. Returns
+        the job once the file is durably received: QUEUED with no stage, or FAILED
+        (an unreadable file) or CANCELLED (cancelled during the upload).
         """
 
     @_abc_1.abstractmethod
@@ -199,6 +239,38 @@ class ImportServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_import_service_pb2.DownloadLink, _abc.Awaitable[_import_service_pb2.DownloadLink]]:
         """Issues a signed link to the job's not-imported rows (ExportEntries' default CSV),
         usable without a token by whoever holds it, for 60 minutes. Ask again for a fresh one.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchJobs(
+        self,
+        request: _import_service_pb2.WatchJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_import_service_pb2.WatchJobsResponse], _abc.AsyncIterator[_import_service_pb2.WatchJobsResponse]]:
+        """Streams every change to the caller's jobs that match a filter: first a
+        snapshot (the matching jobs that are queued or running, and those changed
+        since `since`), then each change, coalesced to a few a second a job. The
+        stream does not end by itself; resume after a disconnect with `since` set
+        to the latest update_time received. Over HTTP (Server-Sent Events) the
+        labels filter is not available: a query cannot hold a map.
+        """
+
+    @_abc_1.abstractmethod
+    def ListWebhookDeliveries(
+        self,
+        request: _import_service_pb2.ListWebhookDeliveriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_import_service_pb2.ListWebhookDeliveriesResponse, _abc.Awaitable[_import_service_pb2.ListWebhookDeliveriesResponse]]:
+        """Lists the webhook deliveries of a job, each with its attempts."""
+
+    @_abc_1.abstractmethod
+    def GetWebhookSecret(
+        self,
+        request: _import_service_pb2.GetWebhookSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_import_service_pb2.WebhookSecret, _abc.Awaitable[_import_service_pb2.WebhookSecret]]:
+        """Returns the secret that signs the caller's webhooks ("whsec_..."): one per
+        tenant, and another for test tokens than for live ones.
         """
 
 def add_ImportServiceServicer_to_server(servicer: ImportServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

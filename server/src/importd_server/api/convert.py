@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -14,12 +14,14 @@ from google.protobuf import timestamp_pb2
 from importd.v1 import import_service_pb2 as pb
 from importd_server.api.status import to_rpc_status
 from importd_server.auth import Principal
-from importd_server.engine.parsing import ENCODINGS, ParseOptions
+from importd_server.engine.parsing import ParseOptions
 from importd_server.engine.remote import redact, source_file_name
+from importd_server.engine.shapes import ENCODINGS, encoding_name
 from importd_server.engine.staging import NewJob
 from importd_server.errors import FieldViolation, InvalidArgument, excerpt
 from importd_server.http.links import Link
 from importd_server.model import (
+    Dialect,
     Entry,
     EntryStatus,
     FileFormat,
@@ -27,6 +29,9 @@ from importd_server.model import (
     ImportType,
     Job,
     JobStatus,
+    WebhookDelivery,
+    WebhookDeliveryState,
+    WebhookEvents,
 )
 
 E = TypeVar("E", bound=StrEnum)
@@ -37,6 +42,15 @@ JOB_STAGE = (pb.JobStage, "JOB_STAGE")
 IMPORT_MODE = (pb.ImportMode, "IMPORT_MODE")
 FILE_FORMAT = (pb.FileFormat, "FILE_FORMAT")
 ENTRY_STATUS = (pb.EntryStatus, "ENTRY_STATUS")
+WEBHOOK_EVENTS = (pb.WebhookEvents, "WEBHOOK_EVENTS")
+WEBHOOK_DELIVERY_STATE = (pb.WebhookDeliveryState, "WEBHOOK_DELIVERY_STATE")
+# A file name's extension (after any .gz) -> the format guessed when the spec names none.
+EXTENSIONS = {
+    "jsonl": FileFormat.JSONL,
+    "ndjson": FileFormat.JSONL,
+    "xlsx": FileFormat.XLSX,
+    "ods": FileFormat.ODS,
+}
 
 
 def parse_id(value: str, field: str = "id") -> uuid.UUID:
@@ -118,10 +132,26 @@ def job_to_proto(job: Job) -> pb.Job:
         start_time=timestamp(job.start_time),
         end_time=timestamp(job.end_time),
         update_time=timestamp(job.update_time),
+        received_bytes=job.received_bytes,
+        staged_rows=job.staged_rows,
     )
+    if job.dialect is not None:
+        message.dialect.CopyFrom(dialect_to_proto(job.dialect))
     if job.error is not None:
         message.error.CopyFrom(to_rpc_status(job.error.as_error()))
     return message
+
+
+def dialect_to_proto(dialect: Dialect) -> pb.Dialect:
+    """The Dialect message: how a job's file was read."""
+    return pb.Dialect(
+        format=enum_to_proto(dialect.format, FILE_FORMAT),
+        encoding=dialect.encoding or "",
+        delimiter=dialect.delimiter or "",
+        sheet=dialect.sheet or "",
+        gzip=dialect.gzip,
+        detected=list(dialect.detected),
+    )
 
 
 def entry_to_proto(entry: Entry) -> pb.Entry:
@@ -179,8 +209,11 @@ def new_job_from_spec(
     caller: Principal,
     max_rows: int,
     max_chars: int,
+    fallback_encodings: tuple[str, ...] = (),
 ) -> NewJob:
-    """The checked NewJob a spec asks for; INVALID_ARGUMENT naming every bad field.
+    """The checked NewJob a spec asks for; INVALID_ARGUMENT naming every bad field. What
+    the spec leaves unset (format, delimiter, encoding) is decided from the file's first
+    bytes, an encoding that is not UTF-8 by `fallback_encodings`.
 
     The spec's strings are within their limits (`limits.check_request`)."""
     violations: list[FieldViolation] = []
@@ -202,15 +235,25 @@ def new_job_from_spec(
         allowed = ", ".join(m.value for m in import_type.modes)
         bad("mode", f"{import_type.name} allows {allowed}, not {mode.value}")
     file_format = _file_format(spec)
-    delimiter = spec.csv.delimiter or ","
     quote_char = spec.csv.quote or '"'
-    encoding = (spec.csv.encoding or "utf-8").lower()
-    if quote_char == delimiter:
+    encoding = encoding_name(spec.csv.encoding) if spec.csv.encoding else None
+    if quote_char == spec.csv.delimiter:
         bad("csv.quote", "must differ from the delimiter")
-    if encoding not in ENCODINGS:
-        bad("csv.encoding", "must be utf-8 or latin-1")
+    if spec.csv.encoding and encoding is None:
+        bad("csv.encoding", f"must be one of {', '.join(ENCODINGS)}")
     if spec.HasField("max_errors") and spec.max_errors < 0:
         bad("max_errors", "must not be negative")
+    webhook_events = WebhookEvents.TERMINAL
+    if spec.webhook_events:
+        try:
+            webhook_events = enum_from_proto(
+                spec.webhook_events, WEBHOOK_EVENTS, WebhookEvents, "spec.webhook_events"
+            )
+        except InvalidArgument:
+            bad("webhook_events", f"{spec.webhook_events} is not a valid value")
+        if not spec.webhook_url:
+            bad("webhook_events", "needs a webhook_url")
+    column_map = _column_map(spec, import_type, bad) if import_type is not None else {}
     if violations:
         raise InvalidArgument.for_fields(violations)
     assert import_type is not None
@@ -221,16 +264,21 @@ def new_job_from_spec(
     return NewJob(
         tenant=caller.tenant,
         live=caller.live,
-        import_type=import_type,
+        import_type=import_type.with_header_map(column_map),
         mode=mode,
         parse=ParseOptions(
             format=file_format,
-            delimiter=delimiter,
+            delimiter=spec.csv.delimiter or ",",
             quote=quote_char,
             header=header,
-            encoding=encoding,
+            encoding=encoding or "utf-8",
             max_rows=max_rows,
             max_chars=max_chars,
+            sheet=spec.sheet or None,
+            detect_format=not spec.format,
+            sniff_delimiter=not spec.csv.delimiter,
+            detect_encoding=encoding is None,
+            fallback_encodings=fallback_encodings,
         ),
         file_name=spec.file_name or source_file_name(spec.source_uri),
         dry_run=spec.dry_run,
@@ -239,15 +287,71 @@ def new_job_from_spec(
         labels=dict(spec.labels),
         request_id=spec.request_id or None,
         spec_digest=hashlib.sha256(identity.SerializeToString(deterministic=True)).hexdigest(),
-        source_uri=redact(spec.source_uri) if spec.source_uri else None,
+        options={
+            # None: left to importd (the job's dialect says what it decided).
+            "delimiter": spec.csv.delimiter or None,
+            "quote": quote_char,
+            "header": header,
+            "encoding": encoding,
+            **({"sheet": spec.sheet} if spec.sheet else {}),
+            # Read again by the workers (processing.py), which map the stored header.
+            **({"column_map": column_map} if column_map else {}),
+            **({"source_uri": redact(spec.source_uri)} if spec.source_uri else {}),
+            # Read by the outbox trigger (migration 0007), whichever code changes the job.
+            **(
+                {"webhook": {"url": spec.webhook_url, "events": webhook_events.value}}
+                if spec.webhook_url
+                else {}
+            ),
+        },
     )
 
 
 def _file_format(spec: pb.ImportSpec) -> FileFormat:
+    """The spec's format, else the file name's guess (the file's bytes may overrule it)."""
     if spec.format:
         return enum_from_proto(spec.format, FILE_FORMAT, FileFormat, "spec.format")
     name = (spec.file_name or source_file_name(spec.source_uri)).lower().removesuffix(".gz")
-    return FileFormat.JSONL if name.endswith((".jsonl", ".ndjson")) else FileFormat.CSV
+    extension = name.rpartition(".")[2]
+    return EXTENSIONS.get(extension, FileFormat.CSV)
+
+
+def _column_map(
+    spec: pb.ImportSpec, import_type: ImportType, bad: Callable[[str, str], None]
+) -> dict[str, str]:
+    """The spec's column map as header (stripped, lower-cased) -> column name; each bad
+    entry reported through `bad`."""
+    mapped: dict[str, str] = {}
+    mapped_from: dict[str, str] = {}  # the spec's own spelling, for messages
+    by_column: dict[str, str] = {}
+    for header in sorted(spec.column_map):
+        target = spec.column_map[header]
+        name = header.strip().lower()
+        column = import_type.resolve_header(target)
+        if not name:
+            bad("column_map", f"key {excerpt(header)} is blank")
+        elif name in mapped:
+            bad(
+                "column_map",
+                f"keys {excerpt(mapped_from[name])} and {excerpt(header)} name one header"
+                " (header names match without regard to case and surrounding spaces)",
+            )
+        elif column is None:
+            columns = ", ".join(c.name for c in import_type.columns)
+            bad(
+                "column_map",
+                f"key {excerpt(header)} is mapped to {excerpt(target)}, which is no column of"
+                f" {import_type.name} (columns: {columns})",
+            )
+        elif column.name in by_column:
+            bad(
+                "column_map",
+                f"keys {excerpt(by_column[column.name])} and {excerpt(header)} both map to"
+                f" column {column.name}",
+            )
+        else:
+            mapped[name], mapped_from[name], by_column[column.name] = column.name, header, header
+    return mapped
 
 
 def progress_event(job: Job) -> pb.ProgressEvent:
@@ -257,3 +361,27 @@ def progress_event(job: Job) -> pb.ProgressEvent:
     if seconds is not None:
         event.estimated_time_remaining.FromTimedelta(timedelta(seconds=seconds))
     return event
+
+
+def webhook_delivery_to_proto(delivery: WebhookDelivery) -> pb.WebhookDelivery:
+    """The WebhookDelivery message, its URL without the query (which may hold a secret)."""
+    message = pb.WebhookDelivery(
+        id=str(delivery.id),
+        job_id=str(delivery.job_id),
+        url=redact(delivery.url),
+        job_status=enum_to_proto(delivery.job_status, JOB_STATUS),
+        state=enum_to_proto(delivery.state, WEBHOOK_DELIVERY_STATE),
+        create_time=timestamp(delivery.create_time),
+        end_time=timestamp(delivery.end_time),
+    )
+    if delivery.state is WebhookDeliveryState.PENDING:
+        message.next_attempt_time.FromDatetime(delivery.next_attempt_time)
+    for attempt in delivery.attempts:
+        shown = message.attempts.add(
+            number=attempt.number,
+            http_status=attempt.http_status or 0,
+            error=attempt.error or "",
+        )
+        shown.start_time.FromDatetime(attempt.start_time)
+        shown.latency.FromTimedelta(timedelta(seconds=attempt.latency_seconds))
+    return message

@@ -49,11 +49,14 @@ class Labels:
     max_entries: int
     key: Text
     value: Text
+    noun: str = "labels"  # what the entries are called in messages
 
     def violations(self, field: str, labels: Mapping[str, str]) -> Iterator[FieldViolation]:
         """Each problem of the labels, keys in sorted order (a map has no order of its own)."""
         if len(labels) > self.max_entries:
-            yield FieldViolation(field, f"has {len(labels)} labels, more than {self.max_entries}")
+            yield FieldViolation(
+                field, f"has {len(labels)} {self.noun}, more than {self.max_entries}"
+            )
         for key in sorted(labels):
             if problem := self.key.problem(key):
                 yield FieldViolation(field, f"key {excerpt(key)} {problem}")
@@ -74,6 +77,11 @@ TEXT = "any character but control characters"
 NAME = Text(63, TOKEN_CHARACTERS, TOKEN)
 ID = Text(64, TOKEN_CHARACTERS, TOKEN)
 PAGE_TOKEN = Text(1024, TOKEN_CHARACTERS, TOKEN)
+LABELS = Labels(
+    64,
+    key=Text(63, TOKEN_CHARACTERS, TOKEN, min_chars=1),
+    value=Text(255, TEXT_CHARACTERS, TEXT),
+)
 
 # Every string field of every request message, by "Message.field" (a unit test checks
 # that none is missing).
@@ -82,11 +90,16 @@ FIELDS: dict[str, Text | Labels] = {
     "ImportSpec.file_name": Text(255, TEXT_CHARACTERS, TEXT),
     "ImportSpec.source_uri": Text(2048, TEXT_CHARACTERS, TEXT),
     "ImportSpec.request_id": Text(128, TOKEN_CHARACTERS, TOKEN),
-    "ImportSpec.labels": Labels(
-        64,
-        key=Text(63, TOKEN_CHARACTERS, TOKEN, min_chars=1),
-        value=Text(255, TEXT_CHARACTERS, TEXT),
+    "ImportSpec.labels": LABELS,
+    "ImportSpec.sheet": Text(255, TEXT_CHARACTERS, TEXT),
+    "ImportSpec.column_map": Labels(
+        500,
+        key=Text(255, TEXT_CHARACTERS, TEXT, min_chars=1),
+        value=Text(63, TOKEN_CHARACTERS, TOKEN, min_chars=1),
+        noun="entries",
     ),
+    # An encoded URL is printable ASCII; the guard checks where it leads (net/http.py).
+    "ImportSpec.webhook_url": Text(2048, TOKEN_CHARACTERS, TOKEN),
     "CsvOptions.delimiter": Text(1, DELIMITER_CHARACTERS, f"{TEXT}, or a tab"),
     "CsvOptions.quote": Text(1, TEXT_CHARACTERS, TEXT),
     "CsvOptions.encoding": Text(16, TOKEN_CHARACTERS, TOKEN),
@@ -101,6 +114,9 @@ FIELDS: dict[str, Text | Labels] = {
     "CancelJobRequest.id": ID,
     "ExportEntriesRequest.id": ID,
     "CreateDownloadLinkRequest.id": ID,
+    "WatchJobsRequest.import_type": NAME,
+    "WatchJobsRequest.labels": LABELS,
+    "ListWebhookDeliveriesRequest.id": ID,
 }
 
 

@@ -4,25 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
 from importd_server.api import paging
 from importd_server.api.convert import (
+    FILE_FORMAT,
     download_link_to_proto,
     entry_statuses_from_proto,
     entry_to_proto,
+    enum_to_proto,
     import_type_to_proto,
     job_statuses_from_proto,
     job_to_proto,
     new_job_from_spec,
     parse_id,
     progress_event,
+    webhook_delivery_to_proto,
 )
 from importd_server.api.limits import check_request
 from importd_server.api.status import Context, maps_errors
@@ -31,6 +35,7 @@ from importd_server.config import Settings
 from importd_server.engine.admission import Admission
 from importd_server.engine.export import NOT_IMPORTED, export_job, with_entries
 from importd_server.engine.remote import REMOTE_SCHEMES, RemoteSources, uri_scheme
+from importd_server.engine.shapes import DELIMITERS, ENCODINGS, fallback_list
 from importd_server.engine.sources import open_source
 from importd_server.engine.staging import Stager, file_pieces
 from importd_server.engine.validation import INT64_MAX
@@ -42,11 +47,33 @@ from importd_server.errors import (
     ResourceExhausted,
 )
 from importd_server.http.links import DownloadLinks
-from importd_server.model import ImportType, Job, JobCursor, JobFilter, JobStatus
+from importd_server.model import (
+    FileFormat,
+    ImportType,
+    Job,
+    JobCursor,
+    JobFilter,
+    JobStatus,
+    WatchFilter,
+)
+from importd_server.net.guard import AddressGuard
+from importd_server.net.http import check_http_url
 from importd_server.progress.hub import ProgressHub
 from importd_server.store.entries import EntryStore
 from importd_server.store.jobs import JobStore
+from importd_server.store.webhooks import WebhookStore
 from importd_server.tenants import Tenant
+from importd_server.tracing import Tracing
+from importd_server.webhooks.signing import WebhookSigner
+
+# Jobs per message of a WatchJobs snapshot: far below the message size limit.
+SNAPSHOT_BATCH = 100
+# How many jobs a watch remembers having sent (to never send a job's older state after a
+# newer one); the oldest are forgotten first.
+SENT_STATES_KEPT = 10_000
+
+# StartImport's initial metadata: the new job's id, sent as soon as the job exists.
+JOB_ID_METADATA = "importd-job-id"
 
 
 class ImportServicer(pb_grpc.ImportServiceServicer):
@@ -63,6 +90,9 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         authenticator: Authenticator,
         admission: Admission,
         page_tokens: paging.PageTokens,
+        webhooks: WebhookStore,
+        webhook_signer: WebhookSigner,
+        tracing: Tracing,
         on_job_queued: Callable[[], None] = lambda: None,
         *,
         download_links: DownloadLinks | None = None,
@@ -78,6 +108,11 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         self._page_tokens = page_tokens
         self._open_streams: Counter[str] = Counter()
         self._remote = RemoteSources.from_settings(settings)
+        self._fallback_encodings = fallback_list(settings.fallback_encodings)
+        self._guard = AddressGuard.from_allow_list(settings.remote_allow_hosts)
+        self._webhooks = webhooks
+        self._webhook_signer = webhook_signer
+        self._tracing = tracing
         self._on_job_queued = on_job_queued
         self._links = download_links
 
@@ -132,7 +167,10 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
             caller,
             self._settings.max_rows,
             self._settings.max_file_bytes,
+            self._fallback_encodings,
         )
+        if spec.webhook_url:
+            check_http_url(spec.webhook_url, self._guard, "spec.webhook_url")
         existing = await self._stager.existing(new_job)
         if existing is not None:
             return job_to_proto(existing)  # a retried start: the limit was checked the first time
@@ -145,8 +183,17 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
             pieces = await self._source_pieces(spec.source_uri, caller.tenant)
         else:
             pieces = _upload_pieces(request_iterator)
-        async with _closing(pieces):
-            job = await self._stager.start(new_job, pieces)
+
+        async def tell_job_id(job_id: uuid.UUID) -> None:
+            # Before the file is received: the caller can follow the upload at once.
+            await context.send_initial_metadata(((JOB_ID_METADATA, str(job_id)),))
+
+        with self._tracing.span("importd.staging") as span:
+            # The job keeps this span's context: its chunks join the trace on any replica.
+            new_job = dataclasses.replace(new_job, trace_parent=self._tracing.trace_parent())
+            async with _closing(pieces):
+                job = await self._stager.start(new_job, pieces, tell_job_id)
+            span.set_attribute("importd.job_id", str(job.id))
         self._on_job_queued()
         return job_to_proto(job)
 
@@ -292,6 +339,10 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         return pb.ListImportTypesResponse(
             import_types=[import_type_to_proto(t) for _, t in sorted(self._import_types.items())],
             source_uri_schemes=[*local, *self._remote.schemes()],
+            formats=[enum_to_proto(f, FILE_FORMAT) for f in FileFormat],
+            encodings=list(ENCODINGS),
+            fallback_encodings=list(self._fallback_encodings),
+            sniffed_delimiters=list(DELIMITERS),
         )
 
     @maps_errors
@@ -310,26 +361,90 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         return download_link_to_proto(link)
 
     @maps_errors
+    async def ListWebhookDeliveries(
+        self, request: pb.ListWebhookDeliveriesRequest, context: Context
+    ) -> pb.ListWebhookDeliveriesResponse:
+        caller = self._caller(context, READ)
+        check_request(request)
+        job = await self._job(parse_id(request.id), caller)
+        deliveries = await self._webhooks.list_deliveries(job.id)
+        return pb.ListWebhookDeliveriesResponse(
+            deliveries=[webhook_delivery_to_proto(d) for d in deliveries]
+        )
+
+    @maps_errors
+    async def GetWebhookSecret(
+        self, request: pb.GetWebhookSecretRequest, context: Context
+    ) -> pb.WebhookSecret:
+        # The secret can forge the tenant's webhooks: for those who may start imports.
+        caller = self._caller(context, WRITE)
+        return pb.WebhookSecret(secret=self._webhook_signer.secret(caller.tenant, caller.live))
+
+    @maps_errors
+    async def WatchJobs(
+        self, request: pb.WatchJobsRequest, context: Context
+    ) -> AsyncIterator[pb.WatchJobsResponse]:
+        caller = self._caller(context, READ)
+        check_request(request)
+        watch_filter = WatchFilter(
+            tenant=caller.tenant,
+            statuses=job_statuses_from_proto(request.statuses, "statuses"),
+            import_type=request.import_type or None,
+            labels=dict(request.labels),
+            include_live=caller.live,
+        )
+        since = request.since.ToDatetime(tzinfo=UTC) if request.HasField("since") else None
+        async with self._stream_slot(caller.tenant):
+            async for response in self._watch(watch_filter, since):
+                yield response
+
+    async def _watch(
+        self, watch_filter: WatchFilter, since: datetime | None
+    ) -> AsyncIterator[pb.WatchJobsResponse]:
+        # Watch before reading the snapshot, so no change falls between the two.
+        async with self._hub.watch(watch_filter.tenant, watch_filter.matches) as watch:
+            sent = _SentStates()
+            batch: list[pb.Job] = []
+            async for job in self._jobs.watched_jobs(watch_filter, since):
+                sent.note(job)
+                batch.append(job_to_proto(job))
+                if len(batch) == SNAPSHOT_BATCH:
+                    yield pb.WatchJobsResponse(jobs=batch)
+                    batch = []
+            yield pb.WatchJobsResponse(jobs=batch, snapshot_complete=True)
+            while True:
+                changed = [job_to_proto(j) for j in await watch.next() if sent.note(j)]
+                if changed:
+                    yield pb.WatchJobsResponse(jobs=changed)
+
+    @maps_errors
     async def StreamProgress(
         self, request: pb.StreamProgressRequest, context: Context
     ) -> AsyncIterator[pb.ProgressEvent]:
         caller = self._caller(context, READ)
         check_request(request)
         job_id = parse_id(request.id)
+        async with self._stream_slot(caller.tenant):
+            async for event in self._follow(job_id, caller):
+                yield event
+
+    @contextlib.asynccontextmanager
+    async def _stream_slot(self, tenant: str) -> AsyncIterator[None]:
+        """One of the tenant's open streams (StreamProgress, WatchJobs) on this server, or
+        RESOURCE_EXHAUSTED when it has as many as allowed."""
         limit = self._settings.max_streams_per_tenant
-        if self._open_streams[caller.tenant] >= limit:
+        if self._open_streams[tenant] >= limit:
             raise ResourceExhausted(
-                f"tenant {caller.tenant} has {limit} progress streams open on this server,"
+                f"tenant {tenant} has {limit} progress streams open on this server,"
                 " the most allowed",
                 reason="TOO_MANY_STREAMS",
                 metadata={"limit": str(limit)},
             )
-        self._open_streams[caller.tenant] += 1
+        self._open_streams[tenant] += 1
         try:
-            async for event in self._follow(job_id, caller):
-                yield event
+            yield
         finally:
-            self._open_streams[caller.tenant] -= 1
+            self._open_streams[tenant] -= 1
 
     async def _follow(
         self, job_id: uuid.UUID, caller: Principal
@@ -344,6 +459,26 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
                 if latest.update_time >= job.update_time and latest.progress != job.progress:
                     job = latest
                     yield progress_event(job)
+
+
+class _SentStates:
+    """The update_time of each job a watch sent last: a state read before the snapshot may
+    arrive after it, and must not take a job back in time."""
+
+    def __init__(self) -> None:
+        self._sent: OrderedDict[uuid.UUID, datetime] = OrderedDict()
+
+    def note(self, job: Job) -> bool:
+        """Notes the job's state as sent if it is newer than the one sent last; returns
+        whether it was (an older or the same state is not to be sent)."""
+        last = self._sent.get(job.id)
+        if last is not None and job.update_time <= last:
+            return False
+        self._sent[job.id] = job.update_time
+        self._sent.move_to_end(job.id)
+        if len(self._sent) > SENT_STATES_KEPT:
+            self._sent.popitem(last=False)
+        return True
 
 
 async def _drain(request_iterator: AsyncIterator[pb.StartImportRequest], seconds: float) -> None:

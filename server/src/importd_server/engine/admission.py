@@ -1,9 +1,11 @@
-"""Admission: at most `max_active_jobs_per_tenant` queued or running jobs per tenant.
+"""Admission: at most `max_active_jobs_per_tenant` queued or running jobs per tenant, jobs
+still receiving their file included (so the limit also bounds the uploads a tenant holds
+open).
 
 Checked twice: cheaply before an upload (so a tenant at its limit is refused before sending
-a file), and exactly in the new job's own transaction just before it commits, under a
-per-tenant lock held only from there to the commit, so one tenant's uploads still run in
-parallel while concurrent starts cannot all slip under the limit.
+a file), and exactly in the short transaction that inserts the new job at its file's first
+byte, under a per-tenant lock held only until that commit, so concurrent starts cannot all
+slip under the limit.
 """
 
 from __future__ import annotations

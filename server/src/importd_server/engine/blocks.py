@@ -68,7 +68,7 @@ def read_blocks(
     Raises FileError for a file that cannot be read as a whole, as `parse_rows` does.
     """
     if not _plain_dialect(options):
-        yield from _batched(parse_rows(binary, options, import_type, mode, columns))
+        yield from batched(parse_rows(binary, options, import_type, mode, columns))
         return
     with file_errors(options):
         reader = _BlockReader(options, import_type, mode, columns, block_bytes)
@@ -125,7 +125,7 @@ class _BlockReader:
             if cut == 0 or self._quote in pending[:cut]:
                 # A line longer than a block, or quoting: lines may no longer be records,
                 # so the reference parser reads the rest of the file.
-                yield from self._reference(io.BufferedReader(_Chained(bytes(pending), stream)))
+                yield from self._reference(io.BufferedReader(Chained(bytes(pending), stream)))
                 break
             block = bytes(pending[:cut])
             del pending[:cut]
@@ -271,7 +271,7 @@ class _BlockReader:
         rows = csv_rows(
             text, self._options, self._import_type, self._mode, self._columns, self._state
         )
-        yield from _batched(rows)
+        yield from batched(rows)
 
 
 def _plain(block: bytes) -> bool:
@@ -299,12 +299,13 @@ def _characters(block: bytes) -> int | None:
         return None
 
 
-def _batched(rows: Iterator[ParsedRow]) -> Iterator[list[ParsedRow]]:
+def batched(rows: Iterator[ParsedRow]) -> Iterator[list[ParsedRow]]:
+    """The rows in lists of REFERENCE_BATCH_ROWS (the last one shorter)."""
     while batch := list(itertools.islice(rows, REFERENCE_BATCH_ROWS)):
         yield batch
 
 
-class _Chained(io.RawIOBase):
+class Chained(io.RawIOBase):
     """Bytes already read, then the rest of a stream."""
 
     def __init__(self, head: bytes, rest: io.BufferedReader[Any]) -> None:

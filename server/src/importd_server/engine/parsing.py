@@ -52,6 +52,15 @@ class ParseOptions:
     max_rows: int | None = None
     # Characters after decoding (and gunzipping): what a small gzip bomb cannot exceed.
     max_chars: int | None = None
+    # Workbooks: the sheet to read (None: the first visible one).
+    sheet: str | None = None
+    # What the caller left unset, for engine/shapes.py to decide from the file's first bytes
+    # (the fields above then hold the defaults): the format, the delimiter, and the encoding
+    # (a byte order mark, else utf-8, else the first of fallback_encodings that fits).
+    detect_format: bool = False
+    sniff_delimiter: bool = False
+    detect_encoding: bool = False
+    fallback_encodings: tuple[str, ...] = ()
 
 
 class ParsedRow(NamedTuple):
@@ -139,7 +148,7 @@ def parse_rows(
         else:
             lines = _lines(text, options.max_chars, CsvState())
             rows = _jsonl_rows(lines, options, import_type, mode, columns)
-            yield from _limited(rows, options, columns)
+            yield from limited(rows, options, columns)
 
 
 def csv_rows(
@@ -154,7 +163,7 @@ def csv_rows(
     boundary), moving `state` on. The caller calls `state.finish()` at the file's end."""
     lines = _lines(text, options.max_chars, state)
     rows = _csv_rows(lines, options, import_type, mode, columns, state)
-    yield from _limited(rows, options, columns)
+    yield from limited(rows, options, columns)
 
 
 @contextlib.contextmanager
@@ -172,7 +181,7 @@ def file_errors(options: ParseOptions) -> Iterator[None]:
         raise FileError("INVALID_GZIP", f"the gzip stream is broken: {error}") from None
 
 
-def _limited(
+def limited(
     rows: Iterator[ParsedRow], options: ParseOptions, columns: FileColumns
 ) -> Iterator[ParsedRow]:
     """The rows up to max_rows, each one storable (see _storable)."""
@@ -277,7 +286,7 @@ def _csv_rows(
             continue  # blank line
         if state.header is None:
             state.header = [f.strip() for f in fields]
-            _check_header(state.header, import_type, mode, columns)
+            check_header(state.header, import_type, mode, columns)
             continue
         state.rows += 1
         if len(fields) != len(state.header):
@@ -304,9 +313,11 @@ def _csv_problem(error: csv.Error, start_line: int) -> str:
     return f"malformed CSV in the row starting at line {start_line}: {problem}"
 
 
-def _check_header(
+def check_header(
     header: list[str], import_type: ImportType, mode: ImportMode, columns: FileColumns
 ) -> None:
+    """Records a header row's columns; FileError for a name PostgreSQL cannot hold, a column
+    named twice, or a required column missing."""
     seen: dict[str, int] = {}
     for position, name in enumerate(header, 1):
         if problem := _unstorable(name):

@@ -118,7 +118,7 @@ class ChunkProcessor:
         if to_process is None:
             return None  # the job ended meanwhile
         job = to_process.job
-        import_type = self._import_types[job.import_type]
+        import_type = self._import_types[job.import_type].with_header_map(to_process.column_map)
         columns = FileColumns.of(to_process.columns, import_type)
         checker = RowChecker(import_type, columns.positions, job.mode)
         defaults = checker.defaults()

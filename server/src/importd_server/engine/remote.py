@@ -31,13 +31,8 @@ from yarl import URL
 from importd_server.config import Settings
 from importd_server.engine.parsing import FileError
 from importd_server.errors import FailedPrecondition, InvalidArgument, PermissionDenied
-from importd_server.net.guard import (
-    ALLOW_SETTING,
-    AddressGuard,
-    GuardedResolver,
-    ip_literal,
-    is_host_name,
-)
+from importd_server.net.guard import ALLOW_SETTING, AddressGuard, GuardedResolver, ip_literal
+from importd_server.net.http import HTTP_SCHEMES, check_http_url, guarded_session, parse_url
 
 if TYPE_CHECKING:
     from obstore.store import S3Config
@@ -45,7 +40,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 FIELD = "spec.source_uri"
-HTTP_SCHEMES = ("https", "http")
 REMOTE_SCHEMES = (*HTTP_SCHEMES, "s3")
 PIECE_BYTES = 256 * 1024
 MAX_REDIRECTS = 5
@@ -58,7 +52,6 @@ HEADERS = {"User-Agent": "importd", "Accept-Encoding": "identity"}
 S3_ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT")
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _SCHEME = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*):")
-_ENCODED = re.compile(r"[!-~]*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -162,60 +155,22 @@ class RemoteSources:
         if uri_scheme(uri) == "s3":
             bucket, key = self._check_s3_uri(uri, tenant)
             return self._s3_pieces(bucket, key)
-        return self._http_pieces(self._check_http_url(uri))
-
-    def _check_http_url(self, raw: str) -> URL:
-        try:
-            url = _url(raw)
-            host = url.raw_host
-            authority = urlsplit(raw).netloc
-        except (ValueError, TypeError):
-            raise InvalidArgument.for_field(FIELD, "is not a valid URL") from None
-        if url.scheme not in HTTP_SCHEMES:
-            raise InvalidArgument.for_field(FIELD, f"scheme {url.scheme!r} is not https")
-        if "@" in authority:
-            raise InvalidArgument.for_field(
-                FIELD,
-                "credentials in the URL (user:password@) are not accepted; use a signed URL",
-                reason="CREDENTIALS_IN_URL",
-            )
-        if not host:
-            raise InvalidArgument.for_field(FIELD, "names no host")
-        try:
-            address = ip_literal(host)
-        except ValueError as error:
-            raise InvalidArgument.for_field(FIELD, str(error), reason="ODD_IP_ADDRESS") from None
-        if address is not None:
-            self._guard.check(address, host)  # aiohttp connects to a literal unresolved
-        elif not is_host_name(host):
-            raise InvalidArgument.for_field(FIELD, f"{host!r} is not a valid host name")
-        if url.scheme == "http" and not self._guard.allows_host(host):
-            raise PermissionDenied(
-                f"plain http:// is only for hosts in {ALLOW_SETTING}; use https://",
-                reason="PLAIN_HTTP_REFUSED",
-                metadata={"host": host},
-            )
-        return url.with_fragment(None)
+        return self._http_pieces(check_http_url(uri, self._guard, FIELD))
 
     async def _http_pieces(self, url: URL) -> AsyncIterator[bytes]:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._limits.total_seconds
         shown = redact(str(url))
         download = _Download(url)
-        connector = aiohttp.TCPConnector(
-            resolver=GuardedResolver(self._guard, self._resolver() if self._resolver else None),
-            use_dns_cache=False,  # every connection resolves, and is checked, afresh
-        )
         timeout = aiohttp.ClientTimeout(
             total=None, connect=self._limits.connect_seconds, sock_read=self._limits.read_seconds
         )
         failures = 0
-        async with aiohttp.ClientSession(
-            connector=connector,
-            timeout=timeout,
+        async with guarded_session(
+            self._guard,
+            timeout,
+            self._resolver() if self._resolver else None,
             auto_decompress=False,  # the file's own bytes: Range offsets count those
-            trust_env=False,  # no proxy from the environment between the guard and the host
-            cookie_jar=aiohttp.DummyCookieJar(),
         ) as session:
             while True:
                 try:
@@ -302,7 +257,7 @@ class RemoteSources:
         if not location:
             raise FileError("SOURCE_BAD_REDIRECT", f"{shown} redirected without a Location")
         try:
-            return self._check_http_url(str(url.join(_url(location))))
+            return check_http_url(str(url.join(parse_url(location))), self._guard, FIELD)
         except (ValueError, TypeError):
             reason = "an invalid Location"
         except InvalidArgument as error:
@@ -443,12 +398,6 @@ class RemoteSources:
                 reason="PLAIN_HTTP_REFUSED",
                 metadata={"host": host},
             )
-
-
-def _url(raw: str) -> URL:
-    """The URL to request. One already encoded (printable ASCII, no spaces) is sent byte for
-    byte as given: a signed URL's signature may cover its exact spelling."""
-    return URL(raw, encoded=_ENCODED.fullmatch(raw) is not None)
 
 
 def _status(response: aiohttp.ClientResponse) -> str:

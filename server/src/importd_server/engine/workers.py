@@ -16,6 +16,7 @@ from importd_server.errors import Internal
 from importd_server.metrics import Metrics
 from importd_server.store.availability import OutageLog, is_connection_error
 from importd_server.store.jobs import JobStore
+from importd_server.tracing import Tracing
 
 log = structlog.get_logger(__name__)
 
@@ -34,8 +35,10 @@ class WorkerPool:
         lease_seconds: float,
         poll_seconds: float,
         max_attempts: int,
+        tracing: Tracing,
     ) -> None:
         self._pool = pool
+        self._tracing = tracing
         self._jobs = jobs
         self._processor = processor
         self._metrics = metrics
@@ -117,7 +120,18 @@ class WorkerPool:
                     await self._jobs.fail_job(connection, claim.job_id, error)
                     await self._jobs.notify(connection, claim.job_id)
                 return True
-            outcome = await self._processor.process(connection, claim, owner)
+            # The chunk's span joins the job's trace, whichever replica created the job.
+            trace_parent = (
+                await self._jobs.read_trace_parent(connection, claim.job_id)
+                if self._tracing.enabled
+                else None
+            )
+            with self._tracing.span(
+                "importd.chunk",
+                trace_parent,
+                {"importd.job_id": str(claim.job_id), "importd.chunk": claim.chunk_number},
+            ):
+                outcome = await self._processor.process(connection, claim, owner)
             if outcome is not None:
                 self._metrics.count_rows(outcome.import_type, outcome.counts)
             return True

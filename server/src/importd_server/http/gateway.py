@@ -149,15 +149,10 @@ class Gateway:
         """A server stream as Server-Sent Events: one `data:` JSON message per event. The
         first message is awaited before answering, so an error before it (a bad token, no
         such job) is an ordinary HTTP error; one after it is an `error` event."""
-        try:
-            message = route.request_message(_path_values(request), request.query.items())
-        except InvalidArgument as error:
-            return status_response(status_of(error, route.method.name))
-        call = stream(message, metadata=_metadata(request))
-        try:
-            first = await call.read()
-        except grpc.aio.AioRpcError as error:
-            return status_response(_call_status(error))
+        opened = await _open_stream(route, stream, request)
+        if isinstance(opened, web.Response):
+            return opened
+        call, first = opened
         response = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream; charset=utf-8",
@@ -188,15 +183,10 @@ class Gateway:
         request: web.Request,
     ) -> web.StreamResponse:
         """A server stream of byte pieces as one streamed HTTP body."""
-        try:
-            message = route.request_message(_path_values(request), request.query.items())
-        except InvalidArgument as error:
-            return status_response(status_of(error, route.method.name))
-        call = stream(message, metadata=_metadata(request))
-        try:
-            first = await call.read()
-        except grpc.aio.AioRpcError as error:
-            return status_response(_call_status(error))
+        opened = await _open_stream(route, stream, request)
+        if isinstance(opened, web.Response):
+            return opened
+        call, first = opened
         response = web.StreamResponse(
             headers={
                 "Content-Type": DOWNLOAD_TYPES.get(route.method.name, "application/octet-stream"),
@@ -275,6 +265,23 @@ async def _with_keepalives(call: Any, first: Any) -> AsyncIterator[Any]:
 def _event(kind: str, data: dict[str, Any]) -> bytes:
     head = f"event: {kind}\n" if kind else ""
     return f"{head}data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+async def _open_stream(
+    route: Route, stream: grpc.aio.UnaryStreamMultiCallable[Any, Any], request: web.Request
+) -> web.Response | tuple[grpc.aio.UnaryStreamCall[Any, Any], Any]:
+    """Starts a server stream and awaits its first message, so that an error before it (a
+    bad token, no such job) is an ordinary HTTP error; else the call and that message."""
+    try:
+        message = route.request_message(_path_values(request), request.query.items())
+    except InvalidArgument as error:
+        return status_response(status_of(error, route.method.name))
+    call = stream(message, metadata=_metadata(request))
+    try:
+        first = await call.read()
+    except grpc.aio.AioRpcError as error:
+        return status_response(_call_status(error))
+    return call, first
 
 
 def _path_values(request: web.Request) -> list[str]:

@@ -1,13 +1,14 @@
 """ProgressHub: LISTEN importd_progress on one connection, and fan job changes out to every
 local subscriber, coalesced, without ever queueing: each subscriber holds only the latest
-state of its job, so a slow watcher never slows the import or other watchers."""
+state of its job (or, watching a tenant's jobs, of each job that changed), so a slow watcher
+never slows the import or other watchers."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import structlog
 
@@ -20,6 +21,9 @@ from importd_server.store.pool import Connection, connect
 log = structlog.get_logger(__name__)
 
 LISTENER_NAME = "importd-progress-listener"
+# How long a new tenant watch waits for the listener (e.g. just after start-up, or while it
+# reconnects) before the caller is told to come back.
+LISTENER_WAIT_SECONDS = 5.0
 
 
 class Subscription:
@@ -51,6 +55,39 @@ class Subscription:
         return self._latest
 
 
+class JobWatch:
+    """One watcher's view of a tenant's jobs: the latest state of each wanted job that
+    changed since the watcher last looked (an unread older state of a job is dropped)."""
+
+    def __init__(self, tenant: str, wants: Callable[[Job], bool]) -> None:
+        self.tenant = tenant
+        self._wants = wants
+        self._changed: dict[uuid.UUID, Job] = {}
+        self._event = asyncio.Event()
+        self._closed_because: str | None = None
+
+    def offer(self, job: Job) -> None:
+        """Keeps the job's state if the watcher wants it, replacing an unread older one."""
+        if self._wants(job):
+            self._changed[job.id] = job
+            self._event.set()
+
+    def close(self, reason: str) -> None:
+        """Ends the watch: the watcher's next wait raises Unavailable."""
+        self._closed_because = reason
+        self._event.set()
+
+    async def next(self) -> list[Job]:
+        """The jobs that changed since the last call, oldest change first."""
+        await self._event.wait()
+        self._event.clear()
+        if self._closed_because is not None:
+            raise Unavailable(self._closed_because, reason="WATCH_INTERRUPTED")
+        changed = sorted(self._changed.values(), key=lambda job: job.update_time)
+        self._changed.clear()
+        return changed
+
+
 class ProgressHub:
     """Turns `NOTIFY importd_progress, '<job id>'` into job states for local subscribers."""
 
@@ -69,6 +106,7 @@ class ProgressHub:
         self._resync_seconds = resync_seconds
         self._reconnect_seconds = reconnect_seconds
         self._subscriptions: dict[uuid.UUID, set[Subscription]] = {}
+        self._watches: dict[str, set[JobWatch]] = {}
         self._dirty: set[uuid.UUID] = set()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -90,6 +128,7 @@ class ProgressHub:
         for subscriptions in self._subscriptions.values():
             for subscription in subscriptions:
                 subscription.close(reason)
+        self._end_watches(reason)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -99,6 +138,11 @@ class ProgressHub:
     def subscriber_count(self) -> int:
         """How many watchers this replica serves now."""
         return sum(len(s) for s in self._subscriptions.values())
+
+    @property
+    def watch_count(self) -> int:
+        """How many WatchJobs streams this replica serves now."""
+        return sum(len(w) for w in self._watches.values())
 
     @contextlib.asynccontextmanager
     async def subscribe(self, job_id: uuid.UUID) -> AsyncIterator[Subscription]:
@@ -116,6 +160,36 @@ class ProgressHub:
                 if not watchers:
                     del self._subscriptions[job_id]
 
+    @contextlib.asynccontextmanager
+    async def watch(self, tenant: str, wants: Callable[[Job], bool]) -> AsyncIterator[JobWatch]:
+        """A watch of the tenant's jobs (those `wants` accepts), released when the block ends.
+        Unavailable if the listener is not connected within a few seconds: a watch only
+        learns of changes through it."""
+        if self._closing:
+            raise Unavailable("the server is shutting down", reason="SERVER_SHUTTING_DOWN")
+        try:
+            await asyncio.wait_for(self.listening.wait(), LISTENER_WAIT_SECONDS)
+        except TimeoutError:
+            raise Unavailable(
+                "the server is not listening for job changes (is the database reachable?)",
+                reason="WATCH_INTERRUPTED",
+            ) from None
+        watch = JobWatch(tenant, wants)
+        self._watches.setdefault(tenant, set()).add(watch)
+        try:
+            yield watch
+        finally:
+            watches = self._watches.get(tenant)
+            if watches is not None:
+                watches.discard(watch)
+                if not watches:
+                    del self._watches[tenant]
+
+    def _end_watches(self, reason: str) -> None:
+        for watches in self._watches.values():
+            for watch in watches:
+                watch.close(reason)
+
     def _on_notification(
         self, connection: Connection, pid: int, channel: str, payload: object
     ) -> None:
@@ -123,7 +197,9 @@ class ProgressHub:
             job_id = uuid.UUID(str(payload))
         except ValueError:
             return
-        if job_id in self._subscriptions:
+        # A notification names only the job: with any tenant watched, every changed job is
+        # read (coalesced), and its tenant tells whose watchers hear of it.
+        if job_id in self._subscriptions or self._watches:
             self._dirty.add(job_id)
             self._wake.set()
 
@@ -144,6 +220,9 @@ class ProgressHub:
                 else:
                     log.exception("progress listener failed; reconnecting")
             self.listening.clear()
+            # Changes may go unheard until the listener is back: watchers resume with `since`,
+            # which covers them.
+            self._end_watches("the server lost its connection for job changes; resume")
             await asyncio.sleep(self._reconnect_seconds)
 
     async def _listen_once(self) -> None:
@@ -178,13 +257,15 @@ class ProgressHub:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            job_ids = [j for j in self._dirty if j in self._subscriptions]
+            job_ids = [j for j in self._dirty if j in self._subscriptions or self._watches]
             self._dirty.clear()
             if job_ids:
                 try:
                     for job in await self._jobs.get_jobs(job_ids):
                         for subscription in list(self._subscriptions.get(job.id, ())):
                             subscription.offer(job)
+                        for watch in list(self._watches.get(job.tenant, ())):
+                            watch.offer(job)
                     self._fan_out_outage.succeeded()
                 except Exception as error:
                     if is_connection_error(error):

@@ -5,17 +5,19 @@ engine asks for them (as procrastinate's workers ask its JobManager)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from importd_server.errors import FailedPrecondition, ImportdError, kind_named
+from importd_server.errors import Aborted, FailedPrecondition, ImportdError, kind_named
 from importd_server.model import (
     LIVE_STATUSES,
     Claim,
     Counts,
+    Dialect,
     EntryStatus,
     FileFormat,
     ImportMode,
@@ -26,6 +28,7 @@ from importd_server.model import (
     JobPage,
     JobStage,
     JobStatus,
+    WatchFilter,
 )
 from importd_server.store.pool import Connection
 from importd_server.store.sql import CHUNK_QUERIES, JOB_QUERIES, SESSION_QUERIES
@@ -53,7 +56,7 @@ class NewJobRow:
     request_id: str | None
     spec_digest: str
     live: bool
-    source_uri: str | None  # redacted: no userinfo, query or fragment
+    options: Mapping[str, Any]  # the job's column map, webhook, redacted source URI, ...
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,7 @@ class JobToProcess:
 
     job: Job
     columns: list[str]  # the file's column names, in the file's order
+    column_map: Mapping[str, str]  # the job's ImportSpec.column_map
     # False for jobs staged before migration 0005, whose rows were not validated then.
     validated_at_staging: bool
 
@@ -78,6 +82,11 @@ class JobStore:
     async def get_job(self, job_id: uuid.UUID, tenant: str) -> Job | None:
         """The tenant's job with this id, or None."""
         row = await JOB_QUERIES["get_job"].fetchrow(self._pool, job_id=job_id, tenant=tenant)
+        return job_from_row(row) if row else None
+
+    async def job_in(self, connection: Connection, job_id: uuid.UUID, tenant: str) -> Job | None:
+        """The tenant's job as the caller's transaction sees it."""
+        row = await JOB_QUERIES["get_job"].fetchrow(connection, job_id=job_id, tenant=tenant)
         return job_from_row(row) if row else None
 
     async def get_jobs(self, job_ids: list[uuid.UUID]) -> list[Job]:
@@ -111,6 +120,32 @@ class JobStore:
         has_more = len(rows) > page_size
         next_cursor = JobCursor(jobs[-1].create_time, jobs[-1].id) if has_more else None
         return JobPage(jobs, next_cursor)
+
+    async def watched_jobs(
+        self, watch_filter: WatchFilter, since: datetime | None, page_size: int = 500
+    ) -> AsyncIterator[Job]:
+        """The filter's jobs that are live, or changed at or after `since`, oldest change
+        first, read a page at a time."""
+        after: tuple[datetime, uuid.UUID] | None = None
+        while True:
+            rows = await JOB_QUERIES["list_watched_jobs"].fetch(
+                self._pool,
+                tenant=watch_filter.tenant,
+                statuses=[s.value for s in watch_filter.statuses],
+                import_type=watch_filter.import_type,
+                labels=dict(watch_filter.labels),
+                since=since,
+                include_live=watch_filter.include_live,
+                after_time=after[0] if after else None,
+                after_id=after[1] if after else None,
+                page_size=page_size,
+                live=LIVE,
+            )
+            for row in rows:
+                yield job_from_row(row)
+            if len(rows) < page_size:
+                return
+            after = (rows[-1]["update_time"], rows[-1]["id"])
 
     async def file_columns(self, job_id: uuid.UUID) -> list[str]:
         """The column names of the job's file, in the file's order."""
@@ -159,7 +194,7 @@ class JobStore:
             request_id=new.request_id,
             spec_digest=new.spec_digest,
             live=new.live,
-            source_uri=new.source_uri,
+            options=dict(new.options),
         )
 
     async def record_file(
@@ -174,10 +209,11 @@ class JobStore:
         failed: int,
         skipped: int,
         chunk_rows: int | None,
-    ) -> None:
+    ) -> bool:
         """What the file was: its size, digest, rows and columns, the rows decided already
-        (failed, or superseded), and how many rows each chunk takes."""
-        await JOB_QUERIES["record_file"].execute(
+        (failed, or superseded), and how many rows each chunk takes; False if the job is no
+        longer receiving (cancelled, or failed by the housekeeper)."""
+        recorded = await JOB_QUERIES["record_file"].fetchval(
             connection,
             job_id=job_id,
             size=size,
@@ -188,6 +224,74 @@ class JobStore:
             skipped=skipped,
             chunk_rows=chunk_rows,
         )
+        return recorded is not None
+
+    async def record_dialect(
+        self, connection: Connection, job_id: uuid.UUID, dialect: Dialect
+    ) -> None:
+        """How the file was read (engine/shapes.py): its format and dialect."""
+        await JOB_QUERIES["record_dialect"].execute(
+            connection, job_id=job_id, format=dialect.format.value, dialect=asdict(dialect)
+        )
+
+    async def record_trace_parent(
+        self, connection: Connection, job_id: uuid.UUID, trace_parent: str | None
+    ) -> None:
+        """Keeps the W3C traceparent of the span that created the job, so that its chunks,
+        on any replica, join the job's trace (tracing.py)."""
+        if trace_parent is not None:
+            await JOB_QUERIES["record_trace_parent"].execute(
+                connection, job_id=job_id, trace_parent=trace_parent
+            )
+
+    async def read_trace_parent(self, connection: Connection, job_id: uuid.UUID) -> str | None:
+        """The job's W3C traceparent, if tracing was on when it was created."""
+        trace_parent: str | None = await JOB_QUERIES["read_trace_parent"].fetchval(
+            connection, job_id=job_id
+        )
+        return trace_parent
+
+    async def record_upload_progress(
+        self, job_id: uuid.UUID, received_bytes: int, staged_rows: int, total_rows: int | None
+    ) -> bool:
+        """Records how far the job's upload got (its heartbeat too), in a transaction of its
+        own; False if the job is no longer receiving (cancelled, or failed meanwhile)."""
+        recorded = await JOB_QUERIES["record_upload_progress"].fetch(
+            self._pool,
+            job_id=job_id,
+            received_bytes=received_bytes,
+            staged_rows=staged_rows,
+            total_rows=total_rows,
+            channel=PROGRESS_CHANNEL,
+        )
+        return bool(recorded)
+
+    async def abort_upload(self, job_id: uuid.UUID, error: Aborted) -> bool:
+        """Fails a job whose upload ended before its file did, releasing its request_id;
+        False if it was no longer receiving."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            aborted = await JOB_QUERIES["abort_upload"].fetchval(
+                connection,
+                job_id=job_id,
+                kind=Aborted.__name__,
+                reason=error.reason,
+                message=error.message,
+            )
+            if aborted is not None:
+                await self.notify(connection, job_id)
+        return aborted is not None
+
+    async def fail_interrupted_uploads(self, stale_seconds: float) -> list[uuid.UUID]:
+        """Fails the jobs whose upload heartbeat is older than `stale_seconds` (their replica
+        died mid-upload); returns their ids."""
+        rows = await JOB_QUERIES["fail_interrupted_uploads"].fetch(
+            self._pool,
+            seconds=stale_seconds,
+            kind=Aborted.__name__,
+            reason="UPLOAD_INTERRUPTED",
+            channel=PROGRESS_CHANNEL,
+        )
+        return [r["id"] for r in rows]
 
     async def create_chunks(
         self, connection: Connection, job_id: uuid.UUID, total_rows: int, chunk_rows: int
@@ -274,7 +378,12 @@ class JobStore:
         row = await JOB_QUERIES["job_to_process"].fetchrow(connection, job_id=job_id, live=LIVE)
         if row is None:
             return None
-        return JobToProcess(job_from_row(row), row["columns"], row["validated_at_staging"])
+        return JobToProcess(
+            job_from_row(row),
+            row["columns"],
+            row["options"].get("column_map", {}),
+            row["validated_at_staging"],
+        )
 
     async def extend_lease(self, connection: Connection, claim: Claim, seconds: float) -> None:
         """Keeps the chunk's lease for `seconds` more (for a chunk that takes long)."""
@@ -367,4 +476,20 @@ def job_from_row(row: Any) -> Job:
         update_time=row["update_time"],
         live=row["live"],
         entries_removed_time=row["entries_removed_time"],
+        dialect=dialect_from_json(row["options"].get("dialect")),
+        received_bytes=row["received_bytes"],
+        staged_rows=row["staged_rows"],
+    )
+
+
+def dialect_from_json(stored: dict[str, Any] | None) -> Dialect | None:
+    """The Dialect kept in import_jobs.options, if the file's first bytes were read."""
+    if stored is None:
+        return None
+    return Dialect(
+        **{
+            **stored,
+            "format": FileFormat(stored["format"]),
+            "detected": tuple(stored["detected"]),
+        }
     )

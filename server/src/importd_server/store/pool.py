@@ -79,6 +79,29 @@ async def _init_connection(connection: Connection) -> None:
     )
 
 
+async def open_connection(database_url: str) -> asyncpg.Connection[Any]:
+    """A connection of its own (not the pool's), speaking jsonb as the pool's do."""
+    connection = await connect(database_url)
+    try:
+        await _init_connection(connection)
+    except BaseException:
+        connection.terminate()
+        raise
+    return connection
+
+
+async def close_connection(connection: asyncpg.Connection[Any]) -> None:
+    """Closes a connection of its own; one that cannot close cleanly (broken, or busy with a
+    cancelled statement) is cut off, and PostgreSQL rolls back what it held."""
+    try:
+        await connection.close(timeout=CONNECT_TIMEOUT_SECONDS)
+    except Exception:
+        connection.terminate()  # its transaction has ended, or ends with the connection
+    except BaseException:
+        connection.terminate()
+        raise
+
+
 async def create_pool(
     database_url: str, max_size: int = 10, *, wait_seconds: float = 0.0
 ) -> asyncpg.Pool:

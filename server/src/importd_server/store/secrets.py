@@ -10,6 +10,7 @@ import asyncpg
 from importd_server.store.sql import SECRET_QUERIES
 
 PAGE_TOKEN_KEY = "page_token_key"
+WEBHOOK_KEY = "webhook_key"
 
 
 async def shared_secret(pool: asyncpg.Pool, name: str) -> bytes:

@@ -22,6 +22,9 @@ const COUNTS = [
   ["deletedCount", "Deleted"],
 ];
 
+// The stages of a job whose file is still being received (it has no entries yet).
+const UPLOAD_STAGES = new Set(["JOB_STAGE_RECEIVING", "JOB_STAGE_STAGING"]);
+
 const $ = (id) => document.getElementById(id);
 
 // ---- words -------------------------------------------------------------------------------
@@ -35,6 +38,25 @@ function words(value, prefix) {
 
 function number(value) {
   return value === undefined || value === null ? "?" : Number(value).toLocaleString();
+}
+
+/** A size in decimal units, as importctl shows it: "41.2 MB". */
+function bytes(value) {
+  let size = Number(value || 0);
+  const units = ["bytes", "kB", "MB", "GB", "TB"];
+  let unit = 0;
+  while (size >= 1000 && unit < units.length - 1) {
+    size /= 1000;
+    unit += 1;
+  }
+  return unit === 0 ? `${size} bytes` : `${size.toFixed(1)} ${units[unit]}`;
+}
+
+/** How far a job's upload got while its file is received ("" once it is received). */
+function uploadText(job) {
+  if (!UPLOAD_STAGES.has(job.stage)) return "";
+  const total = job.totalRows === undefined ? "" : ` of ${number(job.totalRows)}`;
+  return `${bytes(job.receivedBytes)} received · ${number(job.stagedRows)}${total} rows read`;
 }
 
 function when(value) {
@@ -233,8 +255,10 @@ function jobRow(job, signal) {
   const failed = h("td", { "data-label": "Failed" });
   const paint = (current) => {
     bar.value = current.progressPercent;
-    done.textContent = ` ${number(current.processedRows)} / ${number(current.totalRows)}`;
-    status.textContent = words(current.status, "JOB_STATUS_");
+    done.textContent =
+      " " + (uploadText(current) || `${number(current.processedRows)} / ${number(current.totalRows)}`);
+    const stage = UPLOAD_STAGES.has(current.stage) ? ` · ${words(current.stage, "JOB_STAGE_")}` : "";
+    status.textContent = words(current.status, "JOB_STATUS_") + stage;
     status.dataset.status = current.status;
     failed.textContent = number(current.failedCount);
   };
@@ -387,7 +411,7 @@ function paintJob(job, event) {
   $("job-title").textContent = job.fileName || job.id;
   $("job-meta").textContent =
     `${job.importType} · ${words(job.mode, "IMPORT_MODE_")}${job.dryRun ? " · dry run" : ""}` +
-    ` · created ${when(job.createTime)} · ${number(job.fileSizeBytes)} bytes · id ${job.id}`;
+    ` · created ${when(job.createTime)} · ${bytes(job.receivedBytes)} · id ${job.id}`;
   $("job-status").textContent = words(job.status, "JOB_STATUS_");
   $("job-status").dataset.status = job.status;
   $("job-stage").textContent = ended ? "" : words(job.stage, "JOB_STAGE_");
@@ -395,7 +419,7 @@ function paintJob(job, event) {
   $("job-percent").textContent = `${Math.floor(job.progressPercent)}%`;
   const rate = job.rowsPerSecond ? `${Math.round(job.rowsPerSecond).toLocaleString()} rows/s` : "";
   const left = event && event.estimatedTimeRemaining ? ` · about ${duration(event.estimatedTimeRemaining)} left` : "";
-  $("job-rate").textContent = ended ? `Ended ${when(job.endTime)}` : rate + left;
+  $("job-rate").textContent = ended ? `Ended ${when(job.endTime)}` : uploadText(job) || rate + left;
   $("job-error").hidden = !job.error;
   $("job-error").textContent = job.error ? job.error.message : "";
   $("counts").replaceChildren(

@@ -45,24 +45,91 @@ SELECT pg_advisory_xact_lock(1, hashtext(:tenant));
 SELECT status, count(*) AS n FROM import_jobs GROUP BY status;
 
 -- name: insert_job
--- A new job, QUEUED; invisible to others until the transaction staging it commits.
+-- A job whose file is about to be received, committed before the upload so that it is
+-- visible (and counts as active) from the file's first byte.
 INSERT INTO import_jobs (
-    id, tenant, import_type, mode, format, status, file_name, dry_run,
-    all_or_nothing, max_errors, labels, request_id, spec_digest, live, source_uri
+    id, tenant, import_type, mode, format, options, status, stage, file_name, dry_run,
+    all_or_nothing, max_errors, labels, request_id, spec_digest, live, update_time
 ) VALUES (
-    :job_id, :tenant, :import_type, :mode, :format, 'QUEUED', :file_name, :dry_run,
-    :all_or_nothing, :max_errors, :labels, :request_id, :spec_digest, :live, :source_uri
+    :job_id, :tenant, :import_type, :mode, :format, :options, 'QUEUED', 'RECEIVING',
+    :file_name, :dry_run, :all_or_nothing, :max_errors, :labels, :request_id, :spec_digest,
+    :live, clock_timestamp()
 );
+
+-- name: record_trace_parent
+UPDATE import_jobs SET trace_parent = :trace_parent WHERE id = :job_id;
+
+-- name: read_trace_parent
+SELECT trace_parent FROM import_jobs WHERE id = :job_id;
+
+-- name: record_upload_progress
+-- How far the upload got, from a short transaction of its own (never the staging one, which
+-- must not hold the job row while the file streams in): bytes received, rows stored, and
+-- once the file is read whole its row count (stage STAGING). Also the upload's heartbeat.
+-- No row: the job is no longer receiving (cancelled, or failed by the housekeeper).
+WITH recorded AS (
+    UPDATE import_jobs
+    SET received_bytes = :received_bytes, staged_rows = :staged_rows,
+        total_rows = :total_rows,
+        stage = CASE WHEN :total_rows::bigint IS NULL THEN 'RECEIVING' ELSE 'STAGING' END,
+        update_time = clock_timestamp()
+    WHERE id = :job_id AND status = 'QUEUED' AND stage IN ('RECEIVING', 'STAGING')
+    RETURNING id
+)
+SELECT pg_notify(:channel, id::text) FROM recorded;
 
 -- name: record_file
 -- The file is received: what it was, the rows that already have an outcome (failed, or
--- superseded by a later row with the same key), and how many rows each chunk takes.
+-- superseded by a later row with the same key), and how many rows each chunk takes. No
+-- row: the job stopped receiving meanwhile (cancelled, or failed by the housekeeper).
 UPDATE import_jobs
-SET file_size_bytes = :size, sha256 = :sha256, total_rows = :total_rows, columns = :columns,
-    failed_count = :failed, skipped_count = :skipped,
-    processed_rows = :failed::bigint + :skipped::bigint,
-    chunk_rows = :chunk_rows, update_time = clock_timestamp()
+SET file_size_bytes = :size, received_bytes = :size, sha256 = :sha256,
+    total_rows = :total_rows, staged_rows = coalesce(:total_rows, staged_rows),
+    columns = :columns, failed_count = :failed, skipped_count = :skipped,
+    processed_rows = :failed::bigint + :skipped::bigint, chunk_rows = :chunk_rows,
+    stage = NULL, update_time = clock_timestamp()
+WHERE id = :job_id AND status = 'QUEUED' AND stage IN ('RECEIVING', 'STAGING')
+RETURNING id;
+
+-- name: record_dialect
+-- How the file was read (engine/shapes.py): the format its bytes showed, and the dialect,
+-- kept in options (model.Dialect; read back by job_from_row).
+UPDATE import_jobs
+SET format = :format, options = options || jsonb_build_object('dialect', :dialect::jsonb)
 WHERE id = :job_id;
+
+-- name: abort_upload
+-- An upload that ended before its file did (the caller went away, a database error): the
+-- job fails with the error given, with no rows (the staging transaction rolled back), and
+-- gives up its request_id so that the caller's retry can start again.
+UPDATE import_jobs
+SET status = 'FAILED', stage = NULL, total_rows = NULL, request_id = NULL,
+    error_kind = :kind, error_reason = :reason, error_message = :message,
+    end_time = now(), update_time = clock_timestamp()
+WHERE id = :job_id AND status = 'QUEUED' AND stage IN ('RECEIVING', 'STAGING')
+RETURNING id;
+
+-- name: fail_interrupted_uploads
+-- Uploads whose heartbeat stopped more than :seconds ago (their replica died): failed as
+-- abort_upload fails them (the error :kind, :reason), by whichever replica's housekeeper
+-- sees them first.
+WITH interrupted AS (
+    SELECT id FROM import_jobs
+    WHERE stage IN ('RECEIVING', 'STAGING') AND status = 'QUEUED'
+      AND update_time < clock_timestamp() - make_interval(secs => :seconds)
+    FOR UPDATE SKIP LOCKED
+), failed AS (
+    UPDATE import_jobs j
+    SET status = 'FAILED', stage = NULL, total_rows = NULL, request_id = NULL,
+        error_kind = :kind, error_reason = :reason,
+        error_message = 'the upload stopped: the server receiving the file gave no sign of'
+            || ' life for ' || :seconds || ' s; start the import again',
+        end_time = now(), update_time = clock_timestamp()
+    FROM interrupted i
+    WHERE j.id = i.id
+    RETURNING j.id
+)
+SELECT id, pg_notify(:channel, id::text) FROM failed;
 
 -- name: job_to_process
 -- The job of a chunk about to be processed, if it is still live.
@@ -118,6 +185,24 @@ SET processed_rows = processed_rows + :processed,
     update_time = clock_timestamp()
 WHERE id = :job_id AND status = 'RUNNING'
 RETURNING *;
+
+-- name: list_watched_jobs
+-- A page of a WatchJobs snapshot: the tenant's jobs that are live, or were updated at or
+-- after :since (NULL: only the former), among those matching the filters (:statuses,
+-- :import_type, :labels the job must all carry, :include_live false hides live jobs);
+-- oldest change first, after the keyset position (:after_time, :after_id) of the previous
+-- page, at most :page_size.
+SELECT *
+FROM import_jobs
+WHERE tenant = :tenant
+  AND (status = ANY(:live::text[]) OR update_time >= :since::timestamptz)
+  AND (cardinality(:statuses::text[]) = 0 OR status = ANY(:statuses::text[]))
+  AND (:import_type::text IS NULL OR import_type = :import_type)
+  AND labels @> :labels::jsonb
+  AND (:include_live::boolean OR NOT live)
+  AND (:after_time::timestamptz IS NULL OR (update_time, id) > (:after_time, :after_id::uuid))
+ORDER BY update_time, id
+LIMIT :page_size;
 
 -- name: cancel_job
 -- The tenant's live job ends CANCELLED; nothing when it has ended already.
