@@ -11,6 +11,7 @@ import pytest
 
 from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
+from importd_server.errors import InvalidArgument
 from tests.rpc import insert_job, rich_error
 
 
@@ -82,7 +83,7 @@ async def test_get_job_reports_a_job_level_error_as_rpc_status(
     job_id = await insert_job(
         db,
         status="FAILED",
-        error_code="INVALID_ARGUMENT",
+        error_kind=InvalidArgument.__name__,  # a job's error is stored as its errors.py kind
         error_reason="UNBALANCED_QUOTE",
         error_message="unbalanced quote at line 3",
     )

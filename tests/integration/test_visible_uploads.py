@@ -19,6 +19,7 @@ from google.rpc import code_pb2, error_details_pb2
 from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
 from importd_server.engine.housekeeping import Housekeeper
+from importd_server.errors import Aborted
 from importd_server.metrics import Metrics
 from importd_server.store.jobs import JobStore
 from importd_server.store.pool import create_pool
@@ -474,7 +475,6 @@ async def test_the_housekeeper_fails_a_receiving_job_whose_heartbeat_stopped(
     pool = await create_pool(database_url, 2)
     try:
         housekeeper = Housekeeper(
-            pool,
             JobStore(pool),
             Metrics(),
             retention_days=30,
@@ -491,6 +491,7 @@ async def test_the_housekeeper_fails_a_receiving_job_whose_heartbeat_stopped(
         None,
         123,
     )
-    assert (row["error_code"], row["error_reason"]) == ("ABORTED", "UPLOAD_INTERRUPTED")
+    # A job's error is stored as its errors.py kind (api/status.py makes it ABORTED).
+    assert (row["error_kind"], row["error_reason"]) == (Aborted.__name__, "UPLOAD_INTERRUPTED")
     assert "for 60 s" in row["error_message"]
     assert await db.fetchval("SELECT status FROM import_jobs WHERE id = $1", alive) == "QUEUED"

@@ -10,7 +10,8 @@ import grpc
 
 from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
-from importd_server.store.sql import CHUNK_QUERIES as CHUNKS
+from importd_server.store.jobs import JobStore
+from importd_server.store.pool import create_pool
 from tests.conftest import AppFactory
 from tests.rpc import counts, entries_of, start_import, wait_for_job, wait_for_progress
 
@@ -34,12 +35,15 @@ async def test_a_worker_killed_mid_chunk_loses_its_lease_and_another_finishes_ex
     job_id = await staged_job(make_app, database_url, rows=12)
 
     # A worker claims chunk 1 with a 1-second lease, writes part of it, and dies.
+    pool = await create_pool(database_url, 1)
+    store = JobStore(pool)
+    claim = await store.claim_chunk("doomed-worker", 1.0)
+    await pool.close()
+    assert claim is not None and claim.chunk_number == 1
     doomed = await asyncpg.connect(database_url)
-    claim = await doomed.fetchrow(CHUNKS["claim_chunk"], "doomed-worker", 1.0)
-    assert claim is not None and claim["chunk_number"] == 1
     transaction = doomed.transaction()
     await transaction.start()
-    await doomed.fetchrow(CHUNKS["lock_claimed_chunk"], claim["job_id"], 1, "doomed-worker")
+    assert await store.lock_claimed_chunk(doomed, claim, "doomed-worker")
     await doomed.execute(
         "INSERT INTO contacts (tenant, email, first_name) VALUES ('default', 'p0@x.com', 'half')"
     )

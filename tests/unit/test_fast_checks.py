@@ -13,9 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from importd_server.engine.fast_checks import accepts, key_is_raw
-from importd_server.engine.import_types import ColumnSpec, ImportType
 from importd_server.engine.validation import RowChecker, canonical_text
-from importd_server.model import ImportMode
+from importd_server.model import ColumnSpec, ImportMode, ImportType
 
 SPACES = " \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2028\u3000\ufeff"
 
@@ -195,6 +194,10 @@ def test_a_key_the_fast_path_accepts_is_its_key_text_as_written(
     for value, accepted in zip(values, fast(column, values, ImportMode.UPSERT), strict=True):
         if accepted and key_is_raw(column):
             assert reference.key([value]) == value
+        checked = reference.check([value])
+        if checked.values is not None:
+            # Staging takes a valid row's key from its checked values.
+            assert reference.key_of_checked(checked.values) == reference.key([value])
 
 
 def test_the_fast_path_accepts_the_common_canonical_values() -> None:

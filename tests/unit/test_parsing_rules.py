@@ -18,7 +18,6 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from importd_server.engine.import_types import (
-    ImportType,
     default_types_dir,
     load_import_types,
     parse_import_type,
@@ -31,7 +30,7 @@ from importd_server.engine.parsing import (
     parse_rows,
     required_columns,
 )
-from importd_server.model import FileFormat, ImportMode, RowError
+from importd_server.model import FileFormat, ImportMode, ImportType, RowError
 
 TYPES = load_import_types(default_types_dir())
 CONTACTS, TRANSACTIONS = TYPES["contacts"], TYPES["transactions"]

@@ -9,14 +9,13 @@ from decimal import Decimal
 import pytest
 
 from importd_server.engine.import_types import (
-    ImportType,
     ImportTypeError,
     default_types_dir,
     load_import_types,
     parse_import_type,
 )
 from importd_server.engine.validation import CheckedRow, RowChecker
-from importd_server.model import ImportMode, RowError
+from importd_server.model import ImportMode, ImportType, RowError
 
 TYPES = load_import_types(default_types_dir())
 

@@ -110,9 +110,10 @@ class Application:
         jobs = JobStore(self._pool)
         entries = EntryStore(self._pool)
         self.metrics = Metrics()
-        processor = ChunkProcessor(import_types, settings.lease_seconds)
+        processor = ChunkProcessor(import_types, jobs, entries, settings.lease_seconds)
         self.workers = WorkerPool(
             self._pool,
+            jobs,
             processor,
             self.metrics,
             size=settings.workers,
@@ -127,6 +128,7 @@ class Application:
             self._pool,
             self.database_url,
             jobs,
+            entries,
             StagingLimits(
                 settings.max_file_bytes,
                 settings.chunk_size,
@@ -182,7 +184,6 @@ class Application:
 
         limit = settings.max_message_bytes
         self.housekeeper = Housekeeper(
-            self._pool,
             jobs,
             self.metrics,
             retention_days=settings.retention_days,

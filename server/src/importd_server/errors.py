@@ -119,3 +119,27 @@ class PermissionDenied(ImportdError):
     """The caller is known but may not do this (a missing scope, a test token on live data)."""
 
     default_reason = "PERMISSION_DENIED"
+
+
+class Aborted(ImportdError):
+    """The operation was cut short (an upload that ended before its file did)."""
+
+    default_reason = "ABORTED"
+
+
+class Internal(ImportdError):
+    """Something failed on importd's side (a chunk that keeps failing); the log says what."""
+
+    default_reason = "INTERNAL"
+
+
+def kind_of(error: ImportdError) -> type[ImportdError]:
+    """The kind of an error: the class right under ImportdError it belongs to (what
+    api/status.py maps to a status code)."""
+    return next(k for k in type(error).__mro__ if ImportdError in k.__bases__)
+
+
+def kind_named(name: str) -> type[ImportdError]:
+    """The kind whose class name this is (how a job's error is stored)."""
+    kinds = {kind.__name__: kind for kind in ImportdError.__subclasses__()}
+    return kinds.get(name, Internal)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import uuid
-from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
+from typing import Any
+
+from importd_server.errors import ImportdError, kind_of
 
 
 class JobStatus(StrEnum):
@@ -22,7 +27,12 @@ class JobStatus(StrEnum):
     @property
     def is_terminal(self) -> bool:
         """Whether the job has ended and will never change again."""
-        return self not in (JobStatus.QUEUED, JobStatus.RUNNING)
+        return self not in LIVE_STATUSES
+
+
+# The statuses of a job that has not ended: the one place that says which (the queries
+# take them as a parameter).
+LIVE_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
 class JobStage(StrEnum):
@@ -66,15 +76,25 @@ class EntryStatus(StrEnum):
 
 @dataclass(frozen=True)
 class JobError:
-    """A job-level failure, such as an unreadable file.
+    """A job-level failure, such as an unreadable file: an error of errors.py, recorded.
 
-    `code` is a google.rpc.Code name (e.g. INVALID_ARGUMENT); `reason` a stable word
-    for machines (e.g. UNBALANCED_QUOTE); `message` is for people.
+    `kind` is its class (e.g. errors.InvalidArgument; api/status.py maps it to a status
+    code); `reason` a stable word for machines (e.g. UNBALANCED_QUOTE); `message` is for
+    people.
     """
 
-    code: str
+    kind: type[ImportdError]
     reason: str
     message: str
+
+    @classmethod
+    def of(cls, error: ImportdError) -> JobError:
+        """The record of an error."""
+        return cls(kind_of(error), error.reason, error.message)
+
+    def as_error(self) -> ImportdError:
+        """The error again, as api/status.py reports errors."""
+        return self.kind(self.message, reason=self.reason)
 
 
 @dataclass(frozen=True)
@@ -187,6 +207,17 @@ class Job:
         if not self.total_rows:
             return 0.0
         return min(100.0, 100.0 * self.counts.processed / self.total_rows)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A chunk of a job a worker has leased: rows first_row..last_row, its attempts so far."""
+
+    job_id: uuid.UUID
+    chunk_number: int
+    first_row: int
+    last_row: int
+    attempts: int
 
 
 @dataclass(frozen=True)
@@ -311,3 +342,71 @@ class WebhookDelivery:
     next_attempt_time: datetime
     end_time: datetime | None
     attempts: tuple[WebhookAttempt, ...]
+
+
+# A hook that checks a whole valid row (column name -> typed value) and returns its errors.
+RowValidator = Callable[[Mapping[str, Any]], Iterable[RowError]]
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One column of an import type and its rules."""
+
+    name: str
+    type: str
+    required: bool = False
+    default: str | None = None
+    aliases: tuple[str, ...] = ()
+    max_length: int | None = None
+    pattern: re.Pattern[str] | None = None
+    min: Decimal | None = None
+    max: Decimal | None = None
+    exclusive_bounds: bool = False
+    values: tuple[str, ...] = ()
+
+    @property
+    def header_names(self) -> tuple[str, ...]:
+        """The header names that mean this column, lower-cased."""
+        return (self.name, *(a.lower() for a in self.aliases))
+
+
+@dataclass(frozen=True)
+class ImportType:
+    """A declared import type."""
+
+    name: str
+    description: str
+    table: str
+    key: tuple[str, ...]
+    modes: tuple[ImportMode, ...]
+    columns: tuple[ColumnSpec, ...]
+    row_validator: RowValidator | None = None
+    # A text column of the target table holding the job's tenant, first in the table's key:
+    # tenants then never see or overwrite each other's rows. None: one table for all.
+    tenant_column: str | None = None
+    # A job's column map (ImportSpec.column_map): header names, stripped and lower-cased,
+    # and the columns they mean, before the columns' own names and aliases.
+    header_map: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def table_key(self) -> tuple[str, ...]:
+        """The target table's key: the tenant column (if any), then the key columns."""
+        return (self.tenant_column, *self.key) if self.tenant_column else self.key
+
+    def column(self, name: str) -> ColumnSpec:
+        """The column with this name."""
+        return next(c for c in self.columns if c.name == name)
+
+    def resolve_header(self, header_name: str) -> ColumnSpec | None:
+        """The column a file's header name means (by the column map, else by name or alias;
+        any case, surrounding spaces ignored), or None."""
+        wanted = header_name.strip().lower()
+        mapped = dict(self.header_map).get(wanted)
+        if mapped is not None:
+            return self.column(mapped)
+        return next((c for c in self.columns if wanted in c.header_names), None)
+
+    def with_header_map(self, column_map: Mapping[str, str]) -> ImportType:
+        """This type reading headers through a job's column map (header -> column name)."""
+        pairs = tuple(sorted((h.strip().lower(), c) for h, c in column_map.items()))
+        return self if pairs == self.header_map else replace(self, header_map=pairs)

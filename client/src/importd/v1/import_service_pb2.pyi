@@ -25,6 +25,11 @@ if sys.version_info >= (3, 11):
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
+
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class _WebhookEvents:
@@ -361,10 +366,20 @@ class ImportSpec(_message.Message):
     """Idempotency key (AIP-155): the same id and spec returns the same job; the
     same id with a different spec is ALREADY_EXISTS.
     """
-    gzip: _builtins.bool
-    """Whether the file is gzip-compressed. Gzip is also detected by its magic
-    bytes, so this only documents the caller's intent.
-    """
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def gzip(self) -> _builtins.bool:
+        """Deprecated: gzip is detected by its magic bytes whatever this says; the
+        server ignores it. Kept so that existing callers still compile.
+        """
+
+    @gzip.setter
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def gzip(self, value: _builtins.bool) -> None:
+        """Deprecated: gzip is detected by its magic bytes whatever this says; the
+        server ignores it. Kept so that existing callers still compile.
+        """
+
     sheet: _builtins.str
     """Workbooks (XLSX, ODS): the sheet to read, by name (exactly, else ignoring case and
     surrounding spaces). Unset: the first visible worksheet.

@@ -10,12 +10,10 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from google.protobuf import timestamp_pb2
-from google.rpc import code_pb2
 
 from importd.v1 import import_service_pb2 as pb
-from importd_server.api.status import build_rpc_status
+from importd_server.api.status import to_rpc_status
 from importd_server.auth import Principal
-from importd_server.engine.import_types import ImportType
 from importd_server.engine.parsing import ParseOptions
 from importd_server.engine.remote import redact, source_file_name
 from importd_server.engine.shapes import ENCODINGS, encoding_name
@@ -28,6 +26,7 @@ from importd_server.model import (
     EntryStatus,
     FileFormat,
     ImportMode,
+    ImportType,
     Job,
     JobStatus,
     WebhookDelivery,
@@ -139,9 +138,7 @@ def job_to_proto(job: Job) -> pb.Job:
     if job.dialect is not None:
         message.dialect.CopyFrom(dialect_to_proto(job.dialect))
     if job.error is not None:
-        code = code_pb2.Code.DESCRIPTOR.values_by_name.get(job.error.code)
-        number = code.number if code is not None else code_pb2.UNKNOWN
-        message.error.CopyFrom(build_rpc_status(number, job.error.message, job.error.reason))
+        message.error.CopyFrom(to_rpc_status(job.error.as_error()))
     return message
 
 

@@ -34,11 +34,10 @@ from importd_server.auth import READ, WRITE, Authenticator, Principal
 from importd_server.config import Settings
 from importd_server.engine.admission import Admission
 from importd_server.engine.export import NOT_IMPORTED, export_job, with_entries
-from importd_server.engine.import_types import ImportType
 from importd_server.engine.remote import REMOTE_SCHEMES, RemoteSources, uri_scheme
 from importd_server.engine.shapes import DELIMITERS, ENCODINGS, fallback_list
 from importd_server.engine.sources import open_source
-from importd_server.engine.staging import Stager, file_chunks
+from importd_server.engine.staging import Stager, file_pieces
 from importd_server.engine.validation import INT64_MAX
 from importd_server.errors import (
     FailedPrecondition,
@@ -48,7 +47,15 @@ from importd_server.errors import (
     ResourceExhausted,
 )
 from importd_server.http.links import DownloadLinks
-from importd_server.model import FileFormat, Job, JobCursor, JobFilter, JobStatus, WatchFilter
+from importd_server.model import (
+    FileFormat,
+    ImportType,
+    Job,
+    JobCursor,
+    JobFilter,
+    JobStatus,
+    WatchFilter,
+)
 from importd_server.net.guard import AddressGuard
 from importd_server.net.http import check_http_url
 from importd_server.progress.hub import ProgressHub
@@ -175,7 +182,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
                 )
             pieces = await self._source_pieces(spec.source_uri, caller.tenant)
         else:
-            pieces = _file_bytes(request_iterator)
+            pieces = _upload_pieces(request_iterator)
 
         async def tell_job_id(job_id: uuid.UUID) -> None:
             # Before the file is received: the caller can follow the upload at once.
@@ -204,7 +211,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
                 "spec.source_uri",
                 f"scheme {scheme!r} is not supported; use file://, https:// or s3://",
             )
-        return file_chunks(await open_source(uri, self._settings.source_dir, tenant))
+        return file_pieces(await open_source(uri, self._settings.source_dir, tenant))
 
     @maps_errors
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.Job:
@@ -493,7 +500,7 @@ async def _closing(pieces: AsyncIterator[bytes]) -> AsyncIterator[None]:
             await pieces.aclose()
 
 
-async def _file_bytes(
+async def _upload_pieces(
     request_iterator: AsyncIterator[pb.StartImportRequest],
 ) -> AsyncIterator[bytes]:
     async for message in request_iterator:

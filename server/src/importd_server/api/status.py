@@ -32,6 +32,8 @@ _CODES: dict[type[errors.ImportdError], int] = {
     errors.Unavailable: code_pb2.UNAVAILABLE,
     errors.Unauthenticated: code_pb2.UNAUTHENTICATED,
     errors.PermissionDenied: code_pb2.PERMISSION_DENIED,
+    errors.Aborted: code_pb2.ABORTED,
+    errors.Internal: code_pb2.INTERNAL,
 }
 
 

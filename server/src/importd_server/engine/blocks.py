@@ -20,7 +20,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from importd_server.engine.import_types import ImportType
 from importd_server.engine.parsing import (
     ENCODINGS,
     CsvState,
@@ -33,7 +32,7 @@ from importd_server.engine.parsing import (
     parse_rows,
     wrong_field_count,
 )
-from importd_server.model import FileFormat, ImportMode
+from importd_server.model import FileFormat, ImportMode, ImportType
 
 # A block is at most this long, so no line of a plain block can exceed MAX_LINE_CHARS.
 BLOCK_BYTES = 1 << 20
@@ -151,27 +150,57 @@ class _BlockReader:
             # The reference parser finds the exact file error, or limit.
             yield from self._reference(io.BytesIO(block))
             return
-        table = None
+        parsed = None
         if (
             b"\n\n" not in block
             and b"\n\r\n" not in block
             and not block.startswith((b"\n", b"\r\n"))
         ):
-            table = self._arrow(block)
-        if table is not None and table.num_rows == lines:
-            parsed = ColumnBlock(
-                _counting(state.rows + 1, lines), _counting(state.lines + 1, lines), table, []
-            )
-        else:
+            parsed = self._lines_as_rows(block, lines)
+        if parsed is None:
             parsed = self._irregular(block)
         state.rows += parsed.table.num_rows + len(parsed.odd_rows)
         state.lines += lines
         state.chars += chars
         yield parsed
 
+    def _lines_as_rows(self, block: bytes, lines: int) -> ColumnBlock | None:
+        """A plain block without blank lines, each line a row: parsed by Arrow, which sets
+        aside the rows with a wrong number of fields (and numbers them); None if it did
+        not account for every line."""
+        state = self._state
+        assert state.header is not None
+        ragged: list[tuple[int | None, str]] = []
+        table = self._arrow(block, ragged)
+        if (
+            table is None
+            or table.num_rows + len(ragged) != lines
+            or any(number is None for number, _ in ragged)
+        ):
+            return None
+        row_numbers = _counting(state.rows + 1, lines)
+        line_numbers = _counting(state.lines + 1, lines)
+        if not ragged:
+            return ColumnBlock(row_numbers, line_numbers, table, [])
+        at = [number - 1 for number, _ in ragged if number is not None]
+        kept = pc.invert(pc.is_in(pa.arange(0, lines), value_set=pa.array(at, pa.int64())))
+        odd_rows = [
+            ParsedRow(
+                state.rows + 1 + i,
+                state.lines + 1 + i,
+                fields,
+                wrong_field_count(fields, state.header, self._options),
+            )
+            for i, fields in zip(
+                at, (text.split(self._options.delimiter) for _, text in ragged), strict=True
+            )
+        ]
+        return ColumnBlock(row_numbers.filter(kept), line_numbers.filter(kept), table, odd_rows)
+
     def _irregular(self, block: bytes) -> ColumnBlock:
-        """A plain block with blank lines (skipped) or rows with a wrong number of fields:
-        split into lines and fields with Arrow, since no field holds a quote or line break."""
+        """A plain block with blank lines (skipped), and maybe rows with a wrong number of
+        fields: split into lines and fields with Arrow's string kernels, since no field
+        holds a quote or line break."""
         state, delimiter = self._state, self._options.delimiter
         assert state.header is not None
         width = len(state.header)
@@ -204,9 +233,17 @@ class _BlockReader:
             row_numbers.filter(regular), line_numbers.filter(regular), table, odd_rows
         )
 
-    def _arrow(self, block: bytes) -> pa.Table | None:
+    def _arrow(self, block: bytes, ragged: list[tuple[int | None, str]]) -> pa.Table | None:
+        """The block's rows as string columns; rows with another number of fields than the
+        header are left out and listed in `ragged` (their row number in the block, from 1,
+        and their text). None if Arrow cannot read the block."""
         assert self._state.header is not None
         names = [f"c{i}" for i in range(len(self._state.header))]
+
+        def set_aside(row: Any) -> str:
+            ragged.append((row.number, row.text))
+            return "skip"
+
         try:
             return pa_csv.read_csv(
                 pa.py_buffer(block),
@@ -218,6 +255,7 @@ class _BlockReader:
                     escape_char=False,
                     newlines_in_values=False,
                     ignore_empty_lines=False,
+                    invalid_row_handler=set_aside,
                 ),
                 convert_options=pa_csv.ConvertOptions(
                     column_types=dict.fromkeys(names, pa.string()),
@@ -225,7 +263,7 @@ class _BlockReader:
                     quoted_strings_can_be_null=False,
                 ),
             )
-        except pa.ArrowInvalid:  # a row with more or fewer fields than the header
+        except pa.ArrowInvalid:  # e.g. invalid UTF-8
             return None
 
     def _reference(self, binary: Any) -> Iterator[list[ParsedRow]]:

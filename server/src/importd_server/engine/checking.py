@@ -13,10 +13,9 @@ import pyarrow.compute as pc
 
 from importd_server.engine.blocks import Block, ColumnBlock
 from importd_server.engine.fast_checks import accepts, key_is_raw
-from importd_server.engine.import_types import ImportType
 from importd_server.engine.parsing import FileColumns, ParsedRow
 from importd_server.engine.validation import RowChecker
-from importd_server.model import EntryStatus, ImportMode, RowError
+from importd_server.model import EntryStatus, ImportMode, ImportType, RowError
 from importd_server.store.entries import (
     NewEntries,
     array_literal,
@@ -67,7 +66,7 @@ class BlockChecker:
                     else None
                 )
                 accepted = pc.and_(accepted, accepts(column, fields[where[0]], default_valid))
-        keys = self._fast_keys(fields, rows)
+        keys = self._fast_keys(fields)
         statuses = pa.repeat(PENDING, rows)
         clean = pa.nulls(rows, pa.string())
         errors = pa.nulls(rows, pa.string())
@@ -93,7 +92,7 @@ class BlockChecker:
         )
         return entries.concat(self._check_rows(block.odd_rows)) if block.odd_rows else entries
 
-    def _fast_keys(self, fields: list[pa.Array], rows: int) -> pa.Array:
+    def _fast_keys(self, fields: list[pa.Array]) -> pa.Array:
         """The keys of the rows the fast path accepts."""
         key = self._import_type.key
         if len(key) == 1 and key_is_raw(self._import_type.column(key[0])):
@@ -138,15 +137,15 @@ class _Checked:
         self.errors.append(errors)
 
     def check(self, checker: RowChecker, row: list[str]) -> None:
-        # The key even of an invalid row: if its key repeats later in the file, the row is
-        # SKIPPED (superseded), not FAILED.
-        key = checker.key(row)
         result = checker.check(row)
         if result.values is None:
-            self.add(FAILED, key, None, _json(result.errors))
+            # The key even of an invalid row: if its key repeats later in the file, the row
+            # is SKIPPED (superseded), not FAILED.
+            self.add(FAILED, checker.key(row), None, _json(result.errors))
         else:
             clean = checker.clean_row(row, result.values)
-            self.add(PENDING, key, None if clean is None else array_literal(clean), None)
+            literal = None if clean is None else array_literal(clean)
+            self.add(PENDING, checker.key_of_checked(result.values), literal, None)
 
 
 def _json(errors: Sequence[RowError]) -> str:

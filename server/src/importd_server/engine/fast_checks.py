@@ -14,8 +14,8 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from importd_server.engine.import_types import ColumnSpec
 from importd_server.engine.validation import INT64_MAX, INT64_MIN
+from importd_server.model import ColumnSpec
 
 # Python's whitespace (what str.strip removes), as an RE2 class: RE2's own \s is ASCII only.
 _SPACE = "".join(f"\\x{{{c:x}}}" for c in range(0x110000) if chr(c).isspace())

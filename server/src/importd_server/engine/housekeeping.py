@@ -7,14 +7,12 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 
-import asyncpg
 import structlog
 
 from importd_server.metrics import Metrics
 from importd_server.model import JobStatus
 from importd_server.store.availability import OutageLog, is_connection_error
 from importd_server.store.jobs import JobStore
-from importd_server.store.sql import JOB_QUERIES
 
 log = structlog.get_logger(__name__)
 
@@ -27,7 +25,6 @@ class Housekeeper:
 
     def __init__(
         self,
-        pool: asyncpg.Pool,
         jobs: JobStore,
         metrics: Metrics,
         *,
@@ -35,7 +32,6 @@ class Housekeeper:
         interval: float,
         upload_stale_seconds: float,
     ) -> None:
-        self._pool = pool
         self._jobs = jobs
         self._metrics = metrics
         self._retention_seconds = retention_days * 86400
@@ -76,15 +72,12 @@ class Housekeeper:
 
     async def run_once(self) -> int:
         """One round: refresh the gauge, remove expired entries; returns how many jobs'."""
-        rows = await self._pool.fetch(JOB_QUERIES["count_jobs_by_status"])
-        self._metrics.set_jobs({r["status"]: r["n"] for r in rows}, tuple(JobStatus))
+        self._metrics.set_jobs(await self._jobs.count_jobs_by_status(), tuple(JobStatus))
         if self._retention_seconds <= 0:
             return 0
         removed = 0
         while True:
-            ids = await self._pool.fetch(
-                JOB_QUERIES["remove_expired_entries"], self._retention_seconds, JOBS_PER_ROUND
-            )
+            ids = await self._jobs.remove_expired_entries(self._retention_seconds, JOBS_PER_ROUND)
             removed += len(ids)
             if len(ids) < JOBS_PER_ROUND:
                 break

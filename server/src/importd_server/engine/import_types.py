@@ -1,7 +1,7 @@
 """Import types: declared in TOML files, one per type, loaded once at start-up.
 
-An import type names its target table, key columns, allowed modes, and each column's type
-and rules. Identifiers come from these files, never from an imported file.
+An import type (`model.ImportType`) names its target table, key columns, allowed modes, and
+each column's type and rules. Identifiers come from these files, never from an imported file.
 """
 
 from __future__ import annotations
@@ -9,13 +9,13 @@ from __future__ import annotations
 import importlib
 import re
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from importd_server.model import ImportMode, RowError
+from importd_server.model import ColumnSpec, ImportMode, ImportType, RowValidator
 
 COLUMN_TYPES = (
     "string",
@@ -30,74 +30,6 @@ COLUMN_TYPES = (
     "enum",
 )
 IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-
-
-# A hook that checks a whole valid row (column name -> typed value) and returns its errors.
-RowValidator = Callable[[Mapping[str, Any]], Iterable[RowError]]
-
-
-@dataclass(frozen=True)
-class ColumnSpec:
-    """One column of an import type and its rules."""
-
-    name: str
-    type: str
-    required: bool = False
-    default: str | None = None
-    aliases: tuple[str, ...] = ()
-    max_length: int | None = None
-    pattern: re.Pattern[str] | None = None
-    min: Decimal | None = None
-    max: Decimal | None = None
-    exclusive_bounds: bool = False
-    values: tuple[str, ...] = ()
-
-    @property
-    def header_names(self) -> tuple[str, ...]:
-        """The header names that mean this column, lower-cased."""
-        return (self.name, *(a.lower() for a in self.aliases))
-
-
-@dataclass(frozen=True)
-class ImportType:
-    """A declared import type."""
-
-    name: str
-    description: str
-    table: str
-    key: tuple[str, ...]
-    modes: tuple[ImportMode, ...]
-    columns: tuple[ColumnSpec, ...]
-    row_validator: RowValidator | None = None
-    # A text column of the target table holding the job's tenant, first in the table's key:
-    # tenants then never see or overwrite each other's rows. None: one table for all.
-    tenant_column: str | None = None
-    # A job's column map (ImportSpec.column_map): header names, stripped and lower-cased,
-    # and the columns they mean, before the columns' own names and aliases.
-    header_map: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def table_key(self) -> tuple[str, ...]:
-        """The target table's key: the tenant column (if any), then the key columns."""
-        return (self.tenant_column, *self.key) if self.tenant_column else self.key
-
-    def column(self, name: str) -> ColumnSpec:
-        """The column with this name."""
-        return next(c for c in self.columns if c.name == name)
-
-    def resolve_header(self, header_name: str) -> ColumnSpec | None:
-        """The column a file's header name means (by the column map, else by name or alias;
-        any case, surrounding spaces ignored), or None."""
-        wanted = header_name.strip().lower()
-        mapped = dict(self.header_map).get(wanted)
-        if mapped is not None:
-            return self.column(mapped)
-        return next((c for c in self.columns if wanted in c.header_names), None)
-
-    def with_header_map(self, column_map: Mapping[str, str]) -> ImportType:
-        """This type reading headers through a job's column map (header -> column name)."""
-        pairs = tuple(sorted((h.strip().lower(), c) for h, c in column_map.items()))
-        return self if pairs == self.header_map else replace(self, header_map=pairs)
 
 
 class ImportTypeError(ValueError):

@@ -19,9 +19,8 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, NamedTuple
 
-from importd_server.engine.import_types import ImportType
-from importd_server.errors import excerpt
-from importd_server.model import FileFormat, ImportMode, RowError
+from importd_server.errors import InvalidArgument, excerpt
+from importd_server.model import FileFormat, ImportMode, ImportType, RowError
 
 GZIP_MAGIC = b"\x1f\x8b"
 ENCODINGS = {"utf-8": "utf-8-sig", "utf8": "utf-8-sig", "latin-1": "latin-1", "latin1": "latin-1"}
@@ -34,13 +33,11 @@ UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 REPLACEMENT = "\ufffd"
 
 
-class FileError(Exception):
+class FileError(InvalidArgument):
     """The file as a whole cannot be imported; `reason` is stable, the message precise."""
 
     def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
+        super().__init__(message, reason=reason)
 
 
 @dataclass(frozen=True)

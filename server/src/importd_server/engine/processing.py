@@ -6,23 +6,22 @@ runs again, exactly once."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import structlog
 
-from importd_server.engine.import_types import ImportType
 from importd_server.engine.parsing import FileColumns
 from importd_server.engine.validation import RowChecker
-from importd_server.model import EntryStatus, ImportMode, RowError
-from importd_server.store.entries import array_literal, errors_to_json
-from importd_server.store.jobs import notify_progress
+from importd_server.errors import FailedPrecondition
+from importd_server.model import Claim, EntryStatus, ImportType, RowError
+from importd_server.store.entries import EntryStore
+from importd_server.store.jobs import JobStore
 from importd_server.store.pool import Connection
-from importd_server.store.sql import CHUNK_QUERIES, ENTRY_QUERIES, JOB_QUERIES
 from importd_server.store.targets import NOT_APPLIED, OUTCOMES, ApplyPlan, SourceColumn, apply_plan
 
 log = structlog.get_logger(__name__)
@@ -36,17 +35,6 @@ BATCH_ROWS = 5000
 
 
 @dataclass(frozen=True)
-class Claim:
-    """A chunk a worker has leased."""
-
-    job_id: uuid.UUID
-    chunk_number: int
-    first_row: int
-    last_row: int
-    attempts: int
-
-
-@dataclass(frozen=True)
 class ChunkOutcome:
     """What a processed chunk did: rows by outcome (CREATED, FAILED, ...)."""
 
@@ -54,20 +42,14 @@ class ChunkOutcome:
     counts: dict[str, int]
 
 
-async def fail_if_too_many_errors(
-    connection: Connection, job_id: uuid.UUID, failed: int, max_errors: int | None
-) -> bool:
-    """Fails the job when more rows failed than max_errors allows; returns whether it did."""
+def too_many_errors(failed: int, max_errors: int | None) -> FailedPrecondition | None:
+    """The job's failure when more rows failed than max_errors allows, else None."""
     if max_errors is None or failed <= max_errors:
-        return False
-    await connection.execute(
-        JOB_QUERIES["fail_job"],
-        job_id,
-        "FAILED_PRECONDITION",
-        "MAX_ERRORS_EXCEEDED",
+        return None
+    return FailedPrecondition(
         f"{failed} rows failed, more than max_errors ({max_errors})",
+        reason="MAX_ERRORS_EXCEEDED",
     )
-    return True
 
 
 @dataclass(frozen=True)
@@ -77,13 +59,14 @@ class _Work:
     connection: Connection
     claim: Claim
     plan: ApplyPlan
-    tenant: tuple[str, ...]  # (the job's tenant,) for tenant-scoped targets, else ()
+    tenant: str | None  # the job's tenant, for tenant-scoped targets
     dry_run: bool
     all_or_nothing: bool
 
-    def rows(self, first: int, last: int) -> tuple[object, ...]:
+    def rows(self, first: int, last: int) -> dict[str, Any]:
         """The parameters of the plan's statements for rows first..last."""
-        return (self.claim.job_id, first, last, *self.tenant)
+        tenant = {} if self.tenant is None else {"tenant": self.tenant}
+        return {"job_id": self.claim.job_id, "first_row": first, "last_row": last, **tenant}
 
 
 @dataclass
@@ -103,8 +86,16 @@ class _JobNotRunning(Exception):
 class ChunkProcessor:
     """Processes claimed chunks against the import types it knows."""
 
-    def __init__(self, import_types: dict[str, ImportType], lease_seconds: float) -> None:
+    def __init__(
+        self,
+        import_types: dict[str, ImportType],
+        jobs: JobStore,
+        entries: EntryStore,
+        lease_seconds: float,
+    ) -> None:
         self._import_types = import_types
+        self._jobs = jobs
+        self._entries = entries
         self._lease_seconds = lease_seconds
 
     async def process(
@@ -121,20 +112,15 @@ class ChunkProcessor:
     async def _process(
         self, connection: Connection, claim: Claim, owner: str
     ) -> ChunkOutcome | None:
-        locked = await connection.fetchrow(
-            CHUNK_QUERIES["lock_claimed_chunk"], claim.job_id, claim.chunk_number, owner
-        )
-        if locked is None:
+        if not await self._jobs.lock_claimed_chunk(connection, claim, owner):
             return None  # done meanwhile, or taken over after our lease expired
-        job = await connection.fetchrow("SELECT * FROM import_jobs WHERE id = $1", claim.job_id)
-        if job is None or job["status"] not in ("QUEUED", "RUNNING"):
-            return None
-        import_type = self._import_types[job["import_type"]].with_header_map(
-            job["options"].get("column_map", {})
-        )
-        mode = ImportMode(job["mode"])
-        columns = FileColumns.of(job["columns"], import_type)
-        checker = RowChecker(import_type, columns.positions, mode)
+        to_process = await self._jobs.job_to_process(connection, claim.job_id)
+        if to_process is None:
+            return None  # the job ended meanwhile
+        job = to_process.job
+        import_type = self._import_types[job.import_type].with_header_map(to_process.column_map)
+        columns = FileColumns.of(to_process.columns, import_type)
+        checker = RowChecker(import_type, columns.positions, job.mode)
         defaults = checker.defaults()
         sources = tuple(
             SourceColumn(c, tuple(columns.positions.get(c.name, ())), defaults.get(c.name))
@@ -143,30 +129,26 @@ class ChunkProcessor:
         work = _Work(
             connection=connection,
             claim=claim,
-            plan=apply_plan(import_type, mode, sources),
-            tenant=(job["tenant"],) if import_type.tenant_column else (),
-            dry_run=job["dry_run"],
-            all_or_nothing=job["all_or_nothing"],
+            plan=apply_plan(import_type, job.mode, sources),
+            tenant=job.tenant if import_type.tenant_column else None,
+            dry_run=job.dry_run,
+            all_or_nothing=job.all_or_nothing,
         )
         failed_unchecked = 0
-        if not job["validated_at_staging"]:
-            failed_unchecked = await _check_rows_staged_unchecked(work, checker)
+        if not to_process.validated_at_staging:
+            failed_unchecked = await self._check_rows_staged_unchecked(work, checker)
         applied = await self._apply(work)
 
-        await connection.execute(
-            CHUNK_QUERIES["complete_chunk"], claim.job_id, claim.chunk_number, applied.outcomes
-        )
         if work.plan.skip_note is not None and "S" in applied.outcomes:
-            await connection.execute(
-                ENTRY_QUERIES["skip_rows"],
-                claim.job_id,
-                claim.first_row,
-                applied.outcomes,
-                work.plan.skip_note,
+            await self._entries.skip_rows(
+                connection, claim.job_id, claim.first_row, applied.outcomes, work.plan.skip_note
             )
         if applied.refused:
-            await _fail_rows(
-                work,
+            await self._entries.fail_rows(
+                connection,
+                claim.job_id,
+                claim.first_row,
+                claim.last_row,
                 {
                     row: [RowError("REJECTED_BY_DATABASE", "", "", reason)]
                     for row, reason in applied.refused.items()
@@ -175,24 +157,15 @@ class ChunkProcessor:
         counts = Counter({status: applied.outcomes.count(c) for c, status in OUTCOMES.items()})
         counts[EntryStatus.FAILED] += len(applied.refused) + failed_unchecked
         counts[EntryStatus.SKIPPED] += applied.skipped
-        updated = await connection.fetchrow(
-            JOB_QUERIES["add_counts"],
-            claim.job_id,
-            sum(counts.values()),
-            counts[EntryStatus.CREATED],
-            counts[EntryStatus.UPDATED],
-            counts[EntryStatus.UNCHANGED],
-            counts[EntryStatus.SKIPPED],
-            counts[EntryStatus.FAILED],
-            counts[EntryStatus.DELETED],
-        )
+        updated = await self._jobs.complete_chunk(connection, claim, applied.outcomes, counts)
         if updated is None:
             raise _JobNotRunning
-        if not await fail_if_too_many_errors(
-            connection, claim.job_id, updated["failed_count"], updated["max_errors"]
-        ):
-            await connection.execute(JOB_QUERIES["finish_job_if_done"], claim.job_id)
-        await notify_progress(connection, claim.job_id)
+        too_many = too_many_errors(updated.counts.failed, updated.max_errors)
+        if too_many is not None:
+            await self._jobs.fail_job(connection, claim.job_id, too_many)
+        else:
+            await self._jobs.finish_if_done(connection, claim.job_id)
+        await self._jobs.notify(connection, claim.job_id)
         return ChunkOutcome(import_type.name, {s.value: n for s, n in counts.items() if n})
 
     async def _apply(self, work: _Work) -> _Applied:
@@ -211,60 +184,80 @@ class ChunkProcessor:
         try:
             for first in range(claim.first_row, claim.last_row + 1, BATCH_ROWS):
                 last = min(first + BATCH_ROWS - 1, claim.last_row)
-                await connection.execute(
-                    CHUNK_QUERIES["extend_lease"],
-                    claim.job_id,
-                    claim.chunk_number,
-                    self._lease_seconds,
-                )
+                await self._jobs.extend_lease(connection, claim, self._lease_seconds)
                 # After a refusal an all-or-nothing job only looks for further ones.
                 keep = not work.dry_run and not (work.all_or_nothing and refused)
-                outcomes.append(await _apply_batch(work, first, last, keep, refused))
+                outcomes.append(await self._apply_batch(work, first, last, keep, refused))
         except BaseException:
             await everything.rollback()
             raise
         if work.all_or_nothing and refused:
             await everything.rollback()
-            skipped = await connection.fetchval(ENTRY_QUERIES["skip_pending_rows"], claim.job_id)
+            skipped = await self._entries.skip_pending(connection, claim.job_id)
             rows = claim.last_row - claim.first_row + 1
             return _Applied(NOT_APPLIED * rows, refused, skipped - len(refused))
         await everything.commit()
         return _Applied("".join(outcomes), refused)
 
-
-async def _apply_batch(
-    work: _Work, first: int, last: int, keep: bool, refused: dict[int, str]
-) -> str:
-    """The outcomes of rows first..last, applied set-wise, or one by one if the database
-    refuses a row (added to `refused`); `keep`: release the writes, else roll them back."""
-    connection, plan = work.connection, work.plan
-    if plan.lock_targets is not None:
-        await connection.fetchval(plan.lock_targets, *work.rows(first, last))
-    try:
-        async with _savepoint(connection, keep=keep):
-            outcomes: str = await connection.fetchval(plan.apply, *work.rows(first, last))
-        return outcomes
-    except REFUSED_BY_DATABASE:
-        pass
-    pending = await connection.fetch(ENTRY_QUERIES["pending_rows"], work.claim.job_id, first, last)
-    outcome: dict[int, str] = {}
-    for row in pending:
-        number = row["row_number"]
-        for attempt in range(2):
-            try:
-                async with _savepoint(connection, keep=keep):
-                    outcome[number] = await connection.fetchval(
-                        plan.apply, *work.rows(number, number)
-                    )
-                break
-            except asyncpg.UniqueViolationError as refusal:
-                # Another job may have inserted the key since the row looked: look again.
-                if attempt:
+    async def _apply_batch(
+        self, work: _Work, first: int, last: int, keep: bool, refused: dict[int, str]
+    ) -> str:
+        """The outcomes of rows first..last, applied set-wise, or one by one if the database
+        refuses a row (added to `refused`); `keep`: release the writes, else roll them
+        back."""
+        connection, plan = work.connection, work.plan
+        if plan.lock_targets is not None:
+            await plan.lock_targets.fetchval(connection, **work.rows(first, last))
+        try:
+            async with _savepoint(connection, keep=keep):
+                outcomes: str = await plan.apply.fetchval(connection, **work.rows(first, last))
+            return outcomes
+        except REFUSED_BY_DATABASE:
+            pass
+        pending = await self._entries.pending_rows(connection, work.claim.job_id, first, last)
+        outcome: dict[int, str] = {}
+        for number, _ in pending:
+            for attempt in range(2):
+                try:
+                    async with _savepoint(connection, keep=keep):
+                        outcome[number] = await plan.apply.fetchval(
+                            connection, **work.rows(number, number)
+                        )
+                    break
+                except asyncpg.UniqueViolationError as refusal:
+                    # Another job may have inserted the key since the row looked: look again.
+                    if attempt:
+                        refused[number] = str(refusal).split("\n")[0]
+                except REFUSED_BY_DATABASE as refusal:
                     refused[number] = str(refusal).split("\n")[0]
-            except REFUSED_BY_DATABASE as refusal:
-                refused[number] = str(refusal).split("\n")[0]
-                break
-    return "".join(outcome.get(n, NOT_APPLIED) for n in range(first, last + 1))
+                    break
+        return "".join(outcome.get(n, NOT_APPLIED) for n in range(first, last + 1))
+
+    async def _check_rows_staged_unchecked(self, work: _Work, checker: RowChecker) -> int:
+        """Validates the pending rows of a job staged before validation moved to staging
+        (migration 0005), as staging now does: the invalid ones FAILED, the others given
+        their clean values (their keys were resolved at staging already). Returns how many
+        failed."""
+        connection, claim = work.connection, work.claim
+        rows = await self._entries.pending_rows(
+            connection, claim.job_id, claim.first_row, claim.last_row
+        )
+        results = await asyncio.to_thread(lambda: [(n, r, checker.check(r)) for n, r in rows])
+        failed = {n: c.errors for n, _, c in results if c.values is None}
+        if failed:
+            await self._entries.fail_rows(
+                connection, claim.job_id, claim.first_row, claim.last_row, failed
+            )
+        clean = {
+            n: cleaned
+            for n, raw, c in results
+            if c.values is not None and (cleaned := checker.clean_row(raw, c.values))
+        }
+        if clean:
+            await self._entries.set_clean(
+                connection, claim.job_id, claim.first_row, claim.last_row, clean
+            )
+        return len(failed)
 
 
 @asynccontextmanager
@@ -281,38 +274,3 @@ async def _savepoint(connection: Connection, *, keep: bool) -> AsyncIterator[Non
         await savepoint.commit()
     else:
         await savepoint.rollback()
-
-
-async def _fail_rows(work: _Work, errors: Mapping[int, Sequence[RowError]]) -> None:
-    claim = work.claim
-    await work.connection.execute(
-        ENTRY_QUERIES["fail_rows"],
-        claim.job_id,
-        claim.first_row,
-        claim.last_row,
-        {row: errors_to_json(e) for row, e in errors.items()},
-    )
-
-
-async def _check_rows_staged_unchecked(work: _Work, checker: RowChecker) -> int:
-    """Validates the pending rows of a job staged before validation moved to staging
-    (migration 0005), as staging now does: the invalid ones FAILED, the others given their
-    clean values (their keys were resolved at staging already). Returns how many failed."""
-    connection, claim = work.connection, work.claim
-    rows = await connection.fetch(
-        ENTRY_QUERIES["pending_rows"], claim.job_id, claim.first_row, claim.last_row
-    )
-    results = await asyncio.to_thread(lambda: [(r, checker.check(r["raw"])) for r in rows])
-    failed = {r["row_number"]: c.errors for r, c in results if c.values is None}
-    if failed:
-        await _fail_rows(work, failed)
-    clean = {
-        r["row_number"]: array_literal(cleaned)
-        for r, c in results
-        if c.values is not None and (cleaned := checker.clean_row(r["raw"], c.values))
-    }
-    if clean:
-        await connection.execute(
-            ENTRY_QUERIES["set_clean"], claim.job_id, claim.first_row, claim.last_row, clean
-        )
-    return len(failed)

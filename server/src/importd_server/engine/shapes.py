@@ -27,7 +27,6 @@ from typing import IO, Any
 import python_calamine
 
 from importd_server.engine.blocks import Block, Chained, batched, read_blocks
-from importd_server.engine.import_types import ImportType
 from importd_server.engine.parsing import (
     CsvState,
     FileColumns,
@@ -41,7 +40,7 @@ from importd_server.engine.parsing import (
     wrong_field_count,
 )
 from importd_server.errors import excerpt
-from importd_server.model import Dialect, FileFormat, ImportMode
+from importd_server.model import Dialect, FileFormat, ImportMode, ImportType
 
 SAMPLE_BYTES = 64 * 1024
 PIECE_BYTES = 1 << 20

@@ -22,25 +22,17 @@ import structlog
 
 from importd_server.engine.admission import Admission
 from importd_server.engine.checking import BlockChecker
-from importd_server.engine.import_types import ImportType
 from importd_server.engine.parsing import FileColumns, FileError, ParseOptions
-from importd_server.engine.processing import fail_if_too_many_errors
+from importd_server.engine.processing import too_many_errors
 from importd_server.engine.shapes import FileReader
 from importd_server.engine.uploads import JobEnded, UploadSlots, UploadState, writing_progress
-from importd_server.errors import AlreadyExists, ImportdError, PermissionDenied
+from importd_server.errors import Aborted, AlreadyExists, ImportdError, PermissionDenied
 from importd_server.metrics import Metrics
-from importd_server.model import Dialect, EntryStatus, ImportMode, Job
+from importd_server.model import Dialect, EntryStatus, ImportMode, ImportType, Job
 from importd_server.store.availability import is_connection_error
-from importd_server.store.entries import copy_entries, encode_entries
-from importd_server.store.jobs import (
-    JobStore,
-    dialect_to_json,
-    job_from_row,
-    notify_progress,
-    record_trace_parent,
-)
+from importd_server.store.entries import EntryStore, encode_entries
+from importd_server.store.jobs import JobStore, NewJobRow
 from importd_server.store.pool import Connection, close_connection, open_connection
-from importd_server.store.sql import CHUNK_QUERIES, ENTRY_QUERIES, JOB_QUERIES
 
 log = structlog.get_logger(__name__)
 
@@ -175,6 +167,7 @@ class Stager:
         pool: asyncpg.Pool,
         database_url: str,
         jobs: JobStore,
+        entries: EntryStore,
         limits: StagingLimits,
         admission: Admission,
         slots: UploadSlots,
@@ -183,6 +176,7 @@ class Stager:
         self._pool = pool
         self._database_url = database_url
         self._jobs = jobs
+        self._entries = entries
         self._limits = limits
         self._admission = admission
         self._slots = slots
@@ -191,7 +185,7 @@ class Stager:
     async def start(
         self,
         new_job: NewJob,
-        chunks: AsyncIterator[bytes],
+        pieces: AsyncIterator[bytes],
         on_created: Callable[[uuid.UUID], Awaitable[None]] | None = None,
     ) -> Job:
         """The job for this request: the existing one for a repeated request_id (AIP-155),
@@ -202,10 +196,10 @@ class Stager:
             return existing
         # A request refused before any byte (a remote source's address) leaves no job; a
         # file that fails then (a remote 404) is a job that failed.
-        pieces = aiter(chunks)
+        rest = aiter(pieces)
         first: bytes | FileError | None
         try:
-            first = await anext(pieces, None)
+            first = await anext(rest, None)
         except FileError as error:
             first = error
         with self._slots.take():
@@ -218,7 +212,7 @@ class Stager:
                 if existing is None:
                     raise
                 return existing
-            return await self.receive(job_id, new_job, _Prepended(first, pieces), on_created)
+            return await self.receive(job_id, new_job, _Prepended(first, rest), on_created)
 
     async def existing(self, new_job: NewJob) -> Job | None:
         """The job an earlier start with the same request_id made, if any (AIP-155)."""
@@ -247,13 +241,13 @@ class Stager:
         async with self._pool.acquire() as connection, connection.transaction():
             await self._insert_job(connection, job_id, new_job)
             await self._admission.admit(connection, new_job.tenant)
-            await notify_progress(connection, job_id)
+            await self._jobs.notify(connection, job_id)
 
     async def receive(
         self,
         job_id: uuid.UUID,
         new_job: NewJob,
-        chunks: AsyncIterator[bytes],
+        pieces: AsyncIterator[bytes],
         on_created: Callable[[uuid.UUID], Awaitable[None]] | None = None,
     ) -> Job:
         """Stores the file's rows and returns the job: QUEUED (or already finished when no
@@ -279,22 +273,16 @@ class Stager:
                     async with writing_progress(
                         self._jobs, job_id, received.state, self._limits.heartbeat_seconds
                     ):
-                        staged = await self._stage(connection, job_id, new_job, chunks, received)
+                        staged = await self._stage(connection, job_id, new_job, pieces, received)
                     job = await self._queue(connection, job_id, new_job, received, staged)
             finally:
                 await close_connection(connection)
         except FileError as error:
             bound.info("file refused", reason=error.reason, message=error.message)
             async with self._pool.acquire() as pooled, pooled.transaction():
-                if await _record_file(pooled, job_id, received, None, [], 0, 0, None):
-                    await pooled.execute(
-                        JOB_QUERIES["fail_job"],
-                        job_id,
-                        "INVALID_ARGUMENT",
-                        error.reason,
-                        error.message,
-                    )
-                    await notify_progress(pooled, job_id)
+                if await self._record_file(pooled, job_id, received):
+                    await self._jobs.fail_job(pooled, job_id, error)
+                    await self._jobs.notify(pooled, job_id)
         except JobEnded:
             bound.info("upload dropped: the job stopped receiving (cancelled or timed out)")
         except BaseException as error:
@@ -324,40 +312,70 @@ class Stager:
         try:
             await self._jobs.abort_upload(
                 job_id,
-                "UPLOAD_ABORTED",
-                f"the upload ended before the file did: {why}; no rows were kept."
-                " Start the import again (the same request_id may be used)",
+                Aborted(
+                    f"the upload ended before the file did: {why}; no rows were kept."
+                    " Start the import again (the same request_id may be used)",
+                    reason="UPLOAD_ABORTED",
+                ),
             )
         except Exception as failure:
             # The housekeeper fails it (UPLOAD_INTERRUPTED) once its heartbeat is stale.
             bound.warning("could not record the aborted upload", error=repr(failure))
 
     async def _insert_job(self, connection: Connection, job_id: uuid.UUID, new_job: NewJob) -> None:
-        await connection.execute(
-            JOB_QUERIES["insert_job"],
-            job_id,
-            new_job.tenant,
-            new_job.import_type.name,
-            new_job.mode.value,
-            new_job.parse.format.value,
-            new_job.options,
-            new_job.file_name,
-            new_job.dry_run,
-            new_job.all_or_nothing,
-            new_job.max_errors,
-            new_job.labels,
-            new_job.request_id,
-            new_job.spec_digest,
-            new_job.live,
+        await self._jobs.insert_job(
+            connection,
+            NewJobRow(
+                job_id=job_id,
+                tenant=new_job.tenant,
+                import_type=new_job.import_type.name,
+                mode=new_job.mode,
+                format=new_job.parse.format,
+                file_name=new_job.file_name,
+                dry_run=new_job.dry_run,
+                all_or_nothing=new_job.all_or_nothing,
+                max_errors=new_job.max_errors,
+                labels=new_job.labels,
+                request_id=new_job.request_id,
+                spec_digest=new_job.spec_digest,
+                live=new_job.live,
+                options=new_job.options,
+            ),
         )
-        await record_trace_parent(connection, job_id, new_job.trace_parent)
+        await self._jobs.record_trace_parent(connection, job_id, new_job.trace_parent)
+
+    async def _record_file(
+        self,
+        connection: Connection,
+        job_id: uuid.UUID,
+        received: _Received,
+        staged: _Staged | None = None,
+        chunk_rows: int | None = None,
+    ) -> bool:
+        """Records what the file was: its size and digest, and (when it could be read) its
+        rows, columns, the rows decided already, how many rows each chunk has, and how it
+        was read; False if the job is no longer receiving."""
+        recorded = await self._jobs.record_file(
+            connection,
+            job_id,
+            size=received.size,
+            sha256=received.sha256.hexdigest(),
+            total_rows=staged.total if staged else None,
+            columns=staged.columns if staged else [],
+            failed=staged.failed if staged else 0,
+            skipped=staged.skipped if staged else 0,
+            chunk_rows=chunk_rows,
+        )
+        if recorded and received.dialect is not None:
+            await self._jobs.record_dialect(connection, job_id, received.dialect)
+        return recorded
 
     async def _stage(
         self,
         connection: Connection,
         job_id: uuid.UUID,
         new_job: NewJob,
-        chunks: AsyncIterator[bytes],
+        pieces: AsyncIterator[bytes],
         received: _Received,
     ) -> _Staged:
         """Stores the file's rows as entries (COPY) as its bytes arrive, then resolves
@@ -383,15 +401,15 @@ class Stager:
 
         async def feed_bytes() -> None:
             try:
-                async for chunk in chunks:
-                    received.size += len(chunk)
+                async for piece in pieces:
+                    received.size += len(piece)
                     if received.size > self._limits.max_file_bytes:
                         raise FileError(
                             "FILE_TOO_LARGE",
                             f"the file is larger than {self._limits.max_file_bytes} bytes",
                         )
-                    received.sha256.update(chunk)
-                    await self._slots.run(feed.put, chunk)
+                    received.sha256.update(piece)
+                    await self._slots.run(feed.put, piece)
                 await self._slots.run(feed.put, None)
             except BaseException:
                 feed.abort()
@@ -404,7 +422,7 @@ class Stager:
                 while (payload := await reading) is not None:
                     read = total  # the rows of this payload and those before it
                     reading = asyncio.ensure_future(self._slots.run(next_entries))
-                    await copy_entries(connection, payload)
+                    await self._entries.copy_new(connection, payload)
                     received.staged_rows = read
             except BaseException:
                 feed.abort()
@@ -425,13 +443,11 @@ class Stager:
             received.dialect = reader.dialect  # a refused file's job shows how it was read
         received.total_rows = total  # the file is read whole: stage STAGING
 
-        superseded = await connection.fetchrow(ENTRY_QUERIES["skip_superseded_rows"], job_id)
-        assert superseded is not None
-        skipped = superseded["skipped"]
-        failed -= superseded["were_failed"]
+        skipped, were_failed = await self._entries.skip_superseded(connection, job_id)
+        failed -= were_failed
         if new_job.all_or_nothing and failed:
             # Nothing is imported: no chunk needs to run.
-            skipped += await connection.fetchval(ENTRY_QUERIES["skip_pending_rows"], job_id)
+            skipped += await self._entries.skip_pending(connection, job_id)
         return _Staged(total, columns.names, failed, skipped)
 
     async def _queue(
@@ -447,56 +463,18 @@ class Stager:
         returns the job as this transaction commits it (a worker may start it at once)."""
         total, failed, skipped = staged.total, staged.failed, staged.skipped
         chunk_rows = max(total, 1) if new_job.all_or_nothing else self._limits.chunk_size
-        if not await _record_file(
-            connection, job_id, received, total, staged.columns, failed, skipped, chunk_rows
-        ):
+        if not await self._record_file(connection, job_id, received, staged, chunk_rows):
             raise JobEnded
-        if await fail_if_too_many_errors(connection, job_id, failed, new_job.max_errors):
-            pass  # more rows failed than the limit allows: no chunk runs
+        if (too_many := too_many_errors(failed, new_job.max_errors)) is not None:
+            await self._jobs.fail_job(connection, job_id, too_many)  # no chunk runs
         elif total - failed - skipped > 0:
-            await connection.execute(CHUNK_QUERIES["create_chunks"], job_id, total, chunk_rows)
+            await self._jobs.create_chunks(connection, job_id, total, chunk_rows)
         else:
-            await connection.execute(JOB_QUERIES["finish_job_if_done"], job_id)
-        await notify_progress(connection, job_id)
-        row = await connection.fetchrow(JOB_QUERIES["get_job"], job_id, new_job.tenant)
-        assert row is not None
-        return job_from_row(row)
-
-
-async def _record_file(
-    connection: Connection,
-    job_id: uuid.UUID,
-    received: _Received,
-    total_rows: int | None,
-    columns: list[str],
-    failed: int,
-    skipped: int,
-    chunk_rows: int | None,
-) -> bool:
-    """Records what the file was: size, digest, rows, columns, rows already decided, how
-    many rows each chunk has, and how it was read; False if the job is no longer
-    receiving."""
-    recorded = await connection.fetchval(
-        JOB_QUERIES["finish_staging"],
-        job_id,
-        received.size,
-        received.sha256.hexdigest(),
-        total_rows,
-        columns,
-        failed,
-        skipped,
-        chunk_rows,
-    )
-    if recorded is None:
-        return False
-    if received.dialect is not None:
-        await connection.execute(
-            JOB_QUERIES["record_dialect"],
-            job_id,
-            received.dialect.format.value,
-            dialect_to_json(received.dialect),
-        )
-    return True
+            await self._jobs.finish_if_done(connection, job_id)
+        await self._jobs.notify(connection, job_id)
+        job = await self._jobs.job_in(connection, job_id, new_job.tenant)
+        assert job is not None
+        return job
 
 
 def _abort_cause(error: BaseException) -> str:
@@ -512,7 +490,7 @@ def _abort_cause(error: BaseException) -> str:
     return "the server failed (see its log)"
 
 
-async def file_chunks(source: BinaryIO, block_size: int = 1 << 20) -> AsyncIterator[bytes]:
+async def file_pieces(source: BinaryIO, block_size: int = 1 << 20) -> AsyncIterator[bytes]:
     """An open file's bytes in blocks, read in a worker thread; closes it at the end."""
     with source:
         while block := await asyncio.to_thread(source.read, block_size):

@@ -11,8 +11,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from importd_server.engine.import_types import ColumnSpec, ImportType
-from importd_server.model import ImportMode, RowError
+from importd_server.model import ColumnSpec, ImportMode, ImportType, RowError
 
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 E164 = re.compile(r"^\+[1-9][0-9]{1,14}$")
@@ -73,6 +72,7 @@ class RowChecker:
             for column in self.columns
         ]
         self._key_plan = [p for p in self._plan if p[0].name in import_type.key]
+        self._keys = frozenset(p[0] for p in self._key_plan)
         self._width = 1 + max((p for where in positions.values() for p in where), default=-1)
 
     def check(self, row: Sequence[str]) -> CheckedRow:
@@ -125,6 +125,13 @@ class RowChecker:
                 for position in where[1:]:
                     clean[position] = ""
         return None if clean == row else clean
+
+    def key_of_checked(self, values: Sequence[Any]) -> str:
+        """The key of a row `check` accepted, from its typed values (what `key` gives)."""
+        parts = [
+            _canonical(v) for c, v in zip(self.columns, values, strict=True) if c in self._keys
+        ]
+        return parts[0] if len(parts) == 1 else json.dumps(parts)
 
     def key(self, row: Sequence[str]) -> str | None:
         """The row's key in its validated form, or None if a key value is missing or invalid.

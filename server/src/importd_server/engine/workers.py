@@ -11,11 +11,11 @@ import uuid
 import asyncpg
 import structlog
 
-from importd_server.engine.processing import ChunkProcessor, Claim
+from importd_server.engine.processing import ChunkProcessor
+from importd_server.errors import Internal
 from importd_server.metrics import Metrics
 from importd_server.store.availability import OutageLog, is_connection_error
-from importd_server.store.jobs import notify_progress, read_trace_parent
-from importd_server.store.sql import CHUNK_QUERIES, JOB_QUERIES
+from importd_server.store.jobs import JobStore
 from importd_server.tracing import Tracing
 
 log = structlog.get_logger(__name__)
@@ -27,6 +27,7 @@ class WorkerPool:
     def __init__(
         self,
         pool: asyncpg.Pool,
+        jobs: JobStore,
         processor: ChunkProcessor,
         metrics: Metrics,
         *,
@@ -38,6 +39,7 @@ class WorkerPool:
     ) -> None:
         self._pool = pool
         self._tracing = tracing
+        self._jobs = jobs
         self._processor = processor
         self._metrics = metrics
         self._size = size
@@ -76,9 +78,7 @@ class WorkerPool:
             # The cancelled chunks rolled back: give them to other replicas now, not when
             # their leases expire, and do not count the interrupted attempt.
             try:
-                released = await self._pool.execute(
-                    CHUNK_QUERIES["release_leases"], f"{self.replica_id}/%"
-                )
+                released = await self._jobs.release_leases(f"{self.replica_id}/")
             except Exception as error:
                 if not is_connection_error(error):
                     raise
@@ -106,29 +106,25 @@ class WorkerPool:
                     await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
 
     async def _claim_and_process(self, owner: str) -> bool:
+        claim = await self._jobs.claim_chunk(owner, self._lease_seconds)
+        if claim is None:
+            return False
         async with self._pool.acquire() as connection:
-            async with connection.transaction():
-                row = await connection.fetchrow(
-                    CHUNK_QUERIES["claim_chunk"], owner, self._lease_seconds
-                )
-                if row is None:
-                    return False
-                claim = Claim(**dict(row))
-                await connection.execute(CHUNK_QUERIES["start_job"], claim.job_id)
             if claim.attempts > self._max_attempts:
-                await connection.execute(
-                    JOB_QUERIES["fail_job"],
-                    claim.job_id,
-                    "INTERNAL",
-                    "CHUNK_FAILED_REPEATEDLY",
+                error = Internal(
                     f"chunk {claim.chunk_number} (rows {claim.first_row}-{claim.last_row})"
                     f" failed {claim.attempts - 1} times; see the server log",
+                    reason="CHUNK_FAILED_REPEATEDLY",
                 )
-                await notify_progress(connection, claim.job_id)
+                async with connection.transaction():
+                    await self._jobs.fail_job(connection, claim.job_id, error)
+                    await self._jobs.notify(connection, claim.job_id)
                 return True
             # The chunk's span joins the job's trace, whichever replica created the job.
             trace_parent = (
-                await read_trace_parent(connection, claim.job_id) if self._tracing.enabled else None
+                await self._jobs.read_trace_parent(connection, claim.job_id)
+                if self._tracing.enabled
+                else None
             )
             with self._tracing.span(
                 "importd.chunk",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 
 from importd_server.model import Entry, EntryPage, EntryStatus, Job, RowError
 from importd_server.store.pool import Connection
-from importd_server.store.sql import ENTRY_QUERIES
+from importd_server.store.sql import ENTRY_QUERIES, SESSION_QUERIES
 
 ENTRY_COLUMNS = ("job_id", "row_number", "line_number", "status", "key", "raw", "clean", "errors")
 
@@ -89,13 +89,6 @@ def encode_entries(job_id: uuid.UUID, entries: NewEntries) -> pa.Buffer:
     return buffer
 
 
-async def copy_entries(connection: Connection, payload: pa.Buffer) -> None:
-    """Stores new entries, encoded by `encode_entries`, with COPY."""
-    await connection.copy_to_table(
-        "import_entries", source=payload, columns=ENTRY_COLUMNS, format="text"
-    )
-
-
 def _array_escaped(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', '\\"')
 
@@ -123,10 +116,13 @@ def _replace(values: pa.Array, pairs: Sequence[tuple[str, str]]) -> pa.Array:
 
 
 class EntryStore:
-    """Reads entries through a pool it is given."""
+    """Reads and writes entries: through the pool it is given, or in the caller's
+    transaction (methods taking a connection)."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
+
+    # Reading
 
     async def list_entries(
         self,
@@ -142,20 +138,20 @@ class EntryStore:
         (with an error of `error_code`, when given)."""
         wanted = [s.value for s in statuses]
         async with self._pool.acquire() as connection:
-            rows = await connection.fetch(
-                ENTRY_QUERIES["list_entries"],
-                job.id,
-                wanted,
-                after_row,
-                offset,
-                page_size + 1,
-                error_code,
+            rows = await ENTRY_QUERIES["list_entries"].fetch(
+                connection,
+                job_id=job.id,
+                statuses=wanted,
+                after_row=after_row,
+                offset=offset,
+                limit=page_size + 1,
+                error_code=error_code,
             )
             if error_code is None:
                 total = job.count_entries(statuses)
             else:
-                total = await connection.fetchval(
-                    ENTRY_QUERIES["count_failed_entries"], job.id, wanted, error_code
+                total = await ENTRY_QUERIES["count_failed_entries"].fetchval(
+                    connection, job_id=job.id, statuses=wanted, error_code=error_code
                 )
         entries = tuple(entry_from_row(r, columns) for r in rows[:page_size])
         next_after = entries[-1].row_number if len(rows) > page_size else None
@@ -172,14 +168,101 @@ class EntryStore:
         wanted = [s.value for s in statuses]
         after = 0
         while True:
-            rows = await self._pool.fetch(
-                ENTRY_QUERIES["list_entries"], job_id, wanted, after, 0, batch_size, None
+            rows = await ENTRY_QUERIES["list_entries"].fetch(
+                self._pool,
+                job_id=job_id,
+                statuses=wanted,
+                after_row=after,
+                offset=0,
+                limit=batch_size,
+                error_code=None,
             )
             for row in rows:
                 yield entry_from_row(row, columns)
             if len(rows) < batch_size:
                 return
             after = rows[-1]["row_number"]
+
+    async def pending_rows(
+        self, connection: Connection, job_id: uuid.UUID, first_row: int, last_row: int
+    ) -> list[tuple[int, list[str]]]:
+        """The (row number, raw fields) of the job's pending rows first_row..last_row."""
+        rows = await ENTRY_QUERIES["pending_rows"].fetch(
+            connection, job_id=job_id, first_row=first_row, last_row=last_row
+        )
+        return [(r["row_number"], r["raw"]) for r in rows]
+
+    # Staging a file
+
+    async def copy_new(self, connection: Connection, payload: pa.Buffer) -> None:
+        """Stores new entries, encoded by `encode_entries`, with COPY."""
+        await connection.copy_to_table(
+            "import_entries", source=payload, columns=ENTRY_COLUMNS, format="text"
+        )
+
+    async def skip_superseded(self, connection: Connection, job_id: uuid.UUID) -> tuple[int, int]:
+        """Resolves the job's repeated keys (the last row wins; the earlier ones are
+        SKIPPED, saying which row superseded them): how many rows were skipped, and how
+        many of them had failed."""
+        await SESSION_QUERIES["by_key_only"].execute(connection)
+        row = await ENTRY_QUERIES["skip_superseded_rows"].fetchrow(connection, job_id=job_id)
+        return row["skipped"], row["were_failed"]
+
+    async def skip_pending(self, connection: Connection, job_id: uuid.UUID) -> int:
+        """Every pending row of an all-or-nothing job that will import nothing becomes
+        SKIPPED; how many."""
+        skipped: int = await ENTRY_QUERIES["skip_pending_rows"].fetchval(connection, job_id=job_id)
+        return skipped
+
+    # Processing a chunk
+
+    async def skip_rows(
+        self,
+        connection: Connection,
+        job_id: uuid.UUID,
+        first_row: int,
+        outcomes: str,
+        note: str,
+    ) -> None:
+        """The rows whose outcome (a character of `outcomes`, from `first_row` on) is
+        'S' become SKIPPED with the note."""
+        await ENTRY_QUERIES["skip_rows"].execute(
+            connection, job_id=job_id, first_row=first_row, outcomes=outcomes, note=note
+        )
+
+    async def fail_rows(
+        self,
+        connection: Connection,
+        job_id: uuid.UUID,
+        first_row: int,
+        last_row: int,
+        errors: Mapping[int, Sequence[RowError]],
+    ) -> None:
+        """Rows of first_row..last_row become FAILED with their errors."""
+        await ENTRY_QUERIES["fail_rows"].execute(
+            connection,
+            job_id=job_id,
+            first_row=first_row,
+            last_row=last_row,
+            errors={row: errors_to_json(e) for row, e in errors.items()},
+        )
+
+    async def set_clean(
+        self,
+        connection: Connection,
+        job_id: uuid.UUID,
+        first_row: int,
+        last_row: int,
+        clean: Mapping[int, Sequence[str]],
+    ) -> None:
+        """Rows of first_row..last_row get their clean fields."""
+        await ENTRY_QUERIES["set_clean"].execute(
+            connection,
+            job_id=job_id,
+            first_row=first_row,
+            last_row=last_row,
+            clean={row: array_literal(fields) for row, fields in clean.items()},
+        )
 
 
 def entry_from_row(row: asyncpg.Record, columns: Sequence[str]) -> Entry:

@@ -18,6 +18,8 @@ log = structlog.get_logger(__name__)
 Connection: TypeAlias = (
     "asyncpg.Connection[asyncpg.Record] | asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
 )
+# What runs a query: a connection, or the pool (which lends one for the query).
+Executor: TypeAlias = "Connection | asyncpg.Pool[asyncpg.Record]"
 
 # asyncpg's own default is 60 s: a black-holed server would stall every reconnect that long.
 CONNECT_TIMEOUT_SECONDS = 10.0

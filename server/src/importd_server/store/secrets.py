@@ -16,6 +16,8 @@ WEBHOOK_KEY = "webhook_key"
 async def shared_secret(pool: asyncpg.Pool, name: str) -> bytes:
     """The secret `name`, made of 32 random bytes by the first replica that asks."""
     async with pool.acquire() as connection:
-        await connection.execute(SECRET_QUERIES["offer_secret"], name, secrets.token_bytes(32))
-        value: bytes = await connection.fetchval(SECRET_QUERIES["get_secret"], name)
+        await SECRET_QUERIES["offer_secret"].execute(
+            connection, name=name, value=secrets.token_bytes(32)
+        )
+        value: bytes = await SECRET_QUERIES["get_secret"].fetchval(connection, name=name)
     return value

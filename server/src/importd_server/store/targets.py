@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from importd_server.engine.import_types import ColumnSpec, ImportType
-from importd_server.model import EntryStatus, ImportMode
+from importd_server.model import ColumnSpec, EntryStatus, ImportMode, ImportType
 from importd_server.store.pool import Connection
+from importd_server.store.sql import Query, numbered
 
 SQL_TYPES = {
     "string": "text",
@@ -115,17 +115,17 @@ class SourceColumn:
 class ApplyPlan:
     """The SQL that applies a chunk's pending entries to a target table in one mode.
 
-    Both statements take $1 the job, $2 and $3 the chunk's first and last row, and $4 the
-    job's tenant when the target is tenant-scoped. `apply` writes the target and returns
-    `outcomes`: one character per row $2..$3 (OUTCOMES, or NOT_APPLIED). Rows it skips ('S')
-    get `skip_note`.
+    Both statements take :job_id, :first_row and :last_row (a batch of the job's rows), and
+    :tenant, the job's tenant, when the target is tenant-scoped. `apply` writes the target
+    and returns `outcomes`: one character per row of the batch (OUTCOMES, or NOT_APPLIED).
+    Rows it skips ('S') get `skip_note`.
     """
 
     # Locks the target rows the entries match, in key order, before an UPDATE or DELETE
     # (which would lock them in plan order): two jobs touching the same keys then wait for
     # each other instead of deadlocking. INSERTs already go in key order.
-    lock_targets: str | None
-    apply: str
+    lock_targets: Query | None
+    apply: Query
     skip_note: str | None
 
 
@@ -158,12 +158,12 @@ def apply_plan(
         for s in sources
         if s.positions and s.column.name not in import_type.key
     ]
-    values = [*(f"$4::text AS {quote(n)}" for n in tenant), *(_source(s) for s in sources)]
-    # Rows $2..$3 of the job's entries; the values of pending rows, typed.
+    values = [*(f":tenant::text AS {quote(n)}" for n in tenant), *(_source(s) for s in sources)]
+    # A batch of the job's entries; the values of pending rows, typed.
     source = f"""
         SELECT e.row_number, e.status = 'PENDING' AS pending, {", ".join(values)}
         FROM import_entries e
-        WHERE e.job_id = $1 AND e.row_number BETWEEN $2 AND $3"""
+        WHERE e.job_id = :job_id AND e.row_number BETWEEN :first_row AND :last_row"""
 
     def match(left: str, right: str) -> str:
         return " AND ".join(f"{left}.{k} = {right}.{k}" for k in keys)
@@ -240,23 +240,26 @@ def apply_plan(
         ]
         outcome = "CASE WHEN s.row_number IN (SELECT row_number FROM applied) THEN 'D' ELSE 'S' END"
         skip_note = "key does not exist"
+    lock_targets = f"""
+        SELECT count(*) FROM (
+            SELECT 1 FROM {table} t JOIN ({source}) s ON s.pending AND {match("t", "s")}
+            ORDER BY {in_key_order("t.")} FOR UPDATE OF t) locked"""
+    # Data-modifying CTEs must sit at the top level, hence one flat WITH; they run whether
+    # or not they are read.
+    apply = f"""
+        WITH source AS MATERIALIZED ({found}),
+        {", ".join(writes)}
+        SELECT string_agg(
+            CASE WHEN NOT s.pending THEN '{NOT_APPLIED}' ELSE {outcome} END,
+            '' ORDER BY s.row_number) AS outcomes
+        FROM source s"""
     return ApplyPlan(
         lock_targets=(
-            f"""SELECT count(*) FROM (
-                SELECT 1 FROM {table} t JOIN ({source}) s ON s.pending AND {match("t", "s")}
-                ORDER BY {in_key_order("t.")} FOR UPDATE OF t) locked"""
+            numbered("lock_targets", lock_targets)
             if mode in (ImportMode.UPDATE, ImportMode.DELETE)
             else None
         ),
-        # Data-modifying CTEs must sit at the top level, hence one flat WITH; they run
-        # whether or not they are read.
-        apply=f"""
-            WITH source AS MATERIALIZED ({found}),
-            {", ".join(writes)}
-            SELECT string_agg(
-                CASE WHEN NOT s.pending THEN '{NOT_APPLIED}' ELSE {outcome} END,
-                '' ORDER BY s.row_number) AS outcomes
-            FROM source s""",
+        apply=numbered("apply", apply),
         skip_note=skip_note,
     )
 

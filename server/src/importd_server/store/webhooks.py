@@ -52,7 +52,9 @@ class WebhookStore:
 
     async def claim(self, owner: str, lease_seconds: float) -> ClaimedDelivery | None:
         """The most overdue pending delivery, leased to `owner`; None when none is due."""
-        row = await self._pool.fetchrow(WEBHOOK_QUERIES["claim_delivery"], owner, lease_seconds)
+        row = await WEBHOOK_QUERIES["claim_delivery"].fetchrow(
+            self._pool, owner=owner, lease_seconds=lease_seconds
+        )
         if row is None:
             return None
         job = row["job"]
@@ -78,39 +80,36 @@ class WebhookStore:
         meanwhile: the attempt is recorded, the state is the new holder's to set)."""
         attempt = outcome.attempt
         async with self._pool.acquire() as connection, connection.transaction():
-            await connection.execute(
-                WEBHOOK_QUERIES["record_attempt"],
-                delivery.id,
-                attempt.number,
-                attempt.start_time,
-                attempt.latency_seconds,
-                attempt.http_status,
-                attempt.error,
+            await WEBHOOK_QUERIES["record_attempt"].execute(
+                connection,
+                delivery_id=delivery.id,
+                number=attempt.number,
+                start_time=attempt.start_time,
+                latency_seconds=attempt.latency_seconds,
+                http_status=attempt.http_status,
+                error=attempt.error,
             )
-            state = await connection.fetchval(
-                WEBHOOK_QUERIES["finish_delivery"],
-                delivery.id,
-                delivery.attempt,
-                owner,
-                outcome.delivered,
-                outcome.refused,
-                outcome.retry_in_seconds,
-                retry_seconds,
+            state = await WEBHOOK_QUERIES["finish_delivery"].fetchval(
+                connection,
+                delivery_id=delivery.id,
+                attempt=delivery.attempt,
+                owner=owner,
+                delivered=outcome.delivered,
+                refused=outcome.refused,
+                retry_in_seconds=outcome.retry_in_seconds,
+                retry_seconds=retry_seconds,
             )
         return WebhookDeliveryState(state) if state is not None else None
 
     async def release(self, owner_prefix: str) -> str:
         """Frees the leases of every owner starting with `owner_prefix`."""
-        result: str = await self._pool.execute(
-            WEBHOOK_QUERIES["release_deliveries"], f"{owner_prefix}%"
-        )
-        return result
+        return await WEBHOOK_QUERIES["release_deliveries"].execute(self._pool, owners=owner_prefix)
 
     async def list_deliveries(self, job_id: uuid.UUID) -> list[WebhookDelivery]:
         """The job's deliveries, oldest first, each with its attempts."""
         async with self._pool.acquire() as connection:
-            rows = await connection.fetch(WEBHOOK_QUERIES["list_deliveries"], job_id)
-            attempt_rows = await connection.fetch(WEBHOOK_QUERIES["list_attempts"], job_id)
+            rows = await WEBHOOK_QUERIES["list_deliveries"].fetch(connection, job_id=job_id)
+            attempt_rows = await WEBHOOK_QUERIES["list_attempts"].fetch(connection, job_id=job_id)
         attempts: defaultdict[uuid.UUID, list[WebhookAttempt]] = defaultdict(list)
         for a in attempt_rows:
             attempts[a["delivery_id"]].append(

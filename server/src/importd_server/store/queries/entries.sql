@@ -1,4 +1,5 @@
--- Queries on import_entries. An entry's status is PENDING until its row's outcome is known:
+-- Queries on import_entries, run by EntryStore only. An entry's status is PENDING until
+-- its row's outcome is known:
 -- FAILED and SKIPPED are written into the entry (with errors or a note); CREATED, UPDATED,
 -- UNCHANGED and DELETED are read from its chunk's outcome string (see list_entries).
 
@@ -19,7 +20,7 @@ WITH repeated AS MATERIALIZED (
                - coalesce(max(row_number) FILTER (WHERE status = 'FAILED')
                           = max(row_number), false)::integer AS failed_before_last
         FROM import_entries
-        WHERE job_id = $1 AND key IS NOT NULL
+        WHERE job_id = :job_id AND key IS NOT NULL
         GROUP BY key COLLATE "C"
         HAVING count(*) > 1
     ) keys
@@ -28,7 +29,7 @@ WITH repeated AS MATERIALIZED (
     SET status = 'SKIPPED', errors = NULL, clean = NULL, process_time = now(),
         note = 'key ' || e.key || ' is repeated later in the file, at row '
                || ((SELECT last_rows FROM repeated) ->> e.key)
-    WHERE e.job_id = $1 AND e.key IS NOT NULL
+    WHERE e.job_id = :job_id AND e.key IS NOT NULL
       AND (SELECT last_rows FROM repeated) IS NOT NULL
       AND e.row_number < ((SELECT last_rows FROM repeated) ->> e.key)::bigint
     RETURNING 1
@@ -42,41 +43,44 @@ WITH skipped AS (
     UPDATE import_entries
     SET status = 'SKIPPED', process_time = now(),
         note = 'not imported: other rows failed and the job is all_or_nothing'
-    WHERE job_id = $1 AND status = 'PENDING'
+    WHERE job_id = :job_id AND status = 'PENDING'
     RETURNING 1
 )
 SELECT count(*) FROM skipped;
 
 -- name: skip_rows
--- The rows a chunk's statement skipped: those whose character in the outcome string $3 (of
--- rows $2, $2 + 1, ...) is 'S'. They become SKIPPED with the note $4.
+-- The rows a chunk's statement skipped: those whose character in the outcome string
+-- :outcomes (of rows :first_row, :first_row + 1, ...) is 'S'. They become SKIPPED with
+-- the note :note.
 UPDATE import_entries
-SET status = 'SKIPPED', note = $4, process_time = now()
-WHERE job_id = $1 AND row_number BETWEEN $2 AND $2 + length($3) - 1
-  AND substr($3, (row_number - $2 + 1)::integer, 1) = 'S';
+SET status = 'SKIPPED', note = :note, process_time = now()
+WHERE job_id = :job_id AND row_number BETWEEN :first_row AND :first_row + length(:outcomes) - 1
+  AND substr(:outcomes, (row_number - :first_row + 1)::integer, 1) = 'S';
 
 -- name: fail_rows
--- Rows of $2..$3 the database refused: FAILED with their errors ($4: a JSON object of row
--- number -> list of errors).
+-- Rows of :first_row..:last_row the database refused: FAILED with their errors (:errors,
+-- a JSON object of row number -> list of errors).
 UPDATE import_entries
-SET status = 'FAILED', errors = $4::jsonb -> row_number::text, process_time = now()
-WHERE job_id = $1 AND row_number BETWEEN $2 AND $3 AND $4::jsonb ? row_number::text;
+SET status = 'FAILED', errors = :errors::jsonb -> row_number::text, process_time = now()
+WHERE job_id = :job_id AND row_number BETWEEN :first_row AND :last_row AND :errors::jsonb ? row_number::text;
 
 -- name: pending_rows
 SELECT row_number, raw
 FROM import_entries
-WHERE job_id = $1 AND row_number BETWEEN $2 AND $3 AND status = 'PENDING'
+WHERE job_id = :job_id AND row_number BETWEEN :first_row AND :last_row AND status = 'PENDING'
 ORDER BY row_number;
 
 -- name: set_clean
--- The clean fields of rows of $2..$3 ($4: a JSON object of row number -> text[] literal).
+-- The clean fields of rows of :first_row..:last_row (:clean, a JSON object of row number
+-- -> text[] literal).
 UPDATE import_entries
-SET clean = ($4::jsonb ->> row_number::text)::text[]
-WHERE job_id = $1 AND row_number BETWEEN $2 AND $3 AND $4::jsonb ? row_number::text;
+SET clean = (:clean::jsonb ->> row_number::text)::text[]
+WHERE job_id = :job_id AND row_number BETWEEN :first_row AND :last_row AND :clean::jsonb ? row_number::text;
 
 -- name: list_entries
--- A page of a job's entries in row order after row $3, filtered by status ($2 empty = all)
--- and by an error code ($6 NULL = any), skipping $4 matching rows (offset style). A pending
+-- A page of a job's entries in row order after row :after_row, filtered by status
+-- (:statuses empty = any) and by an error code (:error_code NULL = any), skipping :offset
+-- matching rows (offset style), at most :limit. A pending
 -- entry of a done chunk has the outcome
 -- its character in the chunk's outcome string says (import_jobs.chunk_rows finds the chunk;
 -- chunks done before migration 0005 have no outcome string: their entries hold every
@@ -99,23 +103,24 @@ FROM (
     LEFT JOIN import_chunks c
         ON c.job_id = e.job_id
        AND c.chunk_number = ((e.row_number - 1)
-                             / (SELECT chunk_rows FROM import_jobs WHERE id = $1) + 1)::integer
-    WHERE e.job_id = $1 AND e.row_number > $3
-      AND ($6::text IS NULL
-           OR e.errors @> jsonb_build_array(jsonb_build_object('code', $6::text)))
-      AND (cardinality($2::text[]) = 0 OR e.status = ANY($2::text[])
+                             / (SELECT chunk_rows FROM import_jobs WHERE id = :job_id) + 1)::integer
+    WHERE e.job_id = :job_id AND e.row_number > :after_row
+      AND (:error_code::text IS NULL
+           OR e.errors @> jsonb_build_array(jsonb_build_object('code', :error_code::text)))
+      AND (cardinality(:statuses::text[]) = 0 OR e.status = ANY(:statuses::text[])
            OR (e.status = 'PENDING'
-               AND $2::text[] && '{PENDING,CREATED,UPDATED,UNCHANGED,DELETED}'::text[]))
+               AND :statuses::text[] && '{PENDING,CREATED,UPDATED,UNCHANGED,DELETED}'::text[]))
 ) entry
-WHERE cardinality($2::text[]) = 0 OR status = ANY($2::text[])
+WHERE cardinality(:statuses::text[]) = 0 OR status = ANY(:statuses::text[])
 ORDER BY row_number
-OFFSET $4
-LIMIT $5;
+OFFSET :offset
+LIMIT :limit;
 
 -- name: count_failed_entries
--- How many entries of a job have an error of code $3 (and a status among $2, empty = any):
--- only FAILED entries have errors, and their status is in the entry itself.
+-- How many entries of a job have an error of code :error_code (and a status among
+-- :statuses, empty = any): only FAILED entries have errors, and their status is in the
+-- entry itself.
 SELECT count(*)
 FROM import_entries
-WHERE job_id = $1 AND (cardinality($2::text[]) = 0 OR status = ANY($2::text[]))
-  AND errors @> jsonb_build_array(jsonb_build_object('code', $3::text));
+WHERE job_id = :job_id AND (cardinality(:statuses::text[]) = 0 OR status = ANY(:statuses::text[]))
+  AND errors @> jsonb_build_array(jsonb_build_object('code', :error_code::text));
