@@ -31,7 +31,10 @@ def wait_until_serving(port: int, process: subprocess.Popen[bytes]) -> None:
         health = health_pb2_grpc.HealthStub(channel)
         deadline = time.monotonic() + STARTUP_SECONDS
         while time.monotonic() < deadline:
-            assert process.poll() is None, "importd serve exited during start-up"
+            if process.poll() is not None:
+                assert process.stderr is not None
+                log = process.stderr.read().decode(errors="replace")
+                raise AssertionError(f"importd serve exited during start-up:\n{log[-4000:]}")
             try:
                 response = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
                 if response.status == health_pb2.HealthCheckResponse.SERVING:
