@@ -298,10 +298,8 @@ async def copy_with_psql(database_url: str, path: Path) -> tuple[float, float]:
 async def reset(database_url: str, *, keep_contacts: bool = False) -> None:
     connection = await asyncpg.connect(database_url)
     try:
-        tables = "import_entries, import_chunks, import_jobs"
-        await connection.execute(
-            f"TRUNCATE {tables}{'' if keep_contacts else ', contacts'} CASCADE"
-        )
+        tables = "import_entries, import_chunks, webhook_attempts, webhook_deliveries, import_jobs"
+        await connection.execute(f"TRUNCATE {tables}{'' if keep_contacts else ', contacts'}")
         await connection.execute("VACUUM ANALYZE")
     finally:
         await connection.close()

@@ -24,6 +24,12 @@ from importd_server.metrics import Metrics
 from importd_server.store.jobs import JobStore
 from importd_server.store.pool import create_pool
 from tests.conftest import AppFactory, truncate
+from tests.integration.test_webhooks import (  # noqa: F401 (receiver: the fixture)
+    WEBHOOK_SETTINGS,
+    receiver,
+    secret_of,
+    settled,
+)
 from tests.rpc import (
     import_and_wait,
     insert_job,
@@ -31,6 +37,7 @@ from tests.rpc import (
     start_import,
     wait_for_job,
 )
+from tests.webhook_receiver import Receiver
 
 HEADER = b"email,score\n"
 # More than a block of the parser (1 MiB): some rows are stored while the upload is held.
@@ -298,6 +305,25 @@ async def test_a_request_refused_mid_upload_ends_its_job_failed_with_no_rows(
     assert job_error(failed) == (code_pb2.ABORTED, "UPLOAD_ABORTED")
     assert "the request was refused (INVALID_ARGUMENT)" in failed.error.message
     assert await stored_entries(db, job_id) == 0
+
+
+async def test_an_aborted_upload_posts_its_failure_and_no_queued_event(
+    make_app: AppFactory,
+    receiver: Receiver,  # noqa: F811 (the fixture)
+) -> None:
+    app = await make_app(**WEBHOOK_SETTINGS)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        stub = pb_grpc.ImportServiceStub(channel)
+        receiver.secret = await secret_of(stub)
+        upload = HeldUpload(stub, webhook_url=receiver.url(), webhook_events=pb.WEBHOOK_EVENTS_ALL)
+        upload.send(HEADER + rows(0, 10))
+        job_id = await upload.job_id()
+        await job_when(stub, job_id, lambda j: j.received_bytes > 0)
+        upload.call.cancel()
+        [delivery] = await settled(stub, job_id, 1)
+    assert delivery.job_status == pb.JOB_STATUS_FAILED
+    [received] = receiver.received
+    assert received.verified and job_error(received.job) == (code_pb2.ABORTED, "UPLOAD_ABORTED")
 
 
 async def test_a_request_id_repeated_while_its_upload_runs_returns_that_job(

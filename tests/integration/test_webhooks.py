@@ -121,14 +121,10 @@ async def test_every_status_change_is_posted_when_the_job_asks(
     assert {r.job.status for r in receiver.received} == {d.job_status for d in found}
     assert all(r.verified for r in receiver.received)
     queued = next(r.job for r in receiver.received if r.job.status == pb.JOB_STATUS_QUEUED)
-    # The job as its status change committed: QUEUED from the upload's first byte, while
-    # its file is still being received (ARCHITECTURE, "Long uploads are visible").
-    assert queued.stage == pb.JOB_STAGE_RECEIVING and not queued.HasField("total_rows")
-    succeeded = next(r.job for r in receiver.received if r.job.status == pb.JOB_STATUS_SUCCEEDED)
-    assert succeeded.total_rows == 5
+    assert queued.total_rows == 5  # the job as its status change committed, file staged
 
 
-async def test_a_refused_file_posts_its_job_receiving_then_failed_with_the_error(
+async def test_a_job_ended_in_its_first_transaction_has_one_event_with_its_final_state(
     hook_stub: pb_grpc.ImportServiceStub, receiver: Receiver
 ) -> None:
     receiver.secret = await secret_of(hook_stub)
@@ -140,11 +136,10 @@ async def test_a_refused_file_posts_its_job_receiving_then_failed_with_the_error
     )
     assert job.status == pb.JOB_STATUS_FAILED
 
-    # The job exists from the upload's first byte, so its creation is a change of its own.
-    found = await settled(hook_stub, job.id, 2)
-    assert [d.job_status for d in found] == [pb.JOB_STATUS_QUEUED, pb.JOB_STATUS_FAILED]
-    failed = next(r.job for r in receiver.received if r.job.status == pb.JOB_STATUS_FAILED)
-    assert failed.error.message == job.error.message
+    [delivery] = await settled(hook_stub, job.id, 1)
+    assert delivery.job_status == pb.JOB_STATUS_FAILED
+    [received] = receiver.received
+    assert received.job.error.message == job.error.message
 
 
 async def test_a_receiver_that_fails_then_recovers_gets_every_event_under_one_id_each(

@@ -7,6 +7,7 @@ clients share one implementation and behave alike (retries, resumed streams, err
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
@@ -50,11 +51,26 @@ class _LoopThread:
             raise
 
     def iterate(self, iterator: AsyncIterator[T]) -> Iterator[T]:
+        steps: list[asyncio.Task[Any] | None] = []
+
         async def step() -> tuple[bool, T | None]:
+            steps[:] = [asyncio.current_task()]
             try:
                 return True, await anext(iterator)
             except StopAsyncIteration:
                 return False, None
+
+        async def close() -> None:
+            # A Ctrl-C inside run_coroutine_threadsafe leaves a step scheduled that `run`
+            # could not cancel: end it first, or aclose() finds the iterator still running.
+            for task in steps:
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
         try:
             while True:
@@ -63,9 +79,7 @@ class _LoopThread:
                     return
                 yield item  # type: ignore[misc]
         finally:
-            close = getattr(iterator, "aclose", None)
-            if close is not None:
-                self.run(close())
+            self.run(close())
 
     def stop(self) -> None:
         async def cancel_the_rest() -> None:
