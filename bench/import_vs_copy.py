@@ -163,9 +163,16 @@ class Latencies:
         return f"{one('GetJob', self.get_job)}; {one('ListJobs', self.list_jobs)} ({calls} calls)"
 
 
-async def _probe(stub: pb_grpc.ImportServiceStub, job_id: str, latencies: Latencies) -> None:
-    """Calls GetJob and ListJobs in turn, every 50 ms each, until cancelled."""
+async def _probe(
+    stub: pb_grpc.ImportServiceStub, job_id: str, latencies: Latencies, clock: CpuClock | None
+) -> None:
+    """Calls GetJob and ListJobs in turn, every 50 ms each, until cancelled; samples the
+    CPU clock every second."""
+    calls = 0
     while True:
+        calls += 1
+        if clock is not None and calls % 20 == 0:
+            await clock.sample()
         started = time.perf_counter()
         await stub.GetJob(pb.GetJobRequest(id=job_id))
         latencies.get_job.append(time.perf_counter() - started)
@@ -202,7 +209,7 @@ async def import_through_api(
         stub = pb_grpc.ImportServiceStub(channel)
         latencies = Latencies()
         probe = asyncio.create_task(
-            _probe(pb_grpc.ImportServiceStub(probe_channel), probe_job, latencies)
+            _probe(pb_grpc.ImportServiceStub(probe_channel), probe_job, latencies, clock)
         )
         cpu: list[tuple[float, float]] = []
         try:
@@ -381,21 +388,27 @@ async def _backend_pids(database_url: str) -> list[int]:
 @dataclass
 class CpuClock:
     """CPU seconds of importd's process and of PostgreSQL's backends on the database
-    (same machine): less disturbed by other load than wall-clock times."""
+    (same machine): less disturbed by other load than wall-clock times. Sampled while the
+    import runs too, since an upload's backend (a connection of its own) ends with it."""
 
     database_url: str
     server_pid: int
     server: float = 0.0
-    backends: dict[int, float] = field(default_factory=dict)
+    counted: dict[int, float] = field(default_factory=dict)  # each backend, at the last read
+    seen: dict[int, float] = field(default_factory=dict)  # each backend, at the last sample
+
+    async def sample(self) -> None:
+        """Notes every backend's CPU time so far."""
+        for pid in await _backend_pids(self.database_url):
+            self.seen[pid] = _cpu_seconds(pid) or self.seen.get(pid, 0.0)
 
     async def read(self) -> tuple[float, float]:
         """(importd, PostgreSQL) CPU seconds since the last read."""
+        await self.sample()
         server = _cpu_seconds(self.server_pid)
-        pids = await _backend_pids(self.database_url)
-        backends = {pid: _cpu_seconds(pid) for pid in pids}
-        spent = sum(t - self.backends.get(pid, 0.0) for pid, t in backends.items())
+        spent = sum(t - self.counted.get(pid, 0.0) for pid, t in self.seen.items())
         used = server - self.server, spent
-        self.server, self.backends = server, backends
+        self.server, self.counted = server, dict(self.seen)
         return used
 
 

@@ -2,7 +2,8 @@
 
 A query names its parameters (`:job_id`, as aiosql reads them); `Query` turns them into
 PostgreSQL's `$1, $2, ...` and a call's keyword arguments into the positional ones asyncpg
-sends. Only the stores (`store/*.py`) run queries.
+sends. The stores (`store/*.py`) run these; the engine runs only the statements that apply
+a chunk to its target, which `store/targets.py` builds.
 """
 
 from __future__ import annotations
