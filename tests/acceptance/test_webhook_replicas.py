@@ -52,7 +52,15 @@ async def test_a_replica_killed_mid_delivery_loses_no_event(
                 webhook_lease_seconds=3.0,
             )
             await wait_until(lambda: len(receiver.received) == 2, within=30)
-            response = await stub.ListWebhookDeliveries(pb.ListWebhookDeliveriesRequest(id=job.id))
+            # The receiver has the POST a moment before the deliverer records its answer.
+            request = pb.ListWebhookDeliveriesRequest(id=job.id)
+            async with asyncio.timeout(30):
+                while True:
+                    response = await stub.ListWebhookDeliveries(request)
+                    states = [d.state for d in response.deliveries]
+                    if states == [pb.WEBHOOK_DELIVERY_STATE_DELIVERED]:
+                        break
+                    await asyncio.sleep(0.05)
     finally:
         await receiver.stop()
 
