@@ -72,6 +72,7 @@ class EntryStatus(StrEnum):
     SKIPPED = "SKIPPED"
     FAILED = "FAILED"
     DELETED = "DELETED"
+    NOT_PROCESSED = "NOT_PROCESSED"
 
 
 @dataclass(frozen=True)

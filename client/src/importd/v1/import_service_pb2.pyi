@@ -226,6 +226,10 @@ class _EntryStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EntryStat
     """Has errors."""
     ENTRY_STATUS_DELETED: _EntryStatus.ValueType  # 7
     """Deleted."""
+    ENTRY_STATUS_NOT_PROCESSED: _EntryStatus.ValueType  # 8
+    """Never processed: its job ended first (cancelled, failed, or stopped by
+    max_errors); the entry's note says which.
+    """
 
 class EntryStatus(_EntryStatus, metaclass=_EntryStatusEnumTypeWrapper):
     """What happened to one row."""
@@ -246,6 +250,10 @@ ENTRY_STATUS_FAILED: EntryStatus.ValueType  # 6
 """Has errors."""
 ENTRY_STATUS_DELETED: EntryStatus.ValueType  # 7
 """Deleted."""
+ENTRY_STATUS_NOT_PROCESSED: EntryStatus.ValueType  # 8
+"""Never processed: its job ended first (cancelled, failed, or stopped by
+max_errors); the entry's note says which.
+"""
 Global___EntryStatus: _TypeAlias = EntryStatus  # noqa: Y015
 
 class _WebhookDeliveryState:
