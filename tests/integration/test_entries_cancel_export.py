@@ -115,7 +115,7 @@ async def test_export_of_chosen_statuses_can_be_imported_again(
     assert counts(again) == {"created": 7}
 
 
-async def test_cancelling_a_queued_job_leaves_every_entry_pending(
+async def test_cancelling_a_queued_job_leaves_every_entry_not_processed(
     make_app: AppFactory, database_url: str
 ) -> None:
     api_only = await make_app(workers=0)
@@ -125,8 +125,12 @@ async def test_cancelling_a_queued_job_leaves_every_entry_pending(
         cancelled = await stub.CancelJob(pb.CancelJobRequest(id=job.id))
         assert cancelled.status == pb.JOB_STATUS_CANCELLED
         assert cancelled.HasField("end_time")
-        pending = await entries_of(stub, job.id, pb.ENTRY_STATUS_PENDING)
-        assert len(pending) == 2
+        assert cancelled.not_processed_count == 2
+        assert await entries_of(stub, job.id, pb.ENTRY_STATUS_PENDING) == []
+        not_processed = await entries_of(stub, job.id, pb.ENTRY_STATUS_NOT_PROCESSED)
+        assert [e.row_number for e in not_processed] == [1, 2]
+        assert {e.note for e in not_processed} == {"not processed: the job was cancelled"}
+        assert all(e.process_time == cancelled.end_time for e in not_processed)
 
         # A retried cancel is no error: the job is cancelled, as asked.
         again = await stub.CancelJob(pb.CancelJobRequest(id=job.id))
@@ -220,6 +224,7 @@ async def test_each_status_filter_lists_exactly_total_count_entries_of_that_stat
         pb.ENTRY_STATUS_SKIPPED: [3],
         pb.ENTRY_STATUS_FAILED: [4, 6],
         pb.ENTRY_STATUS_DELETED: [],
+        pb.ENTRY_STATUS_NOT_PROCESSED: [],
     }
     everything = await stub.ListEntries(pb.ListEntriesRequest(id=job.id))
     assert everything.total_count == len(everything.entries) == 6

@@ -92,7 +92,10 @@ async def test_cancel_mid_run_keeps_committed_chunks_and_never_runs_the_rest(
         job = await stub.GetJob(pb.GetJobRequest(id=job_id))
         assert job.status == pb.JOB_STATUS_CANCELLED
         assert (job.processed_rows, counts(job)) == (8, {"created": 8})
-        assert len(await entries_of(stub, job_id, pb.ENTRY_STATUS_PENDING)) == 12
+        assert job.not_processed_count == 12
+        assert await entries_of(stub, job_id, pb.ENTRY_STATUS_PENDING) == []
+        not_processed = await entries_of(stub, job_id, pb.ENTRY_STATUS_NOT_PROCESSED)
+        assert [e.row_number for e in not_processed] == list(range(9, 21))
     assert await db.fetchval("SELECT count(*) FROM contacts") == 8
     untouched = await db.fetch(
         "SELECT lease_owner FROM import_chunks WHERE status = 'PENDING' ORDER BY chunk_number"

@@ -126,6 +126,16 @@ class Counts:
 
 
 @dataclass(frozen=True)
+class ErrorCount:
+    """How many errors of one code on one column (empty: a row-level error) a job's rows
+    have."""
+
+    code: str
+    field: str
+    count: int
+
+
+@dataclass(frozen=True)
 class Job:
     """An import job as stored."""
 
@@ -157,6 +167,8 @@ class Job:
     dialect: Dialect | None = None
     received_bytes: int = 0
     staged_rows: int = 0
+    # Row errors by code and column, most frequent first (each error of a row counts once).
+    error_summary: tuple[ErrorCount, ...] = ()
 
     @property
     def progress(self) -> tuple[object, ...]:
@@ -165,6 +177,7 @@ class Job:
             self.status,
             self.stage,
             self.counts,
+            self.error_summary,
             self.total_rows,
             self.error,
             self.received_bytes,
@@ -183,14 +196,35 @@ class Job:
             return None
         return max(0.0, (self.total_rows - self.counts.processed) / self.rows_per_second)
 
+    @property
+    def not_processed_count(self) -> int:
+        """Rows that will never be processed since the job ended first; 0 while it is live.
+        Derived, not stored: a cancel writes nothing per row."""
+        if not self.status.is_terminal or self.receiving:
+            return 0
+        c = self.counts
+        decided = c.created + c.updated + c.unchanged + c.skipped + c.failed + c.deleted
+        return max(0, (self.total_rows or 0) - decided)
+
+    @property
+    def not_processed_note(self) -> str:
+        """Why the job's NOT_PROCESSED rows were not: how the job ended."""
+        if self.status is JobStatus.CANCELLED:
+            return "not processed: the job was cancelled"
+        if self.error is not None:
+            return f"not processed: the job failed: {self.error.reason}: {self.error.message}"
+        return f"not processed: the job ended {self.status.value}"
+
     def count_entries(self, statuses: Collection[EntryStatus]) -> int:
         """How many of the job's entries have one of these statuses (any, when empty): the
         counts change in the same transactions as the entries' outcomes, so they agree."""
         if self.receiving:
             return 0  # staged rows become entries only when staging commits
         counts = self.counts
+        ended = self.status.is_terminal
         by_status = {
-            EntryStatus.PENDING: (self.total_rows or 0) - counts.processed,
+            EntryStatus.PENDING: 0 if ended else (self.total_rows or 0) - counts.processed,
+            EntryStatus.NOT_PROCESSED: self.not_processed_count,
             EntryStatus.CREATED: counts.created,
             EntryStatus.UPDATED: counts.updated,
             EntryStatus.UNCHANGED: counts.unchanged,

@@ -575,6 +575,8 @@ class Job(_message.Message):
     DIALECT_FIELD_NUMBER: _builtins.int
     RECEIVED_BYTES_FIELD_NUMBER: _builtins.int
     STAGED_ROWS_FIELD_NUMBER: _builtins.int
+    NOT_PROCESSED_COUNT_FIELD_NUMBER: _builtins.int
+    ERROR_SUMMARY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The job's id, a UUID."""
     import_type: _builtins.str
@@ -629,6 +631,13 @@ class Job(_message.Message):
     """Rows of the file read and stored so far (stages RECEIVING and STAGING); all
     of them once staged. Stored rows become entries only when staging commits.
     """
+    not_processed_count: _builtins.int
+    """Rows that will never be processed because the job ended first (cancelled,
+    failed, or stopped by max_errors); their entries are NOT_PROCESSED. 0 while
+    the job is queued or running. Once the job has ended, created, updated,
+    unchanged, skipped, failed, deleted and not_processed counts add up to
+    total_rows.
+    """
     @_builtins.property
     def error(self) -> _status_pb2.Status:
         """A job-level failure, such as an unreadable file."""
@@ -658,6 +667,14 @@ class Job(_message.Message):
     @_builtins.property
     def dialect(self) -> Global___Dialect:
         """How the file was read; unset when its first bytes were never read."""
+
+    @_builtins.property
+    def error_summary(self) -> _containers.RepeatedCompositeFieldContainer[Global___ErrorCount]:
+        """The rows' errors by code and column, most frequent first: exact, kept in
+        the same transactions as the counts. Each error of a row counts once, so a
+        row with two errors counts in two entries and the counts may add up to more
+        than failed_count.
+        """
 
     def __init__(
         self,
@@ -694,10 +711,12 @@ class Job(_message.Message):
         dialect: Global___Dialect | None = ...,
         received_bytes: _builtins.int = ...,
         staged_rows: _builtins.int = ...,
+        not_processed_count: _builtins.int = ...,
+        error_summary: _abc.Iterable[Global___ErrorCount] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "_total_rows", b"_total_rows", "create_time", b"create_time", "dialect", b"dialect", "end_time", b"end_time", "error", b"error", "max_errors", b"max_errors", "start_time", b"start_time", "total_rows", b"total_rows", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "_total_rows", b"_total_rows", "all_or_nothing", b"all_or_nothing", "create_time", b"create_time", "created_count", b"created_count", "deleted_count", b"deleted_count", "dialect", b"dialect", "dry_run", b"dry_run", "end_time", b"end_time", "error", b"error", "failed_count", b"failed_count", "file_name", b"file_name", "file_size_bytes", b"file_size_bytes", "format", b"format", "id", b"id", "import_type", b"import_type", "labels", b"labels", "max_errors", b"max_errors", "mode", b"mode", "processed_rows", b"processed_rows", "progress_percent", b"progress_percent", "received_bytes", b"received_bytes", "request_id", b"request_id", "rows_per_second", b"rows_per_second", "sha256", b"sha256", "skipped_count", b"skipped_count", "stage", b"stage", "staged_rows", b"staged_rows", "start_time", b"start_time", "status", b"status", "total_rows", b"total_rows", "unchanged_count", b"unchanged_count", "update_time", b"update_time", "updated_count", b"updated_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "_total_rows", b"_total_rows", "all_or_nothing", b"all_or_nothing", "create_time", b"create_time", "created_count", b"created_count", "deleted_count", b"deleted_count", "dialect", b"dialect", "dry_run", b"dry_run", "end_time", b"end_time", "error", b"error", "error_summary", b"error_summary", "failed_count", b"failed_count", "file_name", b"file_name", "file_size_bytes", b"file_size_bytes", "format", b"format", "id", b"id", "import_type", b"import_type", "labels", b"labels", "max_errors", b"max_errors", "mode", b"mode", "not_processed_count", b"not_processed_count", "processed_rows", b"processed_rows", "progress_percent", b"progress_percent", "received_bytes", b"received_bytes", "request_id", b"request_id", "rows_per_second", b"rows_per_second", "sha256", b"sha256", "skipped_count", b"skipped_count", "stage", b"stage", "staged_rows", b"staged_rows", "start_time", b"start_time", "status", b"status", "total_rows", b"total_rows", "unchanged_count", b"unchanged_count", "update_time", b"update_time", "updated_count", b"updated_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_errors: _TypeAlias = _typing.Literal["max_errors"]  # noqa: Y015
     _WhichOneofArgType__max_errors: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors"]  # noqa: Y015
@@ -709,6 +728,38 @@ class Job(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__total_rows) -> _WhichOneofReturnType__total_rows | None: ...
 
 Global___Job: _TypeAlias = Job  # noqa: Y015
+
+@_typing.final
+class ErrorCount(_message.Message):
+    """How many errors of one code on one column a job's rows have."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    FIELD_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """The errors' code, e.g. "INVALID_EMAIL"."""
+    field: _builtins.str
+    """The column, e.g. "email"; empty for row-level errors (e.g. a wrong number of
+    fields).
+    """
+    count: _builtins.int
+    """How many such errors the job's rows have."""
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        field: _builtins.str = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "count", b"count", "field", b"field"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ErrorCount: _TypeAlias = ErrorCount  # noqa: Y015
 
 @_typing.final
 class Dialect(_message.Message):
@@ -1120,21 +1171,29 @@ class ExportEntriesRequest(_message.Message):
 
     ID_FIELD_NUMBER: _builtins.int
     STATUSES_FIELD_NUMBER: _builtins.int
+    ALL_ROWS_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The job's id."""
+    all_rows: _builtins.bool
+    """Every row of the file in file order, whatever its status: the whole file as
+    one report, to fix and upload again. Not with statuses.
+    """
     @_builtins.property
     def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___EntryStatus.ValueType]:
-        """Entries in these statuses; FAILED and SKIPPED when empty."""
+        """Entries in these statuses; FAILED, SKIPPED and NOT_PROCESSED (the rows that
+        were not imported) when empty.
+        """
 
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
         statuses: _abc.Iterable[Global___EntryStatus.ValueType] | None = ...,
+        all_rows: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "statuses", b"statuses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_rows", b"all_rows", "id", b"id", "statuses", b"statuses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

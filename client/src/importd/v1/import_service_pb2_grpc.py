@@ -161,8 +161,9 @@ class ImportServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ExportEntries(self, request, context):
-        """Streams the rows that were not imported as CSV, in the file's own columns
-        plus importd_row, importd_status and importd_errors.
+        """Streams the rows that were not imported (or every row, with all_rows) as
+        CSV, in the file's own columns plus importd_row, importd_status and
+        importd_errors.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -66,8 +66,9 @@ class ImportServiceStub:
     CancelJob: _grpc.UnaryUnaryMultiCallable[_import_service_pb2.CancelJobRequest, _import_service_pb2.Job]
     """Cancels a queued or running job. Chunks already committed stay committed."""
     ExportEntries: _grpc.UnaryStreamMultiCallable[_import_service_pb2.ExportEntriesRequest, _import_service_pb2.ExportEntriesResponse]
-    """Streams the rows that were not imported as CSV, in the file's own columns
-    plus importd_row, importd_status and importd_errors.
+    """Streams the rows that were not imported (or every row, with all_rows) as
+    CSV, in the file's own columns plus importd_row, importd_status and
+    importd_errors.
     """
     ListImportTypes: _grpc.UnaryUnaryMultiCallable[_import_service_pb2.ListImportTypesRequest, _import_service_pb2.ListImportTypesResponse]
     """Lists the import types this server knows, with their columns and rules."""
@@ -123,8 +124,9 @@ class ImportServiceAsyncStub(ImportServiceStub):
     CancelJob: _aio.UnaryUnaryMultiCallable[_import_service_pb2.CancelJobRequest, _import_service_pb2.Job]  # type: ignore[assignment]
     """Cancels a queued or running job. Chunks already committed stay committed."""
     ExportEntries: _aio.UnaryStreamMultiCallable[_import_service_pb2.ExportEntriesRequest, _import_service_pb2.ExportEntriesResponse]  # type: ignore[assignment]
-    """Streams the rows that were not imported as CSV, in the file's own columns
-    plus importd_row, importd_status and importd_errors.
+    """Streams the rows that were not imported (or every row, with all_rows) as
+    CSV, in the file's own columns plus importd_row, importd_status and
+    importd_errors.
     """
     ListImportTypes: _aio.UnaryUnaryMultiCallable[_import_service_pb2.ListImportTypesRequest, _import_service_pb2.ListImportTypesResponse]  # type: ignore[assignment]
     """Lists the import types this server knows, with their columns and rules."""
@@ -219,8 +221,9 @@ class ImportServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _import_service_pb2.ExportEntriesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_import_service_pb2.ExportEntriesResponse], _abc.AsyncIterator[_import_service_pb2.ExportEntriesResponse]]:
-        """Streams the rows that were not imported as CSV, in the file's own columns
-        plus importd_row, importd_status and importd_errors.
+        """Streams the rows that were not imported (or every row, with all_rows) as
+        CSV, in the file's own columns plus importd_row, importd_status and
+        importd_errors.
         """
 
     @_abc_1.abstractmethod

@@ -134,6 +134,10 @@ def job_to_proto(job: Job) -> pb.Job:
         update_time=timestamp(job.update_time),
         received_bytes=job.received_bytes,
         staged_rows=job.staged_rows,
+        not_processed_count=job.not_processed_count,
+        error_summary=[
+            pb.ErrorCount(code=e.code, field=e.field, count=e.count) for e in job.error_summary
+        ],
     )
     if job.dialect is not None:
         message.dialect.CopyFrom(dialect_to_proto(job.dialect))

@@ -33,7 +33,7 @@ from importd_server.api.status import Context, maps_errors
 from importd_server.auth import READ, WRITE, Authenticator, Principal
 from importd_server.config import Settings
 from importd_server.engine.admission import Admission
-from importd_server.engine.export import NOT_IMPORTED, export_job, with_entries
+from importd_server.engine.export import ALL_ROWS, NOT_IMPORTED, export_job, with_entries
 from importd_server.engine.remote import REMOTE_SCHEMES, RemoteSources, uri_scheme
 from importd_server.engine.shapes import DELIMITERS, ENCODINGS, fallback_list
 from importd_server.engine.sources import open_source
@@ -327,6 +327,12 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         check_request(request)
         job = await self._job(parse_id(request.id), caller)
         statuses = entry_statuses_from_proto(request.statuses, "statuses") or NOT_IMPORTED
+        if request.all_rows:
+            if request.statuses:
+                raise InvalidArgument.for_field(
+                    "all_rows", "cannot be combined with statuses: all_rows exports every row"
+                )
+            statuses = ALL_ROWS
         async for piece in export_job(job, self._jobs, self._entries, statuses):
             yield pb.ExportEntriesResponse(chunk=piece)
 

@@ -13,7 +13,9 @@ from importd_server.store.entries import EntryStore
 from importd_server.store.jobs import JobStore
 
 EXTRA_COLUMNS = ("importd_row", "importd_status", "importd_errors")
-NOT_IMPORTED = (EntryStatus.FAILED, EntryStatus.SKIPPED)
+# ExportEntries' default: the rows to fix and import again.
+NOT_IMPORTED = (EntryStatus.FAILED, EntryStatus.SKIPPED, EntryStatus.NOT_PROCESSED)
+ALL_ROWS: tuple[EntryStatus, ...] = ()  # every row of the file, in file order
 FLUSH_BYTES = 64 * 1024
 
 
@@ -67,8 +69,9 @@ def with_entries(job: Job) -> Job:
 async def export_job(
     job: Job, jobs: JobStore, entries: EntryStore, statuses: Sequence[EntryStatus] = NOT_IMPORTED
 ) -> AsyncIterator[bytes]:
-    """The job's entries in `statuses` as CSV (ExportEntries, and the download links)."""
+    """The job's entries in `statuses` (every one with ALL_ROWS) as CSV, streamed in row
+    order (ExportEntries, and the download links)."""
     with_entries(job)
     columns = await jobs.file_columns(job.id)
-    async for piece in export_csv(columns, entries.iter_entries(job.id, columns, statuses)):
+    async for piece in export_csv(columns, entries.iter_entries(job, columns, statuses)):
         yield piece

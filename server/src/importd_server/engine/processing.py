@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +18,7 @@ import structlog
 from importd_server.engine.parsing import FileColumns
 from importd_server.engine.validation import RowChecker
 from importd_server.errors import FailedPrecondition
-from importd_server.model import Claim, EntryStatus, ImportType, RowError
+from importd_server.model import Claim, EntryStatus, ErrorCount, ImportType, RowError
 from importd_server.store.entries import EntryStore
 from importd_server.store.jobs import JobStore
 from importd_server.store.pool import Connection
@@ -134,7 +134,7 @@ class ChunkProcessor:
             dry_run=job.dry_run,
             all_or_nothing=job.all_or_nothing,
         )
-        failed_unchecked = 0
+        failed_unchecked: dict[int, list[RowError]] = {}
         if not to_process.validated_at_staging:
             failed_unchecked = await self._check_rows_staged_unchecked(work, checker)
         applied = await self._apply(work)
@@ -143,21 +143,24 @@ class ChunkProcessor:
             await self._entries.skip_rows(
                 connection, claim.job_id, claim.first_row, applied.outcomes, work.plan.skip_note
             )
-        if applied.refused:
+        refused = {
+            row: [RowError("REJECTED_BY_DATABASE", "", "", reason)]
+            for row, reason in applied.refused.items()
+        }
+        if refused:
             await self._entries.fail_rows(
-                connection,
-                claim.job_id,
-                claim.first_row,
-                claim.last_row,
-                {
-                    row: [RowError("REJECTED_BY_DATABASE", "", "", reason)]
-                    for row, reason in applied.refused.items()
-                },
+                connection, claim.job_id, claim.first_row, claim.last_row, refused
             )
         counts = Counter({status: applied.outcomes.count(c) for c, status in OUTCOMES.items()})
-        counts[EntryStatus.FAILED] += len(applied.refused) + failed_unchecked
+        counts[EntryStatus.FAILED] += len(refused) + len(failed_unchecked)
         counts[EntryStatus.SKIPPED] += applied.skipped
-        updated = await self._jobs.complete_chunk(connection, claim, applied.outcomes, counts)
+        updated = await self._jobs.complete_chunk(
+            connection,
+            claim,
+            applied.outcomes,
+            counts,
+            summarize_errors([*refused.values(), *failed_unchecked.values()]),
+        )
         if updated is None:
             raise _JobNotRunning
         too_many = too_many_errors(updated.counts.failed, updated.max_errors)
@@ -233,17 +236,19 @@ class ChunkProcessor:
                     break
         return "".join(outcome.get(n, NOT_APPLIED) for n in range(first, last + 1))
 
-    async def _check_rows_staged_unchecked(self, work: _Work, checker: RowChecker) -> int:
+    async def _check_rows_staged_unchecked(
+        self, work: _Work, checker: RowChecker
+    ) -> dict[int, list[RowError]]:
         """Validates the pending rows of a job staged before validation moved to staging
         (migration 0005), as staging now does: the invalid ones FAILED, the others given
-        their clean values (their keys were resolved at staging already). Returns how many
-        failed."""
+        their clean values (their keys were resolved at staging already). Returns the
+        failed rows' errors."""
         connection, claim = work.connection, work.claim
         rows = await self._entries.pending_rows(
             connection, claim.job_id, claim.first_row, claim.last_row
         )
         results = await asyncio.to_thread(lambda: [(n, r, checker.check(r)) for n, r in rows])
-        failed = {n: c.errors for n, _, c in results if c.values is None}
+        failed = {n: list(c.errors) for n, _, c in results if c.values is None}
         if failed:
             await self._entries.fail_rows(
                 connection, claim.job_id, claim.first_row, claim.last_row, failed
@@ -257,7 +262,13 @@ class ChunkProcessor:
             await self._entries.set_clean(
                 connection, claim.job_id, claim.first_row, claim.last_row, clean
             )
-        return len(failed)
+        return failed
+
+
+def summarize_errors(rows: Iterable[Sequence[RowError]]) -> list[ErrorCount]:
+    """The rows' errors by code and column, most frequent first (each error counts once)."""
+    counted = Counter((e.code, e.field) for errors in rows for e in errors)
+    return [ErrorCount(code, field, n) for (code, field), n in counted.most_common()]
 
 
 @asynccontextmanager

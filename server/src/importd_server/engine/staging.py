@@ -28,7 +28,14 @@ from importd_server.engine.shapes import FileReader
 from importd_server.engine.uploads import JobEnded, UploadSlots, UploadState, writing_progress
 from importd_server.errors import Aborted, AlreadyExists, ImportdError, PermissionDenied
 from importd_server.metrics import Metrics
-from importd_server.model import Dialect, EntryStatus, ImportMode, ImportType, Job
+from importd_server.model import (
+    Dialect,
+    EntryStatus,
+    ErrorCount,
+    ImportMode,
+    ImportType,
+    Job,
+)
 from importd_server.store.availability import is_connection_error
 from importd_server.store.entries import EntryStore, encode_entries
 from importd_server.store.jobs import JobStore, NewJobRow
@@ -131,12 +138,14 @@ class _Received:
 
 @dataclass(frozen=True)
 class _Staged:
-    """The file's rows once stored: how many, their columns, and those already decided."""
+    """The file's rows once stored: how many, their columns, those already decided, and
+    the failed ones' errors by code and column."""
 
     total: int
     columns: list[str]
     failed: int
     skipped: int
+    error_summary: tuple[ErrorCount, ...] = ()
 
 
 class _Prepended:
@@ -365,6 +374,7 @@ class Stager:
             failed=staged.failed if staged else 0,
             skipped=staged.skipped if staged else 0,
             chunk_rows=chunk_rows,
+            error_summary=staged.error_summary if staged else (),
         )
         if recorded and received.dialect is not None:
             await self._jobs.record_dialect(connection, job_id, received.dialect)
@@ -448,7 +458,10 @@ class Stager:
         if new_job.all_or_nothing and failed:
             # Nothing is imported: no chunk needs to run.
             skipped += await self._entries.skip_pending(connection, job_id)
-        return _Staged(total, columns.names, failed, skipped)
+        # Over the failed rows only, after superseded rows dropped their errors; a clean
+        # file (the common case) costs nothing.
+        summary = await self._entries.summarize_errors(connection, job_id) if failed else ()
+        return _Staged(total, columns.names, failed, skipped, summary)
 
     async def _queue(
         self,

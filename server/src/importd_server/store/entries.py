@@ -11,10 +11,12 @@ import asyncpg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from importd_server.model import Entry, EntryPage, EntryStatus, Job, RowError
+from importd_server.model import Entry, EntryPage, EntryStatus, ErrorCount, Job, RowError
 from importd_server.store.pool import Connection
 from importd_server.store.sql import ENTRY_QUERIES, SESSION_QUERIES
 
+# The statuses of rows whose chunk is not done.
+UNDONE = frozenset({EntryStatus.PENDING, EntryStatus.NOT_PROCESSED})
 ENTRY_COLUMNS = ("job_id", "row_number", "line_number", "status", "key", "raw", "clean", "errors")
 
 
@@ -136,49 +138,51 @@ class EntryStore:
     ) -> EntryPage:
         """One page of a job's entries in row order, with the count of all that match
         (with an error of `error_code`, when given)."""
-        wanted = [s.value for s in statuses]
+        if error_code is None:
+            total = job.count_entries(statuses)
+            if total == 0:
+                return EntryPage((), None, 0)  # e.g. NOT_PROCESSED of a job that succeeded
         async with self._pool.acquire() as connection:
             rows = await ENTRY_QUERIES["list_entries"].fetch(
                 connection,
-                job_id=job.id,
-                statuses=wanted,
+                **_filter(job, statuses),
                 after_row=after_row,
                 offset=offset,
                 limit=page_size + 1,
                 error_code=error_code,
             )
-            if error_code is None:
-                total = job.count_entries(statuses)
-            else:
+            if error_code is not None:
                 total = await ENTRY_QUERIES["count_failed_entries"].fetchval(
-                    connection, job_id=job.id, statuses=wanted, error_code=error_code
+                    connection,
+                    job_id=job.id,
+                    statuses=[s.value for s in statuses],
+                    error_code=error_code,
                 )
-        entries = tuple(entry_from_row(r, columns) for r in rows[:page_size])
+        entries = tuple(entry_from_row(r, columns, job) for r in rows[:page_size])
         next_after = entries[-1].row_number if len(rows) > page_size else None
         return EntryPage(entries, next_after, total)
 
     async def iter_entries(
         self,
-        job_id: uuid.UUID,
+        job: Job,
         columns: Sequence[str],
         statuses: Sequence[EntryStatus],
         batch_size: int = 1000,
     ) -> AsyncIterator[Entry]:
-        """Every matching entry in row order, read in keyset batches."""
-        wanted = [s.value for s in statuses]
+        """Every matching entry in row order (every entry when `statuses` is empty), read
+        in keyset batches: never the whole job in memory."""
         after = 0
         while True:
             rows = await ENTRY_QUERIES["list_entries"].fetch(
                 self._pool,
-                job_id=job_id,
-                statuses=wanted,
+                **_filter(job, statuses),
                 after_row=after,
                 offset=0,
                 limit=batch_size,
                 error_code=None,
             )
             for row in rows:
-                yield entry_from_row(row, columns)
+                yield entry_from_row(row, columns, job)
             if len(rows) < batch_size:
                 return
             after = rows[-1]["row_number"]
@@ -207,6 +211,14 @@ class EntryStore:
         await SESSION_QUERIES["by_key_only"].execute(connection)
         row = await ENTRY_QUERIES["skip_superseded_rows"].fetchrow(connection, job_id=job_id)
         return row["skipped"], row["were_failed"]
+
+    async def summarize_errors(
+        self, connection: Connection, job_id: uuid.UUID
+    ) -> tuple[ErrorCount, ...]:
+        """The errors of the job's FAILED entries by code and column, most frequent first
+        (each error of a row counts once)."""
+        rows = await ENTRY_QUERIES["summarize_errors"].fetch(connection, job_id=job_id)
+        return tuple(ErrorCount(r["code"], r["field"], r["count"]) for r in rows)
 
     async def skip_pending(self, connection: Connection, job_id: uuid.UUID) -> int:
         """Every pending row of an all-or-nothing job that will import nothing becomes
@@ -265,19 +277,33 @@ class EntryStore:
         )
 
 
-def entry_from_row(row: asyncpg.Record, columns: Sequence[str]) -> Entry:
-    """An Entry from an import_entries row of a file with these columns."""
+def _filter(job: Job, statuses: Sequence[EntryStatus]) -> dict[str, Any]:
+    """The list_entries parameters that say which of the job's entries are wanted."""
+    return {
+        "job_id": job.id,
+        "statuses": [s.value for s in statuses],
+        "ended": job.status.is_terminal,
+        # Only rows of chunks not done can be pending or not processed.
+        "undone_only": bool(statuses) and set(statuses) <= UNDONE,
+    }
+
+
+def entry_from_row(row: asyncpg.Record, columns: Sequence[str], job: Job) -> Entry:
+    """An Entry from a list_entries row of the job, whose file has these columns."""
     values: list[str] = row["raw"]
     raw = dict(zip(columns, values, strict=False))
     # Fields beyond the header (a row with too many) are named by their position.
     raw.update({f"#{i + 1}": v for i, v in enumerate(values) if i >= len(columns)})
+    status = EntryStatus(row["status"])
+    # A row not processed was decided when its job ended, for the reason it ended.
+    not_processed = status is EntryStatus.NOT_PROCESSED
     return Entry(
         row_number=row["row_number"],
         line_number=row["line_number"],
-        status=EntryStatus(row["status"]),
+        status=status,
         key=row["key"],
         raw=raw,
         errors=tuple(RowError(**e) for e in row["errors"] or ()),
-        note=row["note"],
-        process_time=row["process_time"],
+        note=job.not_processed_note if not_processed else row["note"],
+        process_time=job.end_time if not_processed else row["process_time"],
     )

@@ -5,7 +5,7 @@ engine asks for them (as procrastinate's workers ask its JobManager)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +19,7 @@ from importd_server.model import (
     Counts,
     Dialect,
     EntryStatus,
+    ErrorCount,
     FileFormat,
     ImportMode,
     Job,
@@ -209,10 +210,12 @@ class JobStore:
         failed: int,
         skipped: int,
         chunk_rows: int | None,
+        error_summary: Sequence[ErrorCount] = (),
     ) -> bool:
         """What the file was: its size, digest, rows and columns, the rows decided already
-        (failed, or superseded), and how many rows each chunk takes; False if the job is no
-        longer receiving (cancelled, or failed by the housekeeper)."""
+        (failed, or superseded) and the failed rows' errors, and how many rows each chunk
+        takes; False if the job is no longer receiving (cancelled, or failed by the
+        housekeeper)."""
         recorded = await JOB_QUERIES["record_file"].fetchval(
             connection,
             job_id=job_id,
@@ -223,6 +226,7 @@ class JobStore:
             failed=failed,
             skipped=skipped,
             chunk_rows=chunk_rows,
+            error_summary=error_summary_to_json(error_summary),
         )
         return recorded is not None
 
@@ -400,10 +404,11 @@ class JobStore:
         claim: Claim,
         outcomes: str,
         counts: Mapping[EntryStatus, int],
+        errors: Sequence[ErrorCount] = (),
     ) -> Job | None:
-        """Marks the chunk done with its outcome string and adds its counts to the job;
-        the job as it then is, or None if it is no longer running (cancelled or failed
-        meanwhile: the caller rolls the chunk back)."""
+        """Marks the chunk done with its outcome string and adds its counts (and the errors
+        of the rows it failed) to the job; the job as it then is, or None if it is no longer
+        running (cancelled or failed meanwhile: the caller rolls the chunk back)."""
         await CHUNK_QUERIES["complete_chunk"].execute(
             connection, job_id=claim.job_id, chunk_number=claim.chunk_number, outcomes=outcomes
         )
@@ -417,6 +422,7 @@ class JobStore:
             skipped=counts.get(EntryStatus.SKIPPED, 0),
             failed=counts.get(EntryStatus.FAILED, 0),
             deleted=counts.get(EntryStatus.DELETED, 0),
+            errors=error_summary_to_json(errors),
         )
         return job_from_row(row) if row else None
 
@@ -479,7 +485,19 @@ def job_from_row(row: Any) -> Job:
         dialect=dialect_from_json(row["options"].get("dialect")),
         received_bytes=row["received_bytes"],
         staged_rows=row["staged_rows"],
+        # A webhook's copy of a job from before migration 0011 has no summary.
+        error_summary=error_summary_from_json(row["error_summary"] or []),
     )
+
+
+def error_summary_from_json(stored: list[dict[str, Any]]) -> tuple[ErrorCount, ...]:
+    """A job's error summary as stored (a jsonb list of {code, field, count})."""
+    return tuple(ErrorCount(e["code"], e["field"], e["count"]) for e in stored)
+
+
+def error_summary_to_json(summary: Iterable[ErrorCount]) -> list[dict[str, Any]]:
+    """Error counts as the job's jsonb stores them (add_counts and record_file merge)."""
+    return [{"code": e.code, "field": e.field, "count": e.count} for e in summary]
 
 
 def dialect_from_json(stored: dict[str, Any] | None) -> Dialect | None:

@@ -1,7 +1,8 @@
 -- Queries on import_entries, run by EntryStore only. An entry's status is PENDING until
 -- its row's outcome is known:
 -- FAILED and SKIPPED are written into the entry (with errors or a note); CREATED, UPDATED,
--- UNCHANGED and DELETED are read from its chunk's outcome string (see list_entries).
+-- UNCHANGED and DELETED are read from its chunk's outcome string; NOT_PROCESSED is never
+-- written: a row still pending when its job ended (see list_entries).
 
 -- name: skip_superseded_rows
 -- A key repeated in one file: the last row with it wins, the earlier ones are SKIPPED and
@@ -36,6 +37,16 @@ WITH repeated AS MATERIALIZED (
 )
 SELECT (SELECT count(*) FROM skipped) AS skipped,
        (SELECT were_failed FROM repeated) AS were_failed;
+
+-- name: summarize_errors
+-- The errors of a job's FAILED entries by code and column (empty for a row-level error),
+-- each error of a row counted once, most frequent first. Run at staging's end, and only
+-- when rows failed.
+SELECT error ->> 'code' AS code, coalesce(error ->> 'field', '') AS field, count(*) AS count
+FROM import_entries e, jsonb_array_elements(e.errors) AS error
+WHERE e.job_id = :job_id AND e.status = 'FAILED'
+GROUP BY 1, 2
+ORDER BY count DESC, code, field;
 
 -- name: skip_pending_rows
 -- An all-or-nothing job with failed rows: every row still pending is not imported.
@@ -80,12 +91,14 @@ WHERE job_id = :job_id AND row_number BETWEEN :first_row AND :last_row AND :clea
 -- name: list_entries
 -- A page of a job's entries in row order after row :after_row, filtered by status
 -- (:statuses empty = any) and by an error code (:error_code NULL = any), skipping :offset
--- matching rows (offset style), at most :limit. A pending
--- entry of a done chunk has the outcome
--- its character in the chunk's outcome string says (import_jobs.chunk_rows finds the chunk;
--- chunks done before migration 0005 have no outcome string: their entries hold every
--- outcome). Entries FAILED or SKIPPED (the only ones with errors) are found without looking
--- at chunks unless the filter asks for other statuses too.
+-- matching rows (offset style), at most :limit. A pending entry of a done chunk has the
+-- outcome its character in the chunk's outcome string says (import_jobs.chunk_rows finds
+-- the chunk; chunks done before migration 0005 have no outcome string: their entries hold
+-- every outcome); one still pending once its job has ended (:ended) is NOT_PROCESSED.
+-- Entries FAILED or SKIPPED (the only ones with errors) are found without looking at
+-- chunks unless the filter asks for other statuses too; with :undone_only (a filter of
+-- PENDING or NOT_PROCESSED only) the scan starts at the first chunk not done (chunks are
+-- claimed in order, so few done ones follow it), or at row 1 when the job has none.
 SELECT row_number, line_number, status, key, raw, errors, note, process_time
 FROM (
     SELECT e.row_number, e.line_number, e.key, e.raw, e.errors, e.note,
@@ -95,7 +108,8 @@ FROM (
                          WHEN 'U' THEN 'UPDATED'
                          WHEN 'N' THEN 'UNCHANGED'
                          WHEN 'D' THEN 'DELETED'
-                         ELSE 'PENDING' END
+                         ELSE CASE WHEN :ended::boolean THEN 'NOT_PROCESSED'
+                                   ELSE 'PENDING' END END
            END AS status,
            CASE WHEN e.status <> 'PENDING' THEN e.process_time ELSE c.done_time END
                AS process_time
@@ -105,11 +119,15 @@ FROM (
        AND c.chunk_number = ((e.row_number - 1)
                              / (SELECT chunk_rows FROM import_jobs WHERE id = :job_id) + 1)::integer
     WHERE e.job_id = :job_id AND e.row_number > :after_row
+      AND (NOT :undone_only::boolean
+           OR e.row_number >= (SELECT coalesce(min(first_row), 1) FROM import_chunks
+                               WHERE job_id = :job_id AND status = 'PENDING'))
       AND (:error_code::text IS NULL
            OR e.errors @> jsonb_build_array(jsonb_build_object('code', :error_code::text)))
       AND (cardinality(:statuses::text[]) = 0 OR e.status = ANY(:statuses::text[])
            OR (e.status = 'PENDING'
-               AND :statuses::text[] && '{PENDING,CREATED,UPDATED,UNCHANGED,DELETED}'::text[]))
+               AND :statuses::text[]
+                   && '{PENDING,CREATED,UPDATED,UNCHANGED,DELETED,NOT_PROCESSED}'::text[]))
 ) entry
 WHERE cardinality(:statuses::text[]) = 0 OR status = ANY(:statuses::text[])
 ORDER BY row_number

@@ -80,12 +80,14 @@ SELECT pg_notify(:channel, id::text) FROM recorded;
 
 -- name: record_file
 -- The file is received: what it was, the rows that already have an outcome (failed, or
--- superseded by a later row with the same key), and how many rows each chunk takes. No
--- row: the job stopped receiving meanwhile (cancelled, or failed by the housekeeper).
+-- superseded by a later row with the same key) and the failed rows' errors by code and
+-- column (:error_summary), and how many rows each chunk takes. No row: the job stopped
+-- receiving meanwhile (cancelled, or failed by the housekeeper).
 UPDATE import_jobs
 SET file_size_bytes = :size, received_bytes = :size, sha256 = :sha256,
     total_rows = :total_rows, staged_rows = coalesce(:total_rows, staged_rows),
     columns = :columns, failed_count = :failed, skipped_count = :skipped,
+    error_summary = :error_summary::jsonb,
     processed_rows = :failed::bigint + :skipped::bigint, chunk_rows = :chunk_rows,
     stage = NULL, update_time = clock_timestamp()
 WHERE id = :job_id AND status = 'QUEUED' AND stage IN ('RECEIVING', 'STAGING')
@@ -169,10 +171,20 @@ WHERE id = :job_id AND status = ANY(:live::text[])
 RETURNING *;
 
 -- name: add_counts
--- One chunk's outcomes added to its running job. Nothing when the job is no longer
--- running (cancelled or failed meanwhile): the chunk's transaction is then rolled back.
+-- One chunk's outcomes added to its running job, and its rows' errors (:errors, a list of
+-- {code, field, count}) merged into the job's error summary (most frequent first). Nothing
+-- when the job is no longer running (cancelled or failed meanwhile): the chunk's
+-- transaction is then rolled back.
 UPDATE import_jobs
-SET processed_rows = processed_rows + :processed,
+SET error_summary = CASE WHEN jsonb_array_length(:errors::jsonb) = 0 THEN error_summary ELSE (
+        SELECT jsonb_agg(jsonb_build_object('code', code, 'field', field, 'count', n)
+                         ORDER BY n DESC, code, field)
+        FROM (SELECT code, field, sum(count)::bigint AS n
+              FROM jsonb_to_recordset(error_summary || :errors::jsonb)
+                   AS e(code text, field text, count bigint)
+              GROUP BY code, field) merged
+    ) END,
+    processed_rows = processed_rows + :processed,
     created_count = created_count + :created,
     updated_count = updated_count + :updated,
     unchanged_count = unchanged_count + :unchanged,
