@@ -339,9 +339,11 @@ class AsyncClient:
         except grpc.aio.AioRpcError as error:
             raise error_from_rpc(error) from None
 
-    async def _download(self, job_id: str, path: Path, statuses: Iterable[str | int]) -> Path:
+    async def _download(
+        self, job_id: str, path: Path, statuses: Iterable[str | int], *, all_rows: bool = False
+    ) -> Path:
         request = pb.ExportEntriesRequest(
-            id=job_id, statuses=[entry_status_number(s) for s in statuses]
+            id=job_id, statuses=[entry_status_number(s) for s in statuses], all_rows=all_rows
         )
         partial = path.with_name(path.name + ".partial")
         try:
@@ -439,9 +441,15 @@ class AsyncJob:
     async def download_not_imported(
         self, path: str | os.PathLike[str], statuses: Iterable[str | int] = ()
     ) -> Path:
-        """Writes the rows that were not imported (failed and skipped, or `statuses`) as CSV
-        in the file's own columns plus importd_row, importd_status, importd_errors."""
+        """Writes the rows that were not imported (failed, skipped and not processed, or
+        `statuses`) as CSV in the file's own columns plus importd_row, importd_status,
+        importd_errors."""
         return await self._client._download(self.id, Path(path), statuses)
+
+    async def download_report(self, path: str | os.PathLike[str]) -> Path:
+        """Writes every row of the file in file order as CSV, each with its importd_row,
+        importd_status and importd_errors: the whole file as one report."""
+        return await self._client._download(self.id, Path(path), (), all_rows=True)
 
 
 def _is_newer(event: pb.ProgressEvent, last: pb.ProgressEvent) -> bool:

@@ -257,3 +257,7 @@ class Job:
     ) -> Path:
         """Writes the rows that were not imported as CSV; see AsyncJob.download_not_imported."""
         return self._runner.run(self._job.download_not_imported(path, statuses))
+
+    def download_report(self, path: str | os.PathLike[str]) -> Path:
+        """Writes every row of the file as CSV; see AsyncJob.download_report."""
+        return self._runner.run(self._job.download_report(path))

@@ -37,7 +37,7 @@ JOB_STATUSES = click.Choice(
     case_sensitive=False,
 )
 ENTRY_STATUSES = click.Choice(
-    ["pending", "created", "updated", "unchanged", "skipped", "failed", "deleted"],
+    ["pending", "created", "updated", "unchanged", "skipped", "failed", "deleted", "not_processed"],
     case_sensitive=False,
 )
 
@@ -316,14 +316,26 @@ def cancel(context: click.Context, job_id: str) -> None:
 @click.argument("job_id")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
-    "--status", "statuses", multiple=True, type=ENTRY_STATUSES, help="Default: failed, skipped."
+    "--status",
+    "statuses",
+    multiple=True,
+    type=ENTRY_STATUSES,
+    help="Default: failed, skipped, not_processed.",
+)
+@click.option(
+    "--all", "all_rows", is_flag=True, help="Every row of the file, in order, with its status."
 )
 @click.pass_context
-def export(context: click.Context, job_id: str, output: Path, statuses: tuple[str, ...]) -> None:
-    """Download the rows that were not imported, as CSV to fix and import again."""
+def export(
+    context: click.Context, job_id: str, output: Path, statuses: tuple[str, ...], all_rows: bool
+) -> None:
+    """Download the rows that were not imported (or, with --all, every row with its status),
+    as CSV to fix and import again."""
     settings: _Settings = context.obj
+    if all_rows and statuses:
+        raise click.UsageError("--all exports every row: it cannot be combined with --status")
     job = settings.client(context).get_job(job_id)
-    path = job.download_not_imported(output, statuses)
+    path = job.download_report(output) if all_rows else job.download_not_imported(output, statuses)
     if settings.as_json:
         _print_json({"path": str(path), "bytes": path.stat().st_size})
     else:
@@ -471,11 +483,18 @@ def _show_job(settings: _Settings, job: pb.Job) -> None:
     table.add_row("rows", rows)
     for name in COUNTS:
         table.add_row(name, str(getattr(job, f"{name}_count")))
+    if job.not_processed_count:
+        table.add_row("not processed", str(job.not_processed_count))
     if job.HasField("dialect"):
         table.add_row("read as", _dialect(job.dialect))
     if job.HasField("error"):
         table.add_row("error", f"[red]{job.error.message}[/red]")
     out.print(table)
+    if job.error_summary:
+        errors = Table("error", "column", "count", title="row errors")
+        for counted in job.error_summary:
+            errors.add_row(counted.code, counted.field or "(row)", str(counted.count))
+        out.print(errors)
 
 
 def _exit_for(job: Job) -> None:
