@@ -177,6 +177,16 @@ async def test_the_not_imported_rows_download_as_csv(
     assert {r["importd_status"] for r in rows} == {"FAILED"}
     await expect(page.locator("#link")).to_contain_text("can download these rows until")
 
+    # The whole file as one report: every row in file order, each with its status.
+    async with page.expect_download() as waiting:
+        await page.locator("#download-all").click()
+    everything = await waiting.value
+    await everything.save_as(saved)
+    rows = list(csv.DictReader(io.StringIO(saved.read_text())))
+    assert everything.suggested_filename == "march-contacts.all-rows.csv"
+    assert [int(r["importd_row"]) for r in rows] == list(range(1, ROWS + 1))
+    assert {r["importd_status"] for r in rows} == {"CREATED", "FAILED"}
+
 
 async def test_a_running_job_is_cancelled_from_its_page(
     make_app: AppFactory, browser: Browser, db: asyncpg.Connection

@@ -409,6 +409,27 @@ async def test_a_signed_link_downloads_the_not_imported_rows_without_a_token(
     assert status == 200
 
 
+async def test_every_row_exports_over_http_and_through_an_all_rows_link(http: Http) -> None:
+    job = await http.finished()
+    assert job["errorSummary"] == [{"code": "INVALID_EMAIL", "field": "email", "count": "1"}]
+    status, exported = await http.call("GET", f"/v1/jobs/{job['id']}/entries:export?allRows=true")
+    assert status == 200
+    rows = list(csv.reader(io.StringIO(exported)))
+    assert [r[1:3] for r in rows[1:]] == [["1", "CREATED"], ["2", "FAILED"]]
+    status, link = await http.call(
+        "POST", f"/v1/jobs/{job['id']}:createDownloadLink", json={"allRows": True}
+    )
+    assert status == 200, link
+    assert "/all-rows.csv?" in link["url"]
+    async with http.session.get(link["url"]) as response:
+        assert response.status == 200
+        assert 'filename="all-rows.csv"' in response.headers["Content-Disposition"]
+        assert await response.text() == exported
+    # The link's rows are part of what it signs: the same link cannot open the other file.
+    status, refused = await http.call("GET", link["url"].replace("all-rows", "not-imported"))
+    assert (status, reason(refused)) == (403, "BAD_LINK_SIGNATURE")
+
+
 def with_query(url: str, **changes: str) -> str:
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))

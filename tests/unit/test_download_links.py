@@ -69,3 +69,16 @@ def test_a_link_signed_with_another_key_or_another_spelling_of_the_id_is_refused
     mine = parts(links.issue(JOB, "acme", now=NOW).url)
     with pytest.raises(PermissionDenied):
         links.check(**{**mine, "job_id": str(JOB).upper()}, now=NOW)
+
+
+def test_a_link_opens_only_the_rows_it_was_issued_for() -> None:
+    links = DownloadLinks(KEY, "http://127.0.0.1:8080")
+    every_row = links.issue(JOB, "acme", now=NOW, all_rows=True)
+    assert urlsplit(every_row.url).path == f"/downloads/jobs/{JOB}/all-rows.csv"
+    assert links.check(**parts(every_row.url), now=NOW, all_rows=True) == Grant(JOB, "acme", True)
+    not_imported = links.issue(JOB, "acme", now=NOW)
+    # The same job, tenant and expiry: only the signature tells which rows were granted.
+    for url, all_rows in ((every_row.url, False), (not_imported.url, True)):
+        with pytest.raises(PermissionDenied) as refused:
+            links.check(**parts(url), now=NOW, all_rows=all_rows)
+        assert refused.value.reason == "BAD_LINK_SIGNATURE"

@@ -177,7 +177,8 @@ class ImportServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CreateDownloadLink(self, request, context):
-        """Issues a signed link to the job's not-imported rows (ExportEntries' default CSV),
+        """Issues a signed link to the job's not-imported rows (ExportEntries' default CSV,
+        or every row with all_rows),
         usable without a token by whoever holds it, for 60 minutes. Ask again for a fresh one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

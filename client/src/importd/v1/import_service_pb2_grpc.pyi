@@ -73,7 +73,8 @@ class ImportServiceStub:
     ListImportTypes: _grpc.UnaryUnaryMultiCallable[_import_service_pb2.ListImportTypesRequest, _import_service_pb2.ListImportTypesResponse]
     """Lists the import types this server knows, with their columns and rules."""
     CreateDownloadLink: _grpc.UnaryUnaryMultiCallable[_import_service_pb2.CreateDownloadLinkRequest, _import_service_pb2.DownloadLink]
-    """Issues a signed link to the job's not-imported rows (ExportEntries' default CSV),
+    """Issues a signed link to the job's not-imported rows (ExportEntries' default CSV,
+    or every row with all_rows),
     usable without a token by whoever holds it, for 60 minutes. Ask again for a fresh one.
     """
     WatchJobs: _grpc.UnaryStreamMultiCallable[_import_service_pb2.WatchJobsRequest, _import_service_pb2.WatchJobsResponse]
@@ -131,7 +132,8 @@ class ImportServiceAsyncStub(ImportServiceStub):
     ListImportTypes: _aio.UnaryUnaryMultiCallable[_import_service_pb2.ListImportTypesRequest, _import_service_pb2.ListImportTypesResponse]  # type: ignore[assignment]
     """Lists the import types this server knows, with their columns and rules."""
     CreateDownloadLink: _aio.UnaryUnaryMultiCallable[_import_service_pb2.CreateDownloadLinkRequest, _import_service_pb2.DownloadLink]  # type: ignore[assignment]
-    """Issues a signed link to the job's not-imported rows (ExportEntries' default CSV),
+    """Issues a signed link to the job's not-imported rows (ExportEntries' default CSV,
+    or every row with all_rows),
     usable without a token by whoever holds it, for 60 minutes. Ask again for a fresh one.
     """
     WatchJobs: _aio.UnaryStreamMultiCallable[_import_service_pb2.WatchJobsRequest, _import_service_pb2.WatchJobsResponse]  # type: ignore[assignment]
@@ -240,7 +242,8 @@ class ImportServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _import_service_pb2.CreateDownloadLinkRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_import_service_pb2.DownloadLink, _abc.Awaitable[_import_service_pb2.DownloadLink]]:
-        """Issues a signed link to the job's not-imported rows (ExportEntries' default CSV),
+        """Issues a signed link to the job's not-imported rows (ExportEntries' default CSV,
+        or every row with all_rows),
         usable without a token by whoever holds it, for 60 minutes. Ask again for a fresh one.
         """
 

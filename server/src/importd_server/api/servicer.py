@@ -363,7 +363,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
                 "download links need the HTTP port, which is off (IMPORTD_HTTP_PORT)",
                 reason="HTTP_PORT_OFF",
             )
-        link = self._links.issue(job.id, caller.tenant)
+        link = self._links.issue(job.id, caller.tenant, all_rows=request.all_rows)
         return download_link_to_proto(link)
 
     @maps_errors

@@ -18,8 +18,11 @@ from urllib.parse import quote, urlencode
 from importd_server.errors import PermissionDenied
 
 LIFETIME = timedelta(minutes=60)
-# A link's path, under the HTTP port; the name is what a browser saves the file as.
-PATH = "/downloads/jobs/{id}/not-imported.csv"
+# A link's path, under the HTTP port; the name is what a browser saves the file as, and
+# says which rows: the not-imported ones, or every row (ExportEntries' all_rows).
+PATH = "/downloads/jobs/{id}/{rows}.csv"
+NOT_IMPORTED_FILE = "not-imported"
+ALL_ROWS_FILE = "all-rows"
 
 
 @dataclass(frozen=True)
@@ -32,10 +35,12 @@ class Link:
 
 @dataclass(frozen=True)
 class Grant:
-    """What a valid link lets its holder read: one job's not-imported rows."""
+    """What a valid link lets its holder read: one job's not-imported rows, or all its
+    rows."""
 
     job_id: uuid.UUID
     tenant: str
+    all_rows: bool = False
 
 
 class LinkExpired(PermissionDenied):
@@ -50,18 +55,34 @@ class DownloadLinks:
         self._key = hmac.new(key, b"importd download links", hashlib.sha256).digest()
         self._base_url = base_url.rstrip("/")
 
-    def issue(self, job_id: uuid.UUID, tenant: str, now: datetime | None = None) -> Link:
-        """A link to the job's not-imported rows, valid for LIFETIME from `now`."""
+    def issue(
+        self,
+        job_id: uuid.UUID,
+        tenant: str,
+        now: datetime | None = None,
+        *,
+        all_rows: bool = False,
+    ) -> Link:
+        """A link to the job's not-imported rows (every row, with `all_rows`), valid for
+        LIFETIME from `now`."""
         expire_time = (now or datetime.now(UTC)).replace(microsecond=0) + LIFETIME
         expires = int(expire_time.timestamp())
-        query = urlencode(
-            {"tenant": tenant, "expires": expires, "signature": self._sign(job_id, tenant, expires)}
+        signature = self._sign(job_id, tenant, expires, all_rows)
+        query = urlencode({"tenant": tenant, "expires": expires, "signature": signature})
+        path = PATH.format(
+            id=quote(str(job_id)), rows=ALL_ROWS_FILE if all_rows else NOT_IMPORTED_FILE
         )
-        path = PATH.format(id=quote(str(job_id)))
         return Link(f"{self._base_url}{path}?{query}", expire_time)
 
     def check(
-        self, job_id: str, tenant: str, expires: str, signature: str, now: datetime | None = None
+        self,
+        job_id: str,
+        tenant: str,
+        expires: str,
+        signature: str,
+        now: datetime | None = None,
+        *,
+        all_rows: bool = False,
     ) -> Grant:
         """The grant of a link's parts; PERMISSION_DENIED if they were not signed together
         by this key, LinkExpired if they were but the time has passed."""
@@ -70,7 +91,7 @@ class DownloadLinks:
             expiry = int(expires)
         except ValueError:
             raise _refused() from None
-        expected = self._sign(parsed_id, tenant, expiry)
+        expected = self._sign(parsed_id, tenant, expiry, all_rows)
         # The canonical spelling of the id is signed: another spelling of it must not verify.
         if str(parsed_id) != job_id or not hmac.compare_digest(
             expected.encode(), signature.encode("utf-8", "surrogatepass")
@@ -84,10 +105,13 @@ class DownloadLinks:
                 reason="LINK_EXPIRED",
                 metadata={"id": job_id},
             )
-        return Grant(parsed_id, tenant)
+        return Grant(parsed_id, tenant, all_rows)
 
-    def _sign(self, job_id: uuid.UUID, tenant: str, expires: int) -> str:
-        message = f"{job_id}\n{tenant}\n{expires}".encode("utf-8", "surrogatepass")
+    def _sign(self, job_id: uuid.UUID, tenant: str, expires: int, all_rows: bool) -> str:
+        # A not-imported link signs what links always signed, so those issued before
+        # all-rows links existed still open; an all-rows one signs one more line.
+        scope = f"\n{ALL_ROWS_FILE}" if all_rows else ""
+        message = f"{job_id}\n{tenant}\n{expires}{scope}".encode("utf-8", "surrogatepass")
         digest = hmac.new(self._key, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 

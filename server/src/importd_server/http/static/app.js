@@ -544,12 +544,13 @@ $("confirm-cancel-yes").addEventListener("click", async () => {
 });
 
 /** A fresh signed link each time (links expire after an hour): the browser downloads it,
- *  and the page shows it to share. */
-$("download").addEventListener("click", async () => {
+ *  and the page shows it to share. `allRows`: every row of the file with its status, not
+ *  only the rows that were not imported. */
+async function download(allRows) {
   try {
     const link = await api(`/v1/jobs/${encodeURIComponent(jobState.id)}:createDownloadLink`, {
       method: "POST",
-      body: {},
+      body: { allRows },
     });
     // Same origin as the page, whatever address the server thinks it has.
     const url = new URL(link.url, location.href);
@@ -565,7 +566,9 @@ $("download").addEventListener("click", async () => {
   } catch (error) {
     fail(error);
   }
-});
+}
+$("download").addEventListener("click", () => download(false));
+$("download-all").addEventListener("click", () => download(true));
 
 // ---- routing -----------------------------------------------------------------------------
 
