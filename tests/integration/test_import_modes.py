@@ -220,9 +220,8 @@ async def test_max_errors_fails_the_job_and_leaves_later_chunks_unprocessed(
     assert job.status == pb.JOB_STATUS_FAILED
     assert job.error.message == "3 rows failed, more than max_errors (2)"
     assert job.failed_count == 3
-    pending = await entries_of(stub, job.id, pb.ENTRY_STATUS_PENDING)
-    done = job.processed_rows
-    assert len(pending) == job.total_rows - done
+    not_processed = await entries_of(stub, job.id, pb.ENTRY_STATUS_NOT_PROCESSED)
+    assert len(not_processed) == job.not_processed_count == job.total_rows - job.processed_rows
     assert len(await contacts(db)) == job.created_count
 
 

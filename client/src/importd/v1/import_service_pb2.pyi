@@ -1457,7 +1457,7 @@ Global___CreateDownloadLinkRequest: _TypeAlias = CreateDownloadLinkRequest  # no
 
 @_typing.final
 class DownloadLink(_message.Message):
-    """A signed, time-limited link to a job's not-imported rows."""
+    """A signed, time-limited link to a job's not-imported rows (or all its rows)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 

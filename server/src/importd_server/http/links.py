@@ -1,8 +1,9 @@
-"""Signed, time-limited links to a job's not-imported rows, usable without a token.
+"""Signed, time-limited links to a job's not-imported rows (or all its rows), usable without
+a token.
 
-A link names its job, tenant and expiry in the clear and carries an HMAC-SHA256 over the
-three, so it opens that one file until it expires and cannot be bent to another job or
-tenant. Every replica must hold the same key for a link from one to open on another.
+A link names its job, tenant, expiry and rows in the clear and carries an HMAC-SHA256 over
+them, so it opens that one file until it expires and cannot be bent to another job, tenant
+or file. Every replica must hold the same key for a link from one to open on another.
 """
 
 from __future__ import annotations
