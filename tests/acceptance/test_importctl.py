@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 import os
 import sys
@@ -134,3 +136,44 @@ async def test_an_unknown_status_is_bad_usage(app: Application) -> None:
     code, _, stderr = await importctl(app, "list", "--status", "bogus")
     assert code == 2
     assert "'bogus' is not one of" in stderr
+
+
+async def test_get_shows_what_went_wrong_and_export_all_writes_every_row(
+    app: Application, files: Path
+) -> None:
+    # max_errors 0: the bad row stops the job at staging, the good one is never processed.
+    started = await json_of(
+        app, "start", str(files / "mixed.csv"), "-t", "contacts", "--max-errors", "0"
+    )
+    code, _, _ = await importctl(app, "watch", started["id"])
+    assert code == 1
+    code, stdout, _ = await importctl(app, "get", started["id"])
+    assert code == 1
+    assert "not processed  1" in stdout
+    assert "row errors" in stdout
+    cells = [[c.strip() for c in line.strip("│").split("│")] for line in stdout.splitlines()]
+    assert ["INVALID_EMAIL", "email", "1"] in cells
+    job = await json_of(app, "get", started["id"])
+    assert job["not_processed_count"] == "1"
+    assert job["error_summary"] == [{"code": "INVALID_EMAIL", "field": "email", "count": "1"}]
+
+    target = files / "report.csv"
+    code, stdout, _ = await importctl(app, "export", started["id"], "--all", "-o", str(target))
+    assert code == 0 and "wrote" in stdout
+    assert list(csv.reader(io.StringIO(target.read_text()))) == [
+        ["email", "first_name", "score", "importd_row", "importd_status", "importd_errors"],
+        [
+            "a@x.com",
+            "A",
+            "1",
+            "1",
+            "NOT_PROCESSED",
+            "not processed: the job failed: MAX_ERRORS_EXCEEDED:"
+            " 1 rows failed, more than max_errors (0)",
+        ],
+        ["bad", "B", "2", "2", "FAILED", "email: not a valid e-mail address [INVALID_EMAIL]"],
+    ]
+    code, _, stderr = await importctl(
+        app, "export", started["id"], "--all", "--status", "failed", "-o", str(target)
+    )
+    assert code == 2 and "--all" in stderr

@@ -491,7 +491,8 @@ def _show_job(settings: _Settings, job: pb.Job) -> None:
         table.add_row("error", f"[red]{job.error.message}[/red]")
     out.print(table)
     if job.error_summary:
-        errors = Table("error", "column", "count", title="row errors")
+        errors = Table("error", "column", title="row errors")
+        errors.add_column("count", justify="right")
         for counted in job.error_summary:
             errors.add_row(counted.code, counted.field or "(row)", str(counted.count))
         out.print(errors)
