@@ -20,6 +20,7 @@ const COUNTS = [
   ["skippedCount", "Skipped"],
   ["failedCount", "Failed"],
   ["deletedCount", "Deleted"],
+  ["notProcessedCount", "Not processed"],
 ];
 
 // The stages of a job whose file is still being received (it has no entries yet).
