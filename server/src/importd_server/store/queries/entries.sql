@@ -96,14 +96,18 @@ WHERE job_id = :job_id AND row_number BETWEEN :first_row AND :last_row AND :clea
 -- the chunk; chunks done before migration 0005 have no outcome string: their entries hold
 -- every outcome); one still pending once its job has ended (:ended) is NOT_PROCESSED.
 -- Entries FAILED or SKIPPED (the only ones with errors) are found without looking at
--- chunks unless the filter asks for other statuses too; with :undone_only (a filter of
+-- chunks' outcomes unless the filter asks for CREATED, UPDATED, UNCHANGED or DELETED; with
+-- :undone_only (a filter of
 -- PENDING or NOT_PROCESSED only) the scan starts at the first chunk not done (chunks are
 -- claimed in order, so few done ones follow it), or at row 1 when the job has none.
 SELECT row_number, line_number, status, key, raw, errors, note, process_time
 FROM (
     SELECT e.row_number, e.line_number, e.key, e.raw, e.errors, e.note,
            CASE WHEN e.status <> 'PENDING' THEN e.status
-                ELSE CASE substr(c.outcomes, (e.row_number - c.first_row + 1)::integer, 1)
+                -- The row's byte of the (ASCII) outcome string: substr() would walk the
+                -- UTF-8 text to it, 15 times slower on a 5,000-row chunk.
+                ELSE CASE chr(get_byte(convert_to(c.outcomes, 'UTF8'),
+                                       (e.row_number - c.first_row)::integer))
                          WHEN 'C' THEN 'CREATED'
                          WHEN 'U' THEN 'UPDATED'
                          WHEN 'N' THEN 'UNCHANGED'
@@ -126,8 +130,11 @@ FROM (
            OR e.errors @> jsonb_build_array(jsonb_build_object('code', :error_code::text)))
       AND (cardinality(:statuses::text[]) = 0 OR e.status = ANY(:statuses::text[])
            OR (e.status = 'PENDING'
-               AND :statuses::text[]
-                   && '{PENDING,CREATED,UPDATED,UNCHANGED,DELETED,NOT_PROCESSED}'::text[]))
+               AND :statuses::text[] && '{CREATED,UPDATED,UNCHANGED,DELETED}'::text[])
+           -- Rows of chunks not done: what the default export adds to FAILED and SKIPPED,
+           -- without reading the outcomes of every done row.
+           OR (e.status = 'PENDING' AND c.status IS DISTINCT FROM 'DONE'
+               AND :statuses::text[] && '{PENDING,NOT_PROCESSED}'::text[]))
 ) entry
 WHERE cardinality(:statuses::text[]) = 0 OR status = ANY(:statuses::text[])
 ORDER BY row_number
