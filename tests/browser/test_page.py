@@ -129,6 +129,9 @@ async def test_a_dropped_file_starts_an_import_whose_bar_moves_to_the_end(
     counts = page.locator("#counts")
     await expect(counts.locator("div", has_text="Failed")).to_contain_text(str(BAD_ROWS))
     await expect(counts.locator("div", has_text="Created")).to_contain_text(str(ROWS - BAD_ROWS))
+    summary = page.locator("#error-summary tbody tr")
+    await expect(summary).to_have_count(1)
+    await expect(summary).to_have_text(f"INVALID_EMAILemail{BAD_ROWS}")
     await screenshot(page, "page-job")
     assert SCRIPT_ERRORS[page] == []
 

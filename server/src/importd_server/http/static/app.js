@@ -426,6 +426,13 @@ function paintJob(job, event) {
   $("counts").replaceChildren(
     ...COUNTS.map(([field, label]) => h("div", {}, h("dt", {}, label), h("dd", {}, number(job[field])))),
   );
+  const summary = job.errorSummary || [];
+  $("error-summary").hidden = summary.length === 0;
+  $("error-summary").tBodies[0].replaceChildren(
+    ...summary.map((counted) =>
+      h("tr", {}, h("td", {}, counted.code), h("td", {}, counted.field || "(the row)"), h("td", {}, number(counted.count))),
+    ),
+  );
   $("cancel").hidden = ended;
   if (ended) $("confirm-cancel").hidden = true;
   if (event) {
