@@ -10,6 +10,8 @@ from collections import Counter
 import asyncpg
 import grpc
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
@@ -249,6 +251,35 @@ async def test_the_error_summary_counts_each_error_of_each_failed_row_exactly(
     assert fetched.error_summary == job.error_summary
     listed = await stub.ListJobs(pb.ListJobsRequest())
     assert listed.jobs[0].error_summary == job.error_summary
+
+
+# A row of email,first_name,score as one of several kinds, for any key (keys repeat).
+ROW_KINDS = {
+    "good": "k{key}@x.com,A,1",
+    "bad email": "bad{key},A,1",
+    "score too large": "k{key}@x.com,A,1000",
+    "score not a number": "k{key}@x.com,A,x",
+    "both": "bad{key}@,A,-5000",
+    "a field too many": "k{key}@x.com,A,1,more",
+    "no name, bad score": "k{key}@x.com,,1.5",
+}
+
+
+@settings(max_examples=15, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=st.lists(
+        st.tuples(st.integers(0, 5), st.sampled_from(sorted(ROW_KINDS))), min_size=1, max_size=12
+    )
+)
+async def test_the_error_summary_is_the_entries_errors_for_any_dirty_file(
+    stub: pb_grpc.ImportServiceStub, rows: list[tuple[int, str]]
+) -> None:
+    data = "email,first_name,score\n" + "".join(
+        ROW_KINDS[kind].format(key=key) + "\n" for key, kind in rows
+    )
+    job = await import_and_wait(stub, data.encode())
+    assert_counts_add_up(job)
+    await assert_entries_agree_with_job(stub, job)
 
 
 async def test_the_error_summary_stays_exact_when_a_worker_dies_before_its_chunk_commits(
