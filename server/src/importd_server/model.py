@@ -157,6 +157,7 @@ class Job:
     dialect: Dialect | None = None
     received_bytes: int = 0
     staged_rows: int = 0
+    retry_of: uuid.UUID | None = None  # the job this one retries
 
     @property
     def progress(self) -> tuple[object, ...]:
@@ -222,6 +223,27 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class TimeBound:
+    """One end of a time range, and whether the range includes it."""
+
+    time: datetime
+    inclusive: bool
+
+
+@dataclass(frozen=True)
+class JobConditions:
+    """The conditions of ListJobs' filter (api/filters.py): every one set must hold."""
+
+    labels: Mapping[str, str] = field(default_factory=dict)
+    retry_of: uuid.UUID | None = None
+    status: JobStatus | None = None
+    import_type: str | None = None
+    request_id: str | None = None
+    created_after: TimeBound | None = None
+    created_before: TimeBound | None = None
+
+
+@dataclass(frozen=True)
 class JobFilter:
     """Which jobs ListJobs returns."""
 
@@ -230,6 +252,7 @@ class JobFilter:
     import_type: str | None = None
     include_live: bool = True
     search: str | None = None
+    conditions: JobConditions = field(default_factory=JobConditions)
 
 
 @dataclass(frozen=True)

@@ -346,6 +346,7 @@ class ImportSpec(_message.Message):
     COLUMN_MAP_FIELD_NUMBER: _builtins.int
     WEBHOOK_URL_FIELD_NUMBER: _builtins.int
     WEBHOOK_EVENTS_FIELD_NUMBER: _builtins.int
+    RETRY_OF_FIELD_NUMBER: _builtins.int
     import_type: _builtins.str
     """The import type's name, e.g. "contacts"."""
     mode: Global___ImportMode.ValueType
@@ -399,6 +400,11 @@ class ImportSpec(_message.Message):
     """
     webhook_events: Global___WebhookEvents.ValueType
     """Which status changes are posted to webhook_url."""
+    retry_of: _builtins.str
+    """Makes this upload a retry of that ended job (its id; same import type), e.g. its
+    exported rows, corrected. A column "importd_row" links each row to the parent's row
+    number (1 to the parent's total_rows; another value is that row's error).
+    """
     @_builtins.property
     def csv(self) -> Global___CsvOptions:
         """CSV options (the encoding applies to JSON Lines too); ignored for workbooks."""
@@ -434,10 +440,11 @@ class ImportSpec(_message.Message):
         column_map: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         webhook_url: _builtins.str = ...,
         webhook_events: Global___WebhookEvents.ValueType = ...,
+        retry_of: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "csv", b"csv", "max_errors", b"max_errors"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "all_or_nothing", b"all_or_nothing", "column_map", b"column_map", "csv", b"csv", "dry_run", b"dry_run", "file_name", b"file_name", "format", b"format", "gzip", b"gzip", "import_type", b"import_type", "labels", b"labels", "max_errors", b"max_errors", "mode", b"mode", "request_id", b"request_id", "sheet", b"sheet", "source_uri", b"source_uri", "webhook_events", b"webhook_events", "webhook_url", b"webhook_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "all_or_nothing", b"all_or_nothing", "column_map", b"column_map", "csv", b"csv", "dry_run", b"dry_run", "file_name", b"file_name", "format", b"format", "gzip", b"gzip", "import_type", b"import_type", "labels", b"labels", "max_errors", b"max_errors", "mode", b"mode", "request_id", b"request_id", "retry_of", b"retry_of", "sheet", b"sheet", "source_uri", b"source_uri", "webhook_events", b"webhook_events", "webhook_url", b"webhook_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_errors: _TypeAlias = _typing.Literal["max_errors"]  # noqa: Y015
     _WhichOneofArgType__max_errors: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors"]  # noqa: Y015
@@ -575,6 +582,7 @@ class Job(_message.Message):
     DIALECT_FIELD_NUMBER: _builtins.int
     RECEIVED_BYTES_FIELD_NUMBER: _builtins.int
     STAGED_ROWS_FIELD_NUMBER: _builtins.int
+    RETRY_OF_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The job's id, a UUID."""
     import_type: _builtins.str
@@ -628,6 +636,10 @@ class Job(_message.Message):
     staged_rows: _builtins.int
     """Rows of the file read and stored so far (stages RECEIVING and STAGING); all
     of them once staged. Stored rows become entries only when staging commits.
+    """
+    retry_of: _builtins.str
+    """The id of the job this one retries (RetryJob, or ImportSpec.retry_of); empty when
+    the job is no retry. A job's retries: ListJobs with filter `retry_of = "<id>"`.
     """
     @_builtins.property
     def error(self) -> _status_pb2.Status:
@@ -694,10 +706,11 @@ class Job(_message.Message):
         dialect: Global___Dialect | None = ...,
         received_bytes: _builtins.int = ...,
         staged_rows: _builtins.int = ...,
+        retry_of: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "_total_rows", b"_total_rows", "create_time", b"create_time", "dialect", b"dialect", "end_time", b"end_time", "error", b"error", "max_errors", b"max_errors", "start_time", b"start_time", "total_rows", b"total_rows", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "_total_rows", b"_total_rows", "all_or_nothing", b"all_or_nothing", "create_time", b"create_time", "created_count", b"created_count", "deleted_count", b"deleted_count", "dialect", b"dialect", "dry_run", b"dry_run", "end_time", b"end_time", "error", b"error", "failed_count", b"failed_count", "file_name", b"file_name", "file_size_bytes", b"file_size_bytes", "format", b"format", "id", b"id", "import_type", b"import_type", "labels", b"labels", "max_errors", b"max_errors", "mode", b"mode", "processed_rows", b"processed_rows", "progress_percent", b"progress_percent", "received_bytes", b"received_bytes", "request_id", b"request_id", "rows_per_second", b"rows_per_second", "sha256", b"sha256", "skipped_count", b"skipped_count", "stage", b"stage", "staged_rows", b"staged_rows", "start_time", b"start_time", "status", b"status", "total_rows", b"total_rows", "unchanged_count", b"unchanged_count", "update_time", b"update_time", "updated_count", b"updated_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "_total_rows", b"_total_rows", "all_or_nothing", b"all_or_nothing", "create_time", b"create_time", "created_count", b"created_count", "deleted_count", b"deleted_count", "dialect", b"dialect", "dry_run", b"dry_run", "end_time", b"end_time", "error", b"error", "failed_count", b"failed_count", "file_name", b"file_name", "file_size_bytes", b"file_size_bytes", "format", b"format", "id", b"id", "import_type", b"import_type", "labels", b"labels", "max_errors", b"max_errors", "mode", b"mode", "processed_rows", b"processed_rows", "progress_percent", b"progress_percent", "received_bytes", b"received_bytes", "request_id", b"request_id", "retry_of", b"retry_of", "rows_per_second", b"rows_per_second", "sha256", b"sha256", "skipped_count", b"skipped_count", "stage", b"stage", "staged_rows", b"staged_rows", "start_time", b"start_time", "status", b"status", "total_rows", b"total_rows", "unchanged_count", b"unchanged_count", "update_time", b"update_time", "updated_count", b"updated_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_errors: _TypeAlias = _typing.Literal["max_errors"]  # noqa: Y015
     _WhichOneofArgType__max_errors: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors"]  # noqa: Y015
@@ -789,6 +802,7 @@ class ListJobsRequest(_message.Message):
     STATUSES_FIELD_NUMBER: _builtins.int
     IMPORT_TYPE_FIELD_NUMBER: _builtins.int
     SEARCH_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """At most this many jobs; 50 when unset, at most 1000."""
     page_token: _builtins.str
@@ -798,6 +812,12 @@ class ListJobsRequest(_message.Message):
     search: _builtins.str
     """Only jobs whose file name or one of whose label values contains this text, ignoring
     case; all when empty.
+    """
+    filter: _builtins.str
+    """An AIP-160 filter: comparisons joined by AND, e.g. `labels.batch = "x" AND
+    create_time > "2026-11-01T00:00:00Z"`. Fields: `labels.<key> = "v"`, `retry_of =
+    "<job id>"`, `create_time` with = < <= > >= and an RFC 3339 time, `status = SUCCEEDED`,
+    `import_type = "contacts"`, `request_id = "r"`. Combines with the fields above.
     """
     @_builtins.property
     def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___JobStatus.ValueType]:
@@ -811,10 +831,11 @@ class ListJobsRequest(_message.Message):
         statuses: _abc.Iterable[Global___JobStatus.ValueType] | None = ...,
         import_type: _builtins.str = ...,
         search: _builtins.str = ...,
+        filter: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["import_type", b"import_type", "page_size", b"page_size", "page_token", b"page_token", "search", b"search", "statuses", b"statuses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "import_type", b"import_type", "page_size", b"page_size", "page_token", b"page_token", "search", b"search", "statuses", b"statuses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1661,6 +1682,48 @@ class WebhookAttempt(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WebhookAttempt: _TypeAlias = WebhookAttempt  # noqa: Y015
+
+@_typing.final
+class RetryJobRequest(_message.Message):
+    """Request for RetryJob."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    STATUSES_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The id of the ended job whose rows to retry."""
+    mode: Global___ImportMode.ValueType
+    """How the retry applies its rows; unset: the parent's mode."""
+    request_id: _builtins.str
+    """Idempotency key (AIP-155): the same id and request returns the same job; the same
+    id with another request is ALREADY_EXISTS.
+    """
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___EntryStatus.ValueType]:
+        """Retry the rows in these statuses: FAILED, NOT_PROCESSED, SKIPPED (a row skipped as
+        superseded by a later row with its key never is). Empty: FAILED, NOT_PROCESSED, and
+        the SKIPPED rows a retry can change (all-or-nothing skips, "key does not exist", and
+        "key already exists" when the mode is no longer INSERT).
+        """
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        statuses: _abc.Iterable[Global___EntryStatus.ValueType] | None = ...,
+        mode: Global___ImportMode.ValueType = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "mode", b"mode", "request_id", b"request_id", "statuses", b"statuses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryJobRequest: _TypeAlias = RetryJobRequest  # noqa: Y015
 
 @_typing.final
 class GetWebhookSecretRequest(_message.Message):

@@ -11,10 +11,12 @@ import asyncpg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from importd_server.model import Entry, EntryPage, EntryStatus, Job, RowError
+from importd_server.model import LIVE_STATUSES, Entry, EntryPage, EntryStatus, Job, RowError
 from importd_server.store.pool import Connection
 from importd_server.store.sql import ENTRY_QUERIES, SESSION_QUERIES
 
+# Why a pending row of an all-or-nothing job with failed rows was not imported.
+ALL_OR_NOTHING_NOTE = "not imported: other rows failed and the job is all_or_nothing"
 ENTRY_COLUMNS = ("job_id", "row_number", "line_number", "status", "key", "raw", "clean", "errors")
 
 
@@ -183,6 +185,36 @@ class EntryStore:
                 return
             after = rows[-1]["row_number"]
 
+    async def rows_to_retry(
+        self,
+        job_id: uuid.UUID,
+        *,
+        failed: bool,
+        not_processed: bool,
+        skip_notes: Sequence[str],
+        batch_size: int = 5000,
+    ) -> AsyncIterator[list[tuple[int, list[str]]]]:
+        """The (row number, raw fields) of an ended job's rows to retry, in row order, a
+        batch at a time: FAILED ones (if `failed`), NOT_PROCESSED ones (if
+        `not_processed`), and SKIPPED ones whose note is one of `skip_notes`."""
+        after = 0
+        while True:
+            rows = await ENTRY_QUERIES["rows_to_retry"].fetch(
+                self._pool,
+                job_id=job_id,
+                after_row=after,
+                limit=batch_size,
+                failed=failed,
+                not_processed=not_processed,
+                skip_notes=list(skip_notes),
+                live=[s.value for s in LIVE_STATUSES],
+            )
+            if rows:
+                yield [(r["row_number"], r["raw"]) for r in rows]
+            if len(rows) < batch_size:
+                return
+            after = rows[-1]["row_number"]
+
     async def pending_rows(
         self, connection: Connection, job_id: uuid.UUID, first_row: int, last_row: int
     ) -> list[tuple[int, list[str]]]:
@@ -211,7 +243,9 @@ class EntryStore:
     async def skip_pending(self, connection: Connection, job_id: uuid.UUID) -> int:
         """Every pending row of an all-or-nothing job that will import nothing becomes
         SKIPPED; how many."""
-        skipped: int = await ENTRY_QUERIES["skip_pending_rows"].fetchval(connection, job_id=job_id)
+        skipped: int = await ENTRY_QUERIES["skip_pending_rows"].fetchval(
+            connection, job_id=job_id, note=ALL_OR_NOTHING_NOTE
+        )
         return skipped
 
     # Processing a chunk

@@ -38,11 +38,11 @@ SELECT (SELECT count(*) FROM skipped) AS skipped,
        (SELECT were_failed FROM repeated) AS were_failed;
 
 -- name: skip_pending_rows
--- An all-or-nothing job with failed rows: every row still pending is not imported.
+-- An all-or-nothing job with failed rows: every row still pending is not imported (:note
+-- says so: entries.ALL_OR_NOTHING_NOTE).
 WITH skipped AS (
     UPDATE import_entries
-    SET status = 'SKIPPED', process_time = now(),
-        note = 'not imported: other rows failed and the job is all_or_nothing'
+    SET status = 'SKIPPED', process_time = now(), note = :note
     WHERE job_id = :job_id AND status = 'PENDING'
     RETURNING 1
 )
@@ -124,3 +124,27 @@ SELECT count(*)
 FROM import_entries
 WHERE job_id = :job_id AND (cardinality(:statuses::text[]) = 0 OR status = ANY(:statuses::text[]))
   AND errors @> jsonb_build_array(jsonb_build_object('code', :error_code::text));
+
+-- name: rows_to_retry
+-- RetryJob: the rows of an ended job (:job_id) to run again, in row order after row
+-- :after_row, at most :limit: FAILED ones (when :failed), SKIPPED ones whose note is one of
+-- :skip_notes (never a row superseded by a later one with its key: that note names a row),
+-- and NOT_PROCESSED ones (when :not_processed): entries still PENDING whose job has ended
+-- (not live: :live) and whose chunk's outcome string gives them no outcome, as
+-- list_entries reads it. Stored NOT_PROCESSED entries count as well.
+SELECT e.row_number, e.raw
+FROM import_entries e
+LEFT JOIN import_chunks c
+    ON e.status = 'PENDING' AND c.job_id = e.job_id
+   AND c.chunk_number = ((e.row_number - 1)
+                         / (SELECT chunk_rows FROM import_jobs WHERE id = :job_id) + 1)::integer
+WHERE e.job_id = :job_id AND e.row_number > :after_row
+  AND ((:failed AND e.status = 'FAILED')
+       OR (e.status = 'SKIPPED' AND e.note = ANY(:skip_notes::text[]))
+       OR (:not_processed AND e.status = 'NOT_PROCESSED')
+       OR (:not_processed AND e.status = 'PENDING'
+           AND (SELECT status FROM import_jobs WHERE id = :job_id) <> ALL(:live::text[])
+           AND coalesce(substr(c.outcomes, (e.row_number - c.first_row + 1)::integer, 1), '')
+               NOT IN ('C', 'U', 'N', 'D')))
+ORDER BY e.row_number
+LIMIT :limit;
