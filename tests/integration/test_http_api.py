@@ -162,6 +162,7 @@ REQUESTS = {
     "StreamProgress": ("GET", "/v1/jobs/{id}:progress"),
     "ListEntries": ("GET", "/v1/jobs/{id}/entries"),
     "CancelJob": ("POST", "/v1/jobs/{id}:cancel"),
+    "RetryJob": ("POST", "/v1/jobs/{id}:retry"),
     "ExportEntries": ("GET", "/v1/jobs/{id}/entries:export"),
     "ListImportTypes": ("GET", "/v1/importTypes"),
     "CreateDownloadLink": ("POST", "/v1/jobs/{id}:createDownloadLink"),
@@ -193,8 +194,10 @@ async def test_every_rpc_over_http_answers_every_kind_of_caller_as_grpc_does(
         if "authorization" in headers:
             headers = {"Authorization": headers.pop("authorization")}
         want = grpc_auth.expected(case)
-        # CreateDownloadLink is a read of one job, exactly as GetJob.
-        want = {**want, "CreateDownloadLink": want["GetJob"]}
+        # CreateDownloadLink is a read of one job, exactly as GetJob. FILE has a failed row,
+        # so a caller who may retry the job starts a retry.
+        retried = grpc_auth.OK if want["RetryJob"] == grpc_auth.ENDED else want["RetryJob"]
+        want = {**want, "CreateDownloadLink": want["GetJob"], "RetryJob": retried}
         for rpc, (method, path) in REQUESTS.items():
             data = FILE if rpc == "StartImport" else None
             status, body = await secured_http.call(
