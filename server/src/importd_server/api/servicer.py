@@ -298,7 +298,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
             job_filter.import_type,
             job_filter.include_live,
             job_filter.search,
-            job_filter.conditions,
+            dataclasses.asdict(job_filter.conditions),  # labels in any order: one filter
         )
         after = None
         if request.page_token:
