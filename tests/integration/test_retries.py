@@ -218,3 +218,61 @@ async def test_start_import_refuses_a_retry_of_an_unknown_other_or_live_job(
             "INVALID_ARGUMENT",
             ["spec.retry_of"],
         )
+
+
+async def test_the_parent_lists_each_rows_latest_outcome_across_its_retries(
+    stub: pb_grpc.ImportServiceStub, db: asyncpg.Connection
+) -> None:
+    await db.execute("ALTER TABLE contacts ADD CONSTRAINT low_scores CHECK (score < 50)")
+    try:
+        parent = await import_and_wait(stub, MIXED)
+        # Rows 3 and 4 are refused again; row 2 still fails.
+        first = await wait_for_job(stub, (await retry(stub, parent.id)).id)
+    finally:
+        await db.execute("ALTER TABLE contacts DROP CONSTRAINT low_scores")
+    # A retry of the retry imports rows 3 and 4 (the retry's rows 2 and 3) ...
+    second = await wait_for_job(stub, (await retry(stub, first.id)).id)
+    assert counts(second) == {"created": 2, "failed": 1}
+    # ... and a corrected upload of the parent's export fixes row 2.
+    fixed = b"email,score,importd_row\nb2@x.com,2,2\n"
+    upload = await import_and_wait(stub, fixed, retry_of=parent.id)
+    assert counts(upload) == {"created": 1}
+
+    async def latest(*statuses: int) -> tuple[list[tuple[int, str, int]], int]:
+        page = await stub.ListEntries(
+            pb.ListEntriesRequest(id=parent.id, statuses=statuses, across_retries=True)
+        )
+        shown = [(e.row_number, e.job_id, e.status) for e in page.entries]
+        return shown, page.total_count
+
+    assert await latest() == (
+        [
+            (1, parent.id, pb.ENTRY_STATUS_SKIPPED),
+            (2, upload.id, pb.ENTRY_STATUS_CREATED),
+            (3, second.id, pb.ENTRY_STATUS_CREATED),
+            (4, second.id, pb.ENTRY_STATUS_CREATED),
+            (5, parent.id, pb.ENTRY_STATUS_CREATED),
+        ],
+        5,
+    )
+    assert await latest(pb.ENTRY_STATUS_FAILED) == ([], 0)
+    created, total = await latest(pb.ENTRY_STATUS_CREATED)
+    assert ([row for row, _, _ in created], total) == ([2, 3, 4, 5], 4)
+    # The deciding entry is shown in its own job's columns.
+    page = await stub.ListEntries(
+        pb.ListEntriesRequest(id=parent.id, across_retries=True, page_size=2, offset=1)
+    )
+    assert [dict(e.raw) for e in page.entries] == [
+        {"email": "b2@x.com", "score": "2", "importd_row": "2"},
+        {"importd_row": "2", "email": "b@x.com", "score": "60"},  # the first retry's row 2
+    ]
+    rest = await stub.ListEntries(
+        pb.ListEntriesRequest(
+            id=parent.id, across_retries=True, page_size=2, page_token=page.next_page_token
+        )
+    )
+    assert [e.row_number for e in rest.entries] == [4, 5]
+    code, _, fields = await refusal(
+        stub.ListEntries(pb.ListEntriesRequest(id=parent.id, across_retries=True, error_code="X"))
+    )
+    assert (code, fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["error_code"])

@@ -315,6 +315,7 @@ class Entry:
     errors: tuple[RowError, ...]
     note: str | None
     process_time: datetime | None
+    job_id: uuid.UUID | None = None  # across retries: the job whose entry this is
 
 
 @dataclass(frozen=True)

@@ -937,6 +937,7 @@ class ListEntriesRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     OFFSET_FIELD_NUMBER: _builtins.int
     ERROR_CODE_FIELD_NUMBER: _builtins.int
+    ACROSS_RETRIES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The job's id."""
     page_size: _builtins.int
@@ -947,6 +948,11 @@ class ListEntriesRequest(_message.Message):
     """Skip this many matching entries (limit/offset style); not with page_token."""
     error_code: _builtins.str
     """Only entries with an error of this code, e.g. "INVALID_EMAIL"; all when empty."""
+    across_retries: _builtins.bool
+    """Each row's latest outcome across the job's retries (and theirs): the entry of the
+    newest retry whose importd_row names the row, else the row's own; Entry.job_id says
+    whose. Filters by that outcome's status; not with error_code.
+    """
     @_builtins.property
     def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___EntryStatus.ValueType]:
         """Only entries in one of these statuses; all when empty."""
@@ -960,10 +966,11 @@ class ListEntriesRequest(_message.Message):
         page_token: _builtins.str = ...,
         offset: _builtins.int = ...,
         error_code: _builtins.str = ...,
+        across_retries: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_code", b"error_code", "id", b"id", "offset", b"offset", "page_size", b"page_size", "page_token", b"page_token", "statuses", b"statuses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["across_retries", b"across_retries", "error_code", b"error_code", "id", b"id", "offset", b"offset", "page_size", b"page_size", "page_token", b"page_token", "statuses", b"statuses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1035,6 +1042,7 @@ class Entry(_message.Message):
     ERRORS_FIELD_NUMBER: _builtins.int
     PROCESS_TIME_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
     row_number: _builtins.int
     """1-based data row, header excluded."""
     line_number: _builtins.int
@@ -1045,6 +1053,10 @@ class Entry(_message.Message):
     """The row's key value, as text."""
     note: _builtins.str
     """Why a row was skipped, e.g. "key repeated later in the file at row 7"."""
+    job_id: _builtins.str
+    """With ListEntriesRequest.across_retries: the job whose entry this is (the job listed,
+    or one of its retries; line_number, raw and the outcome are that entry's). Else empty.
+    """
     @_builtins.property
     def raw(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """The row as the file had it, column name to value."""
@@ -1068,10 +1080,11 @@ class Entry(_message.Message):
         errors: _abc.Iterable[Global___RowError] | None = ...,
         process_time: _timestamp_pb2.Timestamp | None = ...,
         note: _builtins.str = ...,
+        job_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["process_time", b"process_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["errors", b"errors", "key", b"key", "line_number", b"line_number", "note", b"note", "process_time", b"process_time", "raw", b"raw", "row_number", b"row_number", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["errors", b"errors", "job_id", b"job_id", "key", b"key", "line_number", b"line_number", "note", b"note", "process_time", b"process_time", "raw", b"raw", "row_number", b"row_number", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -180,6 +180,7 @@ def entry_to_proto(entry: Entry) -> pb.Entry:
         ],
         process_time=timestamp(entry.process_time),
         note=entry.note or "",
+        job_id=str(entry.job_id) if entry.job_id else "",
     )
 
 

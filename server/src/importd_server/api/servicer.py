@@ -334,7 +334,11 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         if request.offset and request.page_token:
             raise InvalidArgument.for_field("offset", "cannot be combined with page_token")
         error_code = request.error_code or None
-        filters = paging.fingerprint("ListEntries", str(job.id), sorted(statuses), error_code)
+        if error_code and request.across_retries:
+            raise InvalidArgument.for_field("error_code", "cannot be combined with across_retries")
+        filters = paging.fingerprint(
+            "ListEntries", str(job.id), sorted(statuses), error_code, request.across_retries
+        )
         after_row = 0
         if request.page_token:
             row = self._page_tokens.decode(request.page_token, filters).get("r")
@@ -342,16 +346,25 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
             if type(row) is not int or not 0 <= row <= INT64_MAX:
                 raise paging.invalid_token()
             after_row = row
-        columns = await self._jobs.file_columns(job.id)
-        page = await self._entries.list_entries(
-            job,
-            columns,
-            statuses,
-            size,
-            after_row=after_row,
-            offset=request.offset,
-            error_code=error_code,
-        )
+        if request.across_retries:
+            page = await self._entries.list_latest_entries(
+                job.id,
+                self._jobs.file_columns,
+                statuses,
+                size,
+                after_row=after_row,
+                offset=request.offset,
+            )
+        else:
+            page = await self._entries.list_entries(
+                job,
+                await self._jobs.file_columns(job.id),
+                statuses,
+                size,
+                after_row=after_row,
+                offset=request.offset,
+                error_code=error_code,
+            )
         next_token = ""
         if page.next_after_row is not None:
             next_token = self._page_tokens.encode({"r": page.next_after_row}, filters)

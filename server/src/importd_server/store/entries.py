@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import asyncpg
@@ -158,6 +158,33 @@ class EntryStore:
         entries = tuple(entry_from_row(r, columns) for r in rows[:page_size])
         next_after = entries[-1].row_number if len(rows) > page_size else None
         return EntryPage(entries, next_after, total)
+
+    async def list_latest_entries(
+        self,
+        job_id: uuid.UUID,
+        columns_of: Callable[[uuid.UUID], Awaitable[Sequence[str]]],
+        statuses: Sequence[EntryStatus],
+        page_size: int,
+        after_row: int = 0,
+        offset: int = 0,
+    ) -> EntryPage:
+        """One page of the job's rows, each with its latest outcome across the job's retries
+        (the deciding entry, in its own job's columns: `columns_of`), and how many match."""
+        rows = await ENTRY_QUERIES["list_latest_entries"].fetch(
+            self._pool,
+            job_id=job_id,
+            statuses=[s.value for s in statuses],
+            after_row=after_row,
+            offset=offset,
+            limit=page_size + 1,
+        )
+        columns = {j: await columns_of(j) for j in {r["job_id"] for r in rows}}
+        entries = tuple(
+            replace(entry_from_row(r, columns[r["job_id"]]), job_id=r["job_id"])
+            for r in rows[:page_size]
+        )
+        next_after = entries[-1].row_number if len(rows) > page_size else None
+        return EntryPage(entries, next_after, rows[0]["matching"] if rows else 0)
 
     async def iter_entries(
         self,

@@ -148,3 +148,66 @@ WHERE e.job_id = :job_id AND e.row_number > :after_row
                NOT IN ('C', 'U', 'N', 'D')))
 ORDER BY e.row_number
 LIMIT :limit;
+
+-- name: list_latest_entries
+-- ListEntries with across_retries: each row of job :job_id with its latest outcome across
+-- the job's retries, and theirs (import_jobs.retry_of, the same tenant). A retry's row
+-- links to its parent's row through its importd_row column (the first column named so,
+-- any case; a value that is not a plain number links nowhere); the entry of the newest
+-- job (create_time) that holds the row decides, else the row's own. Statuses are read as
+-- list_entries reads them (a pending entry of a done chunk has its chunk's outcome). Rows
+-- in row order after :after_row, filtered by status (:statuses empty = any), skipping
+-- :offset, at most :limit; `matching` counts every row the filter matches.
+WITH RECURSIVE retries AS (
+    SELECT id, retry_of, create_time,
+           (SELECT min(i) FROM unnest(columns) WITH ORDINALITY AS c(name, i)
+            WHERE lower(btrim(name)) = 'importd_row') AS link
+    FROM import_jobs
+    WHERE retry_of IS NOT NULL
+      AND tenant = (SELECT tenant FROM import_jobs WHERE id = :job_id)
+), links (job_id, row_number, root_row, create_time) AS (
+    SELECT e.job_id, e.row_number, e.row_number, j.create_time
+    FROM import_entries e, import_jobs j
+    WHERE e.job_id = :job_id AND j.id = :job_id
+  UNION ALL
+    SELECT e.job_id, e.row_number, l.root_row, r.create_time
+    FROM links l
+    JOIN retries r ON r.retry_of = l.job_id
+    JOIN import_entries e
+      ON e.job_id = r.id
+     AND CASE WHEN e.raw[r.link] ~ '^\s*[0-9]{1,18}\s*$' THEN btrim(e.raw[r.link])::bigint END
+         = l.row_number
+), latest AS (
+    SELECT DISTINCT ON (root_row) root_row, job_id, row_number
+    FROM links
+    ORDER BY root_row, create_time DESC
+), decided AS (
+    SELECT l.root_row, e.job_id, e.line_number, e.key, e.raw, e.errors, e.note,
+           CASE WHEN e.status <> 'PENDING' THEN e.status
+                ELSE CASE substr(c.outcomes, (e.row_number - c.first_row + 1)::integer, 1)
+                         WHEN 'C' THEN 'CREATED'
+                         WHEN 'U' THEN 'UPDATED'
+                         WHEN 'N' THEN 'UNCHANGED'
+                         WHEN 'D' THEN 'DELETED'
+                         ELSE 'PENDING' END
+           END AS status,
+           CASE WHEN e.status <> 'PENDING' THEN e.process_time ELSE c.done_time END
+               AS process_time
+    FROM latest l
+    JOIN import_entries e ON e.job_id = l.job_id AND e.row_number = l.row_number
+    LEFT JOIN import_chunks c
+        ON c.job_id = e.job_id
+       AND c.chunk_number = ((e.row_number - 1)
+                             / (SELECT chunk_rows FROM import_jobs WHERE id = e.job_id) + 1)::integer
+), matching AS (
+    SELECT *, count(*) OVER () AS matching
+    FROM decided
+    WHERE cardinality(:statuses::text[]) = 0 OR status = ANY(:statuses::text[])
+)
+SELECT root_row AS row_number, job_id, line_number, status, key, raw, errors, note,
+       process_time, matching
+FROM matching
+WHERE root_row > :after_row
+ORDER BY root_row
+OFFSET :offset
+LIMIT :limit;
