@@ -247,6 +247,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
             statuses,
             request.request_id or None,
             (self._settings.max_rows, self._settings.max_file_bytes),
+            caller.live,
         )
         existing = await self._stager.existing(new_job)
         if existing is not None:

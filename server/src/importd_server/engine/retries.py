@@ -49,16 +49,17 @@ def new_retry_job(
     statuses: Sequence[EntryStatus],
     request_id: str | None,
     limits: tuple[int, int],
+    live: bool,
 ) -> NewJob:
     """RetryJob's new job: the parent's labels and options (column map, webhook, dry run,
     max_errors, all_or_nothing) in `mode`, reading the CSV `retry_file` writes. `limits`
-    are the server's (max_rows, max_chars)."""
+    are the server's (max_rows, max_chars); `live` is the caller's token's."""
     column_map = options.get("column_map", {})
     request = {"retry_of": str(parent.id), "statuses": statuses, "mode": mode}
     max_rows, max_chars = limits
     return NewJob(
         tenant=parent.tenant,
-        live=parent.live,
+        live=live,
         import_type=linked_import_type(import_type.with_header_map(column_map), parent),
         mode=mode,
         parse=ParseOptions(max_rows=max_rows, max_chars=max_chars),
