@@ -38,6 +38,7 @@ from importd_server.engine.admission import Admission
 from importd_server.engine.export import NOT_IMPORTED, export_job, with_entries
 from importd_server.engine.remote import REMOTE_SCHEMES, RemoteSources, uri_scheme
 from importd_server.engine.retries import (
+    check_ended,
     check_parent,
     linked_import_type,
     new_retry_job,
@@ -228,7 +229,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         caller = self._caller(context, WRITE)
         check_request(request)
         parent = with_entries(await self._job(parse_id(request.id), caller))
-        check_parent(parent, parent.import_type, "id")
+        check_ended(parent)
         import_type = self._import_types.get(parent.import_type)
         if import_type is None:
             raise FailedPrecondition(

@@ -76,19 +76,25 @@ def new_retry_job(
 
 
 def check_parent(parent: Job, import_type: str, field: str) -> None:
-    """Refuses a parent that has not ended, or is of another import type."""
+    """Refuses an upload's parent (named by the request's `field`) that has not ended, or
+    is of another import type."""
+    check_ended(parent)
+    if parent.import_type != import_type:
+        raise InvalidArgument.for_field(
+            field,
+            f"job {parent.id} imported {parent.import_type}, not {import_type}: a retry"
+            " imports the same type",
+        )
+
+
+def check_ended(parent: Job) -> None:
+    """Refuses a parent that has not ended: its rows' outcomes are not known yet."""
     if not parent.status.is_terminal:
         raise FailedPrecondition(
             f"job {parent.id} has not ended ({parent.status.value}); only an ended job can be"
             " retried",
             reason="JOB_NOT_ENDED",
             metadata={"id": str(parent.id), "status": parent.status.value},
-        )
-    if parent.import_type != import_type:
-        raise InvalidArgument.for_field(
-            field,
-            f"job {parent.id} imported {parent.import_type}, not {import_type}: a retry"
-            " imports the same type",
         )
 
 
