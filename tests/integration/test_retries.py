@@ -276,3 +276,29 @@ async def test_the_parent_lists_each_rows_latest_outcome_across_its_retries(
         stub.ListEntries(pb.ListEntriesRequest(id=parent.id, across_retries=True, error_code="X"))
     )
     assert (code, fields) == (grpc.StatusCode.INVALID_ARGUMENT, ["error_code"])
+
+
+async def test_skips_a_retry_can_change_are_retried_by_default(
+    stub: pb_grpc.ImportServiceStub,
+) -> None:
+    # UPDATE of a key that does not exist yet: once another job creates it, the retry
+    # updates it.
+    update = await import_and_wait(stub, b"email,score\nnew@x.com,9\n", mode=pb.IMPORT_MODE_UPDATE)
+    assert counts(update) == {"skipped": 1}
+    await import_and_wait(stub, b"email,score\nnew@x.com,1\n")
+    assert counts(await wait_for_job(stub, (await retry(stub, update.id)).id)) == {"updated": 1}
+
+    # An all-or-nothing job with a bad row imported nothing: its good rows are retried with
+    # the bad one, which still fails, so the retry (all-or-nothing too) imports nothing.
+    strict = await import_and_wait(stub, b"email\nok@x.com\nbad@\n", all_or_nothing=True)
+    assert counts(strict) == {"failed": 1, "skipped": 1}
+    again = await wait_for_job(stub, (await retry(stub, strict.id)).id)
+    assert (again.all_or_nothing, again.total_rows, counts(again)) == (
+        True,
+        2,
+        {"failed": 1, "skipped": 1},
+    )
+    good = await wait_for_job(
+        stub, (await retry(stub, strict.id, statuses=[pb.ENTRY_STATUS_SKIPPED])).id
+    )
+    assert counts(good) == {"created": 1}
