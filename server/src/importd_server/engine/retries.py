@@ -132,35 +132,38 @@ async def retry_file(
     """The parent's rows to retry as a UTF-8 CSV file: `importd_row` (the parent's row
     number), then the parent's columns (but a link column of its own: a retry of a retry
     links to its own parent). FAILED_PRECONDITION (NOTHING_TO_RETRY) before the first byte
-    when no row qualifies, so no job is made."""
+    when no row qualifies, so no job is made. The next batch is read while the caller
+    stages this one."""
     own_link = [i for i, name in enumerate(columns) if name.strip().lower() == ROW_LINK]
-    header = [ROW_LINK, *(c for i, c in enumerate(columns) if i not in own_link)]
+    header = io.StringIO()
+    csv.writer(header, lineterminator="\r\n").writerow(
+        [ROW_LINK, *(c for i, c in enumerate(columns) if i not in own_link)]
+    )
     batches = entries.rows_to_retry(
-        parent.id,
+        parent,
         failed=EntryStatus.FAILED in statuses,
         not_processed=EntryStatus.NOT_PROCESSED in statuses,
         skip_notes=skip_notes(explicit, mode) if EntryStatus.SKIPPED in statuses else (),
+        dropped=own_link,
     )
-    first = True
-    async for batch in batches:
-        yield await asyncio.to_thread(_csv, header if first else None, batch, own_link)
-        first = False
-    if first:
-        wanted = ", ".join(s.value for s in statuses)
-        raise FailedPrecondition(
-            f"job {parent.id} has no rows to retry ({wanted})",
-            reason="NOTHING_TO_RETRY",
-            metadata={"id": str(parent.id)},
-        )
-
-
-def _csv(header: list[str] | None, rows: list[tuple[int, list[str]]], dropped: list[int]) -> bytes:
-    """Rows (and the header, if given) as CSV, the row number first; fields at the
-    `dropped` positions left out."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    if header is not None:
-        writer.writerow(header)
-    for row_number, raw in rows:
-        writer.writerow([row_number, *(v for i, v in enumerate(raw) if i not in dropped)])
-    return buffer.getvalue().encode()
+    reading = asyncio.ensure_future(anext(batches, None))
+    try:
+        first = await reading
+        if first is None:
+            wanted = ", ".join(s.value for s in statuses)
+            raise FailedPrecondition(
+                f"job {parent.id} has no rows to retry ({wanted})",
+                reason="NOTHING_TO_RETRY",
+                metadata={"id": str(parent.id)},
+            )
+        lines: str | None = header.getvalue() + first
+        while lines is not None:
+            reading = asyncio.ensure_future(anext(batches, None))
+            yield lines.encode()
+            lines = await reading
+    finally:
+        # Staging ended (early too: an error, a file too large): the read ahead ends first,
+        # then the batches.
+        reading.cancel()
+        await asyncio.gather(reading, return_exceptions=True)
+        await batches.aclose()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -214,33 +214,33 @@ class EntryStore:
 
     async def rows_to_retry(
         self,
-        job_id: uuid.UUID,
+        job: Job,
         *,
         failed: bool,
         not_processed: bool,
         skip_notes: Sequence[str],
-        batch_size: int = 5000,
-    ) -> AsyncIterator[list[tuple[int, list[str]]]]:
-        """The (row number, raw fields) of an ended job's rows to retry, in row order, a
-        batch at a time: FAILED ones (if `failed`), NOT_PROCESSED ones (if
-        `not_processed`), and SKIPPED ones whose note is one of `skip_notes`."""
-        after = 0
-        while True:
-            rows = await ENTRY_QUERIES["rows_to_retry"].fetch(
+        dropped: Sequence[int] = (),
+        batch_rows: int = 5000,
+    ) -> AsyncGenerator[str]:
+        """An ended job's rows to retry as CSV lines (the row number, then the row's fields
+        but those at the 0-based positions `dropped`), in row order, a range of
+        `batch_rows` rows at a time (ranges with none are skipped): FAILED ones (if
+        `failed`), NOT_PROCESSED ones (if `not_processed`), and SKIPPED ones whose note is
+        one of `skip_notes`. PostgreSQL writes the lines: no row is decoded in Python."""
+        for first_row in range(1, (job.total_rows or 0) + 1, batch_rows):
+            lines: str | None = await ENTRY_QUERIES["rows_to_retry"].fetchval(
                 self._pool,
-                job_id=job_id,
-                after_row=after,
-                limit=batch_size,
+                job_id=job.id,
+                first_row=first_row,
+                last_row=first_row + batch_rows - 1,
                 failed=failed,
                 not_processed=not_processed,
                 skip_notes=list(skip_notes),
+                dropped=[p + 1 for p in dropped],
                 live=[s.value for s in LIVE_STATUSES],
             )
-            if rows:
-                yield [(r["row_number"], r["raw"]) for r in rows]
-            if len(rows) < batch_size:
-                return
-            after = rows[-1]["row_number"]
+            if lines:
+                yield lines
 
     async def pending_rows(
         self, connection: Connection, job_id: uuid.UUID, first_row: int, last_row: int

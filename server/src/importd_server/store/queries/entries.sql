@@ -126,28 +126,38 @@ WHERE job_id = :job_id AND (cardinality(:statuses::text[]) = 0 OR status = ANY(:
   AND errors @> jsonb_build_array(jsonb_build_object('code', :error_code::text));
 
 -- name: rows_to_retry
--- RetryJob: the rows of an ended job (:job_id) to run again, in row order after row
--- :after_row, at most :limit: FAILED ones (when :failed), SKIPPED ones whose note is one of
--- :skip_notes (never a row superseded by a later one with its key: that note names a row),
--- and NOT_PROCESSED ones (when :not_processed): entries still PENDING whose job has ended
--- (not live: :live) and whose chunk's outcome string gives them no outcome, as
--- list_entries reads it. Stored NOT_PROCESSED entries count as well.
-SELECT e.row_number, e.raw
+-- RetryJob: the rows of an ended job (:job_id) to run again among rows :first_row to
+-- :last_row (a range, not a LIMIT: each batch reads its own rows by primary key, never
+-- the rows before it again), as CSV lines in row order: the row number, then the row's
+-- fields but those at the positions :dropped (1-based), quoted where CSV needs it, each
+-- line ended by CRLF; NULL when none. The rows: FAILED ones (when :failed), SKIPPED ones
+-- whose note is one of :skip_notes (never a row superseded by a later one with its key:
+-- that note names a row), and NOT_PROCESSED ones (when :not_processed): entries still
+-- PENDING whose job has ended (not live: :live) and whose chunk's outcome string gives
+-- them no outcome, as list_entries reads it. Stored NOT_PROCESSED entries count as well.
+SELECT string_agg(
+           array_to_string(
+               ARRAY[e.row_number::text] || ARRAY(
+                   SELECT CASE WHEN f ~ '[",\r\n]' THEN '"' || replace(f, '"', '""') || '"'
+                               ELSE f END
+                   FROM unnest(e.raw) WITH ORDINALITY AS u(f, i)
+                   WHERE i <> ALL(:dropped::bigint[])
+                   ORDER BY i),
+               ',') || E'\r\n',
+           '' ORDER BY e.row_number)
 FROM import_entries e
 LEFT JOIN import_chunks c
     ON e.status = 'PENDING' AND c.job_id = e.job_id
    AND c.chunk_number = ((e.row_number - 1)
                          / (SELECT chunk_rows FROM import_jobs WHERE id = :job_id) + 1)::integer
-WHERE e.job_id = :job_id AND e.row_number > :after_row
+WHERE e.job_id = :job_id AND e.row_number BETWEEN :first_row AND :last_row
   AND ((:failed AND e.status = 'FAILED')
        OR (e.status = 'SKIPPED' AND e.note = ANY(:skip_notes::text[]))
        OR (:not_processed AND e.status = 'NOT_PROCESSED')
        OR (:not_processed AND e.status = 'PENDING'
            AND (SELECT status FROM import_jobs WHERE id = :job_id) <> ALL(:live::text[])
            AND coalesce(substr(c.outcomes, (e.row_number - c.first_row + 1)::integer, 1), '')
-               NOT IN ('C', 'U', 'N', 'D')))
-ORDER BY e.row_number
-LIMIT :limit;
+               NOT IN ('C', 'U', 'N', 'D')));
 
 -- name: list_latest_entries
 -- ListEntries with across_retries: each row of job :job_id with its latest outcome across
