@@ -302,3 +302,20 @@ async def test_skips_a_retry_can_change_are_retried_by_default(
         stub, (await retry(stub, strict.id, statuses=[pb.ENTRY_STATUS_SKIPPED])).id
     )
     assert counts(good) == {"created": 1}
+
+
+async def test_a_retry_keeps_each_field_exactly_as_the_file_had_it(
+    stub: pb_grpc.ImportServiceStub,
+) -> None:
+    data = (
+        b'email,first_name,score\r\n"q@x.com","Smith, ""J""\r\nsecond line",500\r\n'
+        b"p@x.com,,600\r\n,  spaced  ,1\r\n"
+    )
+    parent = await import_and_wait(stub, data)
+    assert counts(parent) == {"failed": 3}
+    job = await wait_for_job(stub, (await retry(stub, parent.id)).id)
+    before = [dict(e.raw) for e in await entries_of(stub, parent.id)]
+    after = [dict(e.raw) for e in await entries_of(stub, job.id)]
+    assert [{k: v for k, v in row.items() if k != "importd_row"} for row in after] == before
+    assert before[0]["first_name"] == 'Smith, "J"\r\nsecond line'
+    assert counts(job) == {"failed": 3}

@@ -136,14 +136,19 @@ WHERE job_id = :job_id AND (cardinality(:statuses::text[]) = 0 OR status = ANY(:
 -- PENDING whose job has ended (not live: :live) and whose chunk's outcome string gives
 -- them no outcome, as list_entries reads it. Stored NOT_PROCESSED entries count as well.
 SELECT string_agg(
-           array_to_string(
-               ARRAY[e.row_number::text] || ARRAY(
-                   SELECT CASE WHEN f ~ '[",\r\n]' THEN '"' || replace(f, '"', '""') || '"'
-                               ELSE f END
-                   FROM unnest(e.raw) WITH ORDINALITY AS u(f, i)
-                   WHERE i <> ALL(:dropped::bigint[])
-                   ORDER BY i),
-               ',') || E'\r\n',
+           CASE WHEN cardinality(:dropped::bigint[]) = 0 AND cardinality(e.raw) > 0
+                     AND array_to_string(e.raw, '') !~ '[",\r\n]'
+                -- Most rows: no field to quote or drop, one test for the whole row.
+                THEN e.row_number || ',' || array_to_string(e.raw, ',')
+                ELSE array_to_string(
+                    ARRAY[e.row_number::text] || ARRAY(
+                        SELECT CASE WHEN f ~ '[",\r\n]'
+                                    THEN '"' || replace(f, '"', '""') || '"' ELSE f END
+                        FROM unnest(e.raw) WITH ORDINALITY AS u(f, i)
+                        WHERE i <> ALL(:dropped::bigint[])
+                        ORDER BY i),
+                    ',') END
+           || E'\r\n',
            '' ORDER BY e.row_number)
 FROM import_entries e
 LEFT JOIN import_chunks c
