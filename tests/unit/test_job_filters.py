@@ -72,6 +72,7 @@ def test_a_blank_filter_sets_nothing() -> None:
         ('retry_of = "nope"', 12, "not a job id"),
         ('create_time > "2026-11-01"', 15, "RFC 3339"),
         ('create_time > "2026-11-01T00:00:00"', 15, "RFC 3339"),
+        ('create_time > "0001-01-01T00:00:00+01:00"', 15, "RFC 3339"),
         ('labels.a = "x', 12, "not closed"),
         ("labels.a = x;", 13, "unexpected character"),
         ("= x AND", 1, "expected a field name"),

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 
 from importd_server.errors import InvalidArgument, excerpt
 from importd_server.model import JobConditions, JobStatus, TimeBound
@@ -121,12 +121,16 @@ def _apply(conditions: JobConditions, name: _Token, op: _Token, value: _Token) -
 
 def _time_bound(conditions: JobConditions, op: _Token, value: _Token) -> JobConditions:
     """The conditions with a bound on create_time ("=" is two bounds)."""
+    moment: datetime | None = None
     try:
-        # RFC 3339: a date, a time and an offset ("Z" or ±hh:mm).
-        moment = datetime.fromisoformat(value.text)
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None or "T" not in value.text.upper():
+        # RFC 3339: a date, a time and an offset ("Z" or ±hh:mm); in UTC, as stored (a
+        # time that has none, e.g. year 1 at +01:00, is refused).
+        written = datetime.fromisoformat(value.text)
+        if written.tzinfo is not None:
+            moment = written.astimezone(UTC)
+    except (ValueError, OverflowError):
+        pass
+    if moment is None or "T" not in value.text.upper():
         raise _bad(
             value.position,
             f'{excerpt(value.text)} is not an RFC 3339 time, e.g. "2026-11-01T00:00:00Z"',
