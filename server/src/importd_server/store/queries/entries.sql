@@ -173,31 +173,37 @@ WHERE e.job_id = :job_id AND e.row_number BETWEEN :first_row AND :last_row
 -- list_entries reads them (a pending entry of a done chunk has its chunk's outcome). Rows
 -- in row order after :after_row, filtered by status (:statuses empty = any), skipping
 -- :offset, at most :limit; `matching` counts every row the filter matches.
-WITH RECURSIVE retries AS (
+-- The recursion runs over the retries' linked rows only (never the job's own), each
+-- retry's link column found once.
+WITH RECURSIVE chain AS (
+    SELECT id, retry_of, create_time, columns FROM import_jobs
+    WHERE retry_of = :job_id AND tenant = (SELECT tenant FROM import_jobs WHERE id = :job_id)
+  UNION ALL
+    SELECT j.id, j.retry_of, j.create_time, j.columns
+    FROM chain c JOIN import_jobs j ON j.retry_of = c.id AND j.tenant = (
+        SELECT tenant FROM import_jobs WHERE id = :job_id)
+), retries AS MATERIALIZED (
     SELECT id, retry_of, create_time,
            (SELECT min(i) FROM unnest(columns) WITH ORDINALITY AS c(name, i)
             WHERE lower(btrim(name)) = 'importd_row') AS link
-    FROM import_jobs
-    WHERE retry_of IS NOT NULL
-      AND tenant = (SELECT tenant FROM import_jobs WHERE id = :job_id)
+    FROM chain
+), linked AS MATERIALIZED (
+    SELECT e.job_id, e.row_number, r.retry_of AS parent_id, r.create_time,
+           CASE WHEN e.raw[r.link] ~ '^\s*[0-9]{1,18}\s*$' THEN btrim(e.raw[r.link])::bigint END
+               AS parent_row
+    FROM retries r JOIN import_entries e ON e.job_id = r.id
+    WHERE r.link IS NOT NULL
 ), links (job_id, row_number, root_row, create_time) AS (
-    SELECT e.job_id, e.row_number, e.row_number, j.create_time
-    FROM import_entries e, import_jobs j
-    WHERE e.job_id = :job_id AND j.id = :job_id
+    SELECT job_id, row_number, parent_row, create_time FROM linked WHERE parent_id = :job_id
   UNION ALL
-    SELECT e.job_id, e.row_number, l.root_row, r.create_time
-    FROM links l
-    JOIN retries r ON r.retry_of = l.job_id
-    JOIN import_entries e
-      ON e.job_id = r.id
-     AND CASE WHEN e.raw[r.link] ~ '^\s*[0-9]{1,18}\s*$' THEN btrim(e.raw[r.link])::bigint END
-         = l.row_number
+    SELECT k.job_id, k.row_number, l.root_row, k.create_time
+    FROM links l JOIN linked k ON k.parent_id = l.job_id AND k.parent_row = l.row_number
 ), latest AS (
     SELECT DISTINCT ON (root_row) root_row, job_id, row_number
     FROM links
     ORDER BY root_row, create_time DESC
 ), decided AS (
-    SELECT l.root_row, e.job_id, e.line_number, e.key, e.raw, e.errors, e.note,
+    SELECT own.row_number AS root_row, e.job_id, e.line_number, e.key, e.raw, e.errors, e.note,
            CASE WHEN e.status <> 'PENDING' THEN e.status
                 ELSE CASE substr(c.outcomes, (e.row_number - c.first_row + 1)::integer, 1)
                          WHEN 'C' THEN 'CREATED'
@@ -208,12 +214,16 @@ WITH RECURSIVE retries AS (
            END AS status,
            CASE WHEN e.status <> 'PENDING' THEN e.process_time ELSE c.done_time END
                AS process_time
-    FROM latest l
-    JOIN import_entries e ON e.job_id = l.job_id AND e.row_number = l.row_number
+    FROM import_entries own
+    LEFT JOIN latest l ON l.root_row = own.row_number
+    JOIN import_entries e
+        ON e.job_id = coalesce(l.job_id, own.job_id)
+       AND e.row_number = coalesce(l.row_number, own.row_number)
+    JOIN import_jobs j ON j.id = e.job_id
     LEFT JOIN import_chunks c
         ON c.job_id = e.job_id
-       AND c.chunk_number = ((e.row_number - 1)
-                             / (SELECT chunk_rows FROM import_jobs WHERE id = e.job_id) + 1)::integer
+       AND c.chunk_number = ((e.row_number - 1) / j.chunk_rows + 1)::integer
+    WHERE own.job_id = :job_id
 ), matching AS (
     SELECT *, count(*) OVER () AS matching
     FROM decided
