@@ -170,14 +170,17 @@ class EntryStore:
     ) -> EntryPage:
         """One page of the job's rows, each with its latest outcome across the job's retries
         (the deciding entry, in its own job's columns: `columns_of`), and how many match."""
-        rows = await ENTRY_QUERIES["list_latest_entries"].fetch(
-            self._pool,
-            job_id=job_id,
-            statuses=[s.value for s in statuses],
-            after_row=after_row,
-            offset=offset,
-            limit=page_size + 1,
-        )
+        async with self._pool.acquire() as connection, connection.transaction():
+            # The retries' entries by key: never a scan of every job's entries.
+            await SESSION_QUERIES["by_key_only"].execute(connection)
+            rows = await ENTRY_QUERIES["list_latest_entries"].fetch(
+                connection,
+                job_id=job_id,
+                statuses=[s.value for s in statuses],
+                after_row=after_row,
+                offset=offset,
+                limit=page_size + 1,
+            )
         columns = {j: await columns_of(j) for j in {r["job_id"] for r in rows}}
         entries = tuple(
             replace(entry_from_row(r, columns[r["job_id"]]), job_id=r["job_id"])
