@@ -27,7 +27,6 @@ _TOKEN = re.compile(
 # Fields compared with "=" only, each at most once.
 EQUALITY_FIELDS = ("retry_of", "status", "import_type", "request_id")
 LABEL_PREFIX = "labels."
-ORDERING = ("<", "<=", ">", ">=")
 
 
 @dataclass(frozen=True)
