@@ -569,3 +569,25 @@ async def test_an_upload_the_client_abandons_ends_its_job_failed_with_no_rows(
     job = await db.fetchrow("SELECT status, error_reason FROM import_jobs")
     assert (job["status"], job["error_reason"]) == ("FAILED", "UPLOAD_ABORTED")
     assert await db.fetchval("SELECT count(*) FROM import_entries") == 0
+
+
+async def test_retry_and_the_jobs_filter_over_http(http: Http) -> None:
+    parent = await http.finished()  # FILE has a failed row
+    status, retry = await http.call(
+        "POST",
+        f"/v1/jobs/{parent['id']}:retry",
+        json={"statuses": ["ENTRY_STATUS_FAILED"], "requestId": "r-http"},
+    )
+    assert status == 200, retry
+    assert (retry["retryOf"], retry["totalRows"]) == (parent["id"], "1")
+    query = urlencode({"filter": f'retry_of = "{parent["id"]}"'})
+    status, listed = await http.call("GET", f"/v1/jobs?{query}")
+    assert (status, [j["id"] for j in listed["jobs"]]) == (200, [retry["id"]])
+    status, refused = await http.call("GET", "/v1/jobs?" + urlencode({"filter": "status >"}))
+    assert (status, refused["code"], reason(refused)) == (400, 3, "INVALID_ARGUMENT")
+    await http.events(retry["id"])  # to its end: the bad e-mail fails again
+    status, latest = await http.call(
+        "GET", f"/v1/jobs/{parent['id']}/entries?acrossRetries=true&statuses=ENTRY_STATUS_FAILED"
+    )
+    assert status == 200, latest
+    assert [(e["rowNumber"], e["jobId"]) for e in latest["entries"]] == [("2", retry["id"])]
