@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -177,3 +178,32 @@ async def test_get_shows_what_went_wrong_and_export_all_writes_every_row(
         app, "export", started["id"], "--all", "--status", "failed", "-o", str(target)
     )
     assert code == 2 and "--all" in stderr
+
+
+async def test_retry_from_held_rows_or_a_fixed_file_and_list_by_filter(
+    app: Application, files: Path
+) -> None:
+    async def last_event(*args: str) -> Any:
+        _, stdout, _ = await importctl(app, "--json", *args, "--watch")
+        return json.loads(stdout.splitlines()[-1])["job"]
+
+    parent = await last_event("start", str(files / "mixed.csv"), "-t", "contacts")
+    code, stdout, _ = await importctl(app, "retry", parent["id"], "--status", "failed", "-w")
+    assert code == 1  # the bad e-mail fails again
+    assert re.search(rf"retry of +{parent['id']}", stdout)
+
+    fixed = files / "fixed.csv"
+    code, _, _ = await importctl(app, "export", parent["id"], "-o", str(fixed))
+    fixed.write_text(fixed.read_text().replace("bad,B", "b@x.com,B"))
+    upload = await last_event("retry", parent["id"], "--file", str(fixed))
+    assert (upload["status"], upload["retry_of"]) == ("JOB_STATUS_SUCCEEDED", parent["id"])
+    assert upload["created_count"] == "1"
+
+    children = await json_of(app, "list", "--filter", f'retry_of = "{parent["id"]}"')
+    assert len(children) == 2 and children[0]["id"] == upload["id"]
+    code, _, stderr = await importctl(app, "list", "--filter", "retry_of ==")
+    assert code == 3 and "filter: at character 11: expected a value" in stderr
+    code, _, stderr = await importctl(
+        app, "retry", parent["id"], "--file", str(fixed), "--status", "failed"
+    )
+    assert code == 2 and "cannot go with --file" in stderr

@@ -122,6 +122,7 @@ RPCS: dict[str, Callable[[pb_grpc.ImportServiceStub, Metadata, str], Awaitable[A
     ),
     "ListEntries": lambda s, m, j: s.ListEntries(pb.ListEntriesRequest(id=j), metadata=m),
     "CancelJob": lambda s, m, j: s.CancelJob(pb.CancelJobRequest(id=j), metadata=m),
+    "RetryJob": lambda s, m, j: s.RetryJob(pb.RetryJobRequest(id=j), metadata=m),
     "ExportEntries": lambda s, m, j: drain(
         s.ExportEntries(pb.ExportEntriesRequest(id=j), metadata=m)
     ),
@@ -132,7 +133,9 @@ OK = "OK"
 UNAUTHENTICATED = "UNAUTHENTICATED"
 DENIED = "PERMISSION_DENIED"
 NOT_FOUND = "NOT_FOUND"
-ENDED = "FAILED_PRECONDITION"  # cancelling a finished job, once access is granted
+# Cancelling a finished job, or retrying one every row of which went in, once access is
+# granted.
+ENDED = "FAILED_PRECONDITION"
 READS = ("GetJob", "ListJobs", "StreamProgress", "ListEntries", "ExportEntries", "ListImportTypes")
 
 
@@ -151,7 +154,7 @@ def expected(case: str) -> dict[str, str]:
     ):
         return dict.fromkeys(RPCS, UNAUTHENTICATED)
     if case in ("owner (RS256)", "owner (HS256)"):
-        return {**dict.fromkeys(RPCS, OK), "CancelJob": ENDED}
+        return {**dict.fromkeys(RPCS, OK), "CancelJob": ENDED, "RetryJob": ENDED}
     if case == "other tenant":
         return {
             **dict.fromkeys(RPCS, NOT_FOUND),
@@ -160,9 +163,19 @@ def expected(case: str) -> dict[str, str]:
             "ListImportTypes": OK,
         }
     if case == "read scope only (static)":
-        return {**dict.fromkeys(READS, OK), "StartImport": DENIED, "CancelJob": DENIED}
+        return {
+            **dict.fromkeys(READS, OK),
+            "StartImport": DENIED,
+            "CancelJob": DENIED,
+            "RetryJob": DENIED,
+        }
     if case == "write scope only":
-        return {**dict.fromkeys(READS, DENIED), "StartImport": OK, "CancelJob": ENDED}
+        return {
+            **dict.fromkeys(READS, DENIED),
+            "StartImport": OK,
+            "CancelJob": ENDED,
+            "RetryJob": ENDED,
+        }
     if case == "test token":
         return {
             **dict.fromkeys(RPCS, DENIED),

@@ -211,6 +211,13 @@ def use_the_sync_client(target: str, tmp_path: Path) -> None:
             job.cancel()
         assert [t.name for t in client.list_import_types()] == ["contacts", "transactions"]
 
+        retried = job.retry(mode="upsert")
+        assert (retried.job.retry_of, retried.job.total_rows) == (job.id, 2)
+        assert retried.wait(timeout=10).failed_count == 2
+        again = client.retry_job(job.id, mode="upsert", request_id=retried.job.request_id)
+        assert again.id == retried.id  # the same request_id: the same job
+        assert [j.id for j in client.list_jobs(filter=f'retry_of = "{job.id}"')] == [retried.id]
+
 
 async def _start_later(make_app: AppFactory, port: int, delay: float) -> None:
     await asyncio.sleep(delay)
@@ -236,3 +243,29 @@ async def test_closing_the_sync_client_ends_calls_still_waiting_in_other_threads
     await asyncio.to_thread(waiter.join, 5)
     assert not waiter.is_alive()
     assert outcome and isinstance(outcome[0], BaseException)
+
+
+async def test_a_job_is_retried_from_its_rows_or_from_its_corrected_export(
+    app: Any, tmp_path: Path
+) -> None:
+    async with AsyncClient(f"127.0.0.1:{app.port}") as client:
+        job = await client.start_import(MIXED, import_type="contacts")
+        await job.wait(timeout=10)
+        retried = await job.retry(["failed"])
+        assert retried.job.retry_of == job.id
+        assert (await retried.wait(timeout=10)).failed_count == 2
+        with pytest.raises(InvalidArgument) as bad:
+            await job.retry(["created"])
+        assert list(bad.value.field_violations) == ["statuses"]
+
+        export = await job.download_not_imported(tmp_path / "fix.csv")
+        rows = list(csv.reader(io.StringIO(export.read_text())))
+        rows[1][0], rows[2][2] = "b@x.com", "3"  # the e-mail and the score, fixed
+        fixed = io.StringIO()
+        csv.writer(fixed).writerows(rows)
+        upload = await client.start_import(
+            fixed.getvalue().encode(), import_type="contacts", retry_of=job.id
+        )
+        assert (await upload.wait(timeout=10)).created_count == 2
+        children = [j.id async for j in client.list_jobs(filter=f'retry_of = "{job.id}"')]
+        assert children == [upload.id, retried.id]

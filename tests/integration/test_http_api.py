@@ -162,6 +162,7 @@ REQUESTS = {
     "StreamProgress": ("GET", "/v1/jobs/{id}:progress"),
     "ListEntries": ("GET", "/v1/jobs/{id}/entries"),
     "CancelJob": ("POST", "/v1/jobs/{id}:cancel"),
+    "RetryJob": ("POST", "/v1/jobs/{id}:retry"),
     "ExportEntries": ("GET", "/v1/jobs/{id}/entries:export"),
     "ListImportTypes": ("GET", "/v1/importTypes"),
     "CreateDownloadLink": ("POST", "/v1/jobs/{id}:createDownloadLink"),
@@ -193,8 +194,10 @@ async def test_every_rpc_over_http_answers_every_kind_of_caller_as_grpc_does(
         if "authorization" in headers:
             headers = {"Authorization": headers.pop("authorization")}
         want = grpc_auth.expected(case)
-        # CreateDownloadLink is a read of one job, exactly as GetJob.
-        want = {**want, "CreateDownloadLink": want["GetJob"]}
+        # CreateDownloadLink is a read of one job, exactly as GetJob. FILE has a failed row,
+        # so a caller who may retry the job starts a retry.
+        retried = grpc_auth.OK if want["RetryJob"] == grpc_auth.ENDED else want["RetryJob"]
+        want = {**want, "CreateDownloadLink": want["GetJob"], "RetryJob": retried}
         for rpc, (method, path) in REQUESTS.items():
             data = FILE if rpc == "StartImport" else None
             status, body = await secured_http.call(
@@ -587,3 +590,25 @@ async def test_an_upload_the_client_abandons_ends_its_job_failed_with_no_rows(
     job = await db.fetchrow("SELECT status, error_reason FROM import_jobs")
     assert (job["status"], job["error_reason"]) == ("FAILED", "UPLOAD_ABORTED")
     assert await db.fetchval("SELECT count(*) FROM import_entries") == 0
+
+
+async def test_retry_and_the_jobs_filter_over_http(http: Http) -> None:
+    parent = await http.finished()  # FILE has a failed row
+    status, retry = await http.call(
+        "POST",
+        f"/v1/jobs/{parent['id']}:retry",
+        json={"statuses": ["ENTRY_STATUS_FAILED"], "requestId": "r-http"},
+    )
+    assert status == 200, retry
+    assert (retry["retryOf"], retry["totalRows"]) == (parent["id"], "1")
+    query = urlencode({"filter": f'retry_of = "{parent["id"]}"'})
+    status, listed = await http.call("GET", f"/v1/jobs?{query}")
+    assert (status, [j["id"] for j in listed["jobs"]]) == (200, [retry["id"]])
+    status, refused = await http.call("GET", "/v1/jobs?" + urlencode({"filter": "status >"}))
+    assert (status, refused["code"], reason(refused)) == (400, 3, "INVALID_ARGUMENT")
+    await http.events(retry["id"])  # to its end: the bad e-mail fails again
+    status, latest = await http.call(
+        "GET", f"/v1/jobs/{parent['id']}/entries?acrossRetries=true&statuses=ENTRY_STATUS_FAILED"
+    )
+    assert status == 200, latest
+    assert [(e["rowNumber"], e["jobId"]) for e in latest["entries"]] == [("2", retry["id"])]

@@ -185,3 +185,63 @@ async def test_page_size_is_capped_at_one_thousand(
     response = await stub.ListJobs(pb.ListJobsRequest(page_size=5000))
     assert len(response.jobs) == 1000
     assert response.next_page_token
+
+
+async def test_list_jobs_filter_by_labels_creation_time_status_and_parent(
+    stub: pb_grpc.ImportServiceStub, db: asyncpg.Connection
+) -> None:
+    nov = datetime(2026, 11, 1, tzinfo=UTC)
+    parent = await insert_job(db, status="FAILED", create_time=nov - timedelta(days=1))
+    early = await insert_job(db, labels={"batch": "x"}, create_time=nov)
+    late = await insert_job(db, labels={"batch": "x", "by": "me"}, create_time=nov + timedelta(1))
+    await insert_job(db, labels={"batch": "y"}, create_time=nov + timedelta(days=2))
+    retried = await insert_job(
+        db, status="SUCCEEDED", retry_of=parent, create_time=nov + timedelta(days=3)
+    )
+
+    async def listed(text: str) -> list[uuid.UUID]:
+        response = await stub.ListJobs(pb.ListJobsRequest(filter=text))
+        return [uuid.UUID(j.id) for j in response.jobs]
+
+    assert await listed('labels.batch = "x"') == [late, early]
+    assert await listed('labels.batch = "x" AND create_time > "2026-11-01T00:00:00Z"') == [late]
+    assert await listed('labels.batch = "x" AND create_time >= "2026-11-01T00:00:00Z"') == [
+        late,
+        early,
+    ]
+    assert await listed('create_time < "2026-11-01T00:00:00+00:00"') == [parent]
+    assert await listed('create_time = "2026-11-01T01:00:00+01:00"') == [early]
+    assert await listed('labels.by = "me" AND labels.batch = "x"') == [late]
+    assert await listed(f'retry_of = "{parent}"') == [retried]
+    assert await listed("status = SUCCEEDED") == [retried]
+    response = await stub.ListJobs(pb.ListJobsRequest(filter=f'retry_of = "{parent}"'))
+    assert response.jobs[0].retry_of == str(parent)
+    # The filter combines with the request's other fields.
+    both = pb.ListJobsRequest(filter="status = FAILED", statuses=[pb.JOB_STATUS_SUCCEEDED])
+    assert (await stub.ListJobs(both)).jobs == []
+
+
+async def test_list_jobs_refuses_a_bad_filter_and_a_token_of_another_filter(
+    stub: pb_grpc.ImportServiceStub, db: asyncpg.Connection
+) -> None:
+    for _ in range(3):
+        await insert_job(db, labels={"batch": "x"})
+    with pytest.raises(grpc.aio.AioRpcError) as bad:
+        await stub.ListJobs(pb.ListJobsRequest(filter='labels.batch == "x"'))
+    assert rich_error(bad.value).field_violations == {
+        "filter": "at character 15: expected a value, found '='"
+    }
+    first = await stub.ListJobs(pb.ListJobsRequest(page_size=1, filter='labels.batch = "x"'))
+    same = await stub.ListJobs(
+        pb.ListJobsRequest(
+            page_size=1, filter='labels.batch = "x"', page_token=first.next_page_token
+        )
+    )
+    assert len(same.jobs) == 1
+    with pytest.raises(grpc.aio.AioRpcError) as other:
+        await stub.ListJobs(
+            pb.ListJobsRequest(
+                page_size=1, filter='labels.batch = "y"', page_token=first.next_page_token
+            )
+        )
+    assert list(rich_error(other.value).field_violations) == ["page_token"]

@@ -61,6 +61,7 @@ class ImportOptions(TypedDict, total=False):
     sheet: str  # workbooks: the sheet to read; by default the first visible one
     column_map: Mapping[str, str] | None  # file header -> column, e.g. {"E-Mail": "email"}
     request_id: str | None  # idempotency key; generated when not given
+    retry_of: str | None  # the id of an ended job this upload retries (e.g. its export, fixed)
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,7 @@ class AsyncClient:
                 encoding=options.get("encoding", ""),
             ),
             request_id=options.get("request_id") or str(uuid.uuid4()),
+            retry_of=options.get("retry_of") or "",
         )
         pieces, rereadable = _pieces(source)
 
@@ -210,14 +212,39 @@ class AsyncClient:
         """The job with this id."""
         return AsyncJob(self, await self._get(job_id))
 
+    async def retry_job(
+        self,
+        job_id: str,
+        *,
+        statuses: Iterable[str | int] = (),
+        mode: str | int | None = None,
+        request_id: str | None = None,
+    ) -> AsyncJob:
+        """Starts a new job over the rows of the ended job `job_id` that did not go in (by
+        default failed, not processed, and the skipped rows a retry can change; or these
+        `statuses`), from the rows the server holds, in `mode` (by default the job's). A
+        `request_id` is generated when not given, so a retried call makes one job."""
+        if isinstance(statuses, str | int):
+            statuses = [statuses]
+        request = pb.RetryJobRequest(
+            id=job_id,
+            statuses=[entry_status_number(s) for s in statuses],
+            mode=mode_number(mode) if mode is not None else pb.IMPORT_MODE_UNSPECIFIED,
+            request_id=request_id or str(uuid.uuid4()),
+        )
+        return AsyncJob(self, await self._unary(self._stub.RetryJob, request))
+
     async def list_jobs(
         self,
         *,
         statuses: Iterable[str | int] = (),
         import_type: str | None = None,
+        filter: str = "",
         page_size: int = 100,
     ) -> AsyncIterator[AsyncJob]:
-        """The caller's jobs, newest first, fetched page by page as you iterate."""
+        """The caller's jobs, newest first, fetched page by page as you iterate. `filter` is
+        AIP-160, e.g. `labels.batch = "x" AND create_time > "2026-11-01T00:00:00Z"` or
+        `retry_of = "<job id>"` (a job's retries)."""
         token = ""
         while True:
             request = pb.ListJobsRequest(
@@ -225,6 +252,7 @@ class AsyncClient:
                 page_token=token,
                 statuses=[job_status_number(s) for s in statuses],
                 import_type=import_type or "",
+                filter=filter,
             )
             page = await self._unary(self._stub.ListJobs, request)
             for job in page.jobs:
@@ -450,6 +478,19 @@ class AsyncJob:
         """Writes every row of the file in file order as CSV, each with its importd_row,
         importd_status and importd_errors: the whole file as one report."""
         return await self._client._download(self.id, Path(path), (), all_rows=True)
+
+    async def retry(
+        self,
+        statuses: Iterable[str | int] = (),
+        *,
+        mode: str | int | None = None,
+        request_id: str | None = None,
+    ) -> AsyncJob:
+        """Starts a new job over this ended job's rows that did not go in; see
+        AsyncClient.retry_job. Returns the new job (its `retry_of` is this job's id)."""
+        return await self._client.retry_job(
+            self.id, statuses=statuses, mode=mode, request_id=request_id
+        )
 
 
 def _is_newer(event: pb.ProgressEvent, last: pb.ProgressEvent) -> bool:

@@ -159,16 +159,31 @@ class Client:
         """The job with this id."""
         return Job(self._runner, self._runner.run(self._async.get_job(job_id)))
 
+    def retry_job(
+        self,
+        job_id: str,
+        *,
+        statuses: Iterable[str | int] = (),
+        mode: str | int | None = None,
+        request_id: str | None = None,
+    ) -> Job:
+        """Starts a new job over an ended job's rows that did not go in; see
+        AsyncClient.retry_job."""
+        retried = self._async.retry_job(job_id, statuses=statuses, mode=mode, request_id=request_id)
+        return Job(self._runner, self._runner.run(retried))
+
     def list_jobs(
         self,
         *,
         statuses: Iterable[str | int] = (),
         import_type: str | None = None,
+        filter: str = "",
         page_size: int = 100,
     ) -> Iterator[Job]:
-        """The caller's jobs, newest first, fetched page by page as you iterate."""
+        """The caller's jobs, newest first, fetched page by page as you iterate; see
+        AsyncClient.list_jobs for `filter`."""
         jobs = self._async.list_jobs(
-            statuses=statuses, import_type=import_type, page_size=page_size
+            statuses=statuses, import_type=import_type, filter=filter, page_size=page_size
         )
         for job in self._runner.iterate(jobs):
             yield Job(self._runner, job)
@@ -261,3 +276,15 @@ class Job:
     def download_report(self, path: str | os.PathLike[str]) -> Path:
         """Writes every row of the file as CSV; see AsyncJob.download_report."""
         return self._runner.run(self._job.download_report(path))
+
+    def retry(
+        self,
+        statuses: Iterable[str | int] = (),
+        *,
+        mode: str | int | None = None,
+        request_id: str | None = None,
+    ) -> Job:
+        """Starts a new job over this ended job's rows that did not go in; see
+        AsyncClient.retry_job."""
+        retried = self._job.retry(statuses, mode=mode, request_id=request_id)
+        return Job(self._runner, self._runner.run(retried))

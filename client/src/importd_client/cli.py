@@ -40,6 +40,7 @@ ENTRY_STATUSES = click.Choice(
     ["pending", "created", "updated", "unchanged", "skipped", "failed", "deleted", "not_processed"],
     case_sensitive=False,
 )
+MODES = click.Choice(["insert", "upsert", "update", "delete"], case_sensitive=False)
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -111,13 +112,7 @@ def main(
 @main.command()
 @click.argument("source")
 @click.option("--type", "-t", "import_type", required=True, help="Import type, e.g. contacts.")
-@click.option(
-    "--mode",
-    "-m",
-    default="upsert",
-    show_default=True,
-    type=click.Choice(["insert", "upsert", "update", "delete"], case_sensitive=False),
-)
+@click.option("--mode", "-m", default="upsert", show_default=True, type=MODES)
 @click.option(
     "--format",
     "file_format",
@@ -200,18 +195,76 @@ def get(context: click.Context, job_id: str) -> None:
     _exit_for(job)
 
 
+@main.command()
+@click.argument("job_id")
+@click.option(
+    "--file",
+    "fixed",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Upload this file (e.g. the job's export, corrected) instead of the rows importd holds.",
+)
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(["failed", "not_processed", "skipped"], case_sensitive=False),
+    help="Retry the rows in these statuses (default: failed, not processed, and the skipped"
+    " rows a retry can change).",
+)
+@click.option("--mode", "-m", type=MODES, help="Default: the job's mode.")
+@click.option("--watch", "-w", is_flag=True, help="Follow the new job to its end.")
+@click.pass_context
+def retry(
+    context: click.Context,
+    job_id: str,
+    fixed: Path | None,
+    statuses: tuple[str, ...],
+    mode: str | None,
+    watch: bool,
+) -> None:
+    """Start a new job over the rows of the ended job JOB_ID that did not go in, or over a
+    corrected FILE linked to it (its importd_row column names each row's row in JOB_ID)."""
+    settings: _Settings = context.obj
+    client = settings.client(context)
+    if fixed is None:
+        job = client.retry_job(job_id, statuses=statuses, mode=mode)
+    elif statuses:
+        raise click.UsageError("--status chooses rows importd holds; it cannot go with --file")
+    else:
+        parent = client.get_job(job_id).job
+        job = client.start_import(
+            fixed, import_type=parent.import_type, mode=mode or parent.mode, retry_of=job_id
+        )
+    if watch:
+        _follow(settings, job)
+    else:
+        _show_job(settings, job.job)
+    _exit_for(job)
+
+
 @main.command(name="list")
 @click.option("--status", "statuses", multiple=True, type=JOB_STATUSES, help="Only these.")
 @click.option("--type", "import_type", help="Only jobs of this import type.")
+@click.option(
+    "--filter",
+    "job_filter",
+    default="",
+    help='AIP-160, e.g. \'labels.batch = "x" AND create_time > "2026-11-01T00:00:00Z"\''
+    " or 'retry_of = \"<job id>\"'.",
+)
 @click.option("--limit", default=20, show_default=True, help="At most this many jobs.")
 @click.pass_context
 def list_jobs(
-    context: click.Context, statuses: tuple[str, ...], import_type: str | None, limit: int
+    context: click.Context,
+    statuses: tuple[str, ...],
+    import_type: str | None,
+    job_filter: str,
+    limit: int,
 ) -> None:
     """List your jobs, newest first."""
     settings: _Settings = context.obj
     jobs = settings.client(context).list_jobs(
-        statuses=statuses, import_type=import_type, page_size=min(limit, 1000)
+        statuses=statuses, import_type=import_type, filter=job_filter, page_size=min(limit, 1000)
     )
     shown = [job.job for _, job in zip(range(limit), jobs, strict=False)]
     if settings.as_json:
@@ -479,6 +532,8 @@ def _show_job(settings: _Settings, job: pb.Job) -> None:
     table.add_row("job", job.id)
     table.add_row("status", job_status_name(job) + (" (dry run)" if job.dry_run else ""))
     table.add_row("import", f"{job.import_type}, {_mode_name(job.mode)}, {job.file_name or '-'}")
+    if job.retry_of:
+        table.add_row("retry of", job.retry_of)
     rows = f"{job.processed_rows} of {job.total_rows}" if job.HasField("total_rows") else "-"
     table.add_row("rows", rows)
     for name in COUNTS:

@@ -169,6 +169,7 @@ class Job:
     staged_rows: int = 0
     # Row errors by code and column, most frequent first (each error of a row counts once).
     error_summary: tuple[ErrorCount, ...] = ()
+    retry_of: uuid.UUID | None = None  # the job this one retries
 
     @property
     def progress(self) -> tuple[object, ...]:
@@ -256,6 +257,27 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class TimeBound:
+    """One end of a time range, and whether the range includes it."""
+
+    time: datetime
+    inclusive: bool
+
+
+@dataclass(frozen=True)
+class JobConditions:
+    """The conditions of ListJobs' filter (api/filters.py): every one set must hold."""
+
+    labels: Mapping[str, str] = field(default_factory=dict)
+    retry_of: uuid.UUID | None = None
+    status: JobStatus | None = None
+    import_type: str | None = None
+    request_id: str | None = None
+    created_after: TimeBound | None = None
+    created_before: TimeBound | None = None
+
+
+@dataclass(frozen=True)
 class JobFilter:
     """Which jobs ListJobs returns."""
 
@@ -264,6 +286,7 @@ class JobFilter:
     import_type: str | None = None
     include_live: bool = True
     search: str | None = None
+    conditions: JobConditions = field(default_factory=JobConditions)
 
 
 @dataclass(frozen=True)
@@ -326,6 +349,7 @@ class Entry:
     errors: tuple[RowError, ...]
     note: str | None
     process_time: datetime | None
+    job_id: uuid.UUID | None = None  # across retries: the job whose entry this is
 
 
 @dataclass(frozen=True)

@@ -346,6 +346,7 @@ class ImportSpec(_message.Message):
     COLUMN_MAP_FIELD_NUMBER: _builtins.int
     WEBHOOK_URL_FIELD_NUMBER: _builtins.int
     WEBHOOK_EVENTS_FIELD_NUMBER: _builtins.int
+    RETRY_OF_FIELD_NUMBER: _builtins.int
     import_type: _builtins.str
     """The import type's name, e.g. "contacts"."""
     mode: Global___ImportMode.ValueType
@@ -399,6 +400,11 @@ class ImportSpec(_message.Message):
     """
     webhook_events: Global___WebhookEvents.ValueType
     """Which status changes are posted to webhook_url."""
+    retry_of: _builtins.str
+    """Makes this upload a retry of that ended job (its id; same import type), e.g. its
+    exported rows, corrected. A column "importd_row" links each row to the parent's row
+    number (1 to the parent's total_rows; another value is that row's error).
+    """
     @_builtins.property
     def csv(self) -> Global___CsvOptions:
         """CSV options (the encoding applies to JSON Lines too); ignored for workbooks."""
@@ -434,10 +440,11 @@ class ImportSpec(_message.Message):
         column_map: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         webhook_url: _builtins.str = ...,
         webhook_events: Global___WebhookEvents.ValueType = ...,
+        retry_of: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "csv", b"csv", "max_errors", b"max_errors"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "all_or_nothing", b"all_or_nothing", "column_map", b"column_map", "csv", b"csv", "dry_run", b"dry_run", "file_name", b"file_name", "format", b"format", "gzip", b"gzip", "import_type", b"import_type", "labels", b"labels", "max_errors", b"max_errors", "mode", b"mode", "request_id", b"request_id", "sheet", b"sheet", "source_uri", b"source_uri", "webhook_events", b"webhook_events", "webhook_url", b"webhook_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "all_or_nothing", b"all_or_nothing", "column_map", b"column_map", "csv", b"csv", "dry_run", b"dry_run", "file_name", b"file_name", "format", b"format", "gzip", b"gzip", "import_type", b"import_type", "labels", b"labels", "max_errors", b"max_errors", "mode", b"mode", "request_id", b"request_id", "retry_of", b"retry_of", "sheet", b"sheet", "source_uri", b"source_uri", "webhook_events", b"webhook_events", "webhook_url", b"webhook_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_errors: _TypeAlias = _typing.Literal["max_errors"]  # noqa: Y015
     _WhichOneofArgType__max_errors: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors"]  # noqa: Y015
@@ -577,6 +584,7 @@ class Job(_message.Message):
     STAGED_ROWS_FIELD_NUMBER: _builtins.int
     NOT_PROCESSED_COUNT_FIELD_NUMBER: _builtins.int
     ERROR_SUMMARY_FIELD_NUMBER: _builtins.int
+    RETRY_OF_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The job's id, a UUID."""
     import_type: _builtins.str
@@ -637,6 +645,10 @@ class Job(_message.Message):
     the job is queued or running. Once the job has ended, created, updated,
     unchanged, skipped, failed, deleted and not_processed counts add up to
     total_rows.
+    """
+    retry_of: _builtins.str
+    """The id of the job this one retries (RetryJob, or ImportSpec.retry_of); empty when
+    the job is no retry. A job's retries: ListJobs with filter `retry_of = "<id>"`.
     """
     @_builtins.property
     def error(self) -> _status_pb2.Status:
@@ -713,10 +725,11 @@ class Job(_message.Message):
         staged_rows: _builtins.int = ...,
         not_processed_count: _builtins.int = ...,
         error_summary: _abc.Iterable[Global___ErrorCount] | None = ...,
+        retry_of: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "_total_rows", b"_total_rows", "create_time", b"create_time", "dialect", b"dialect", "end_time", b"end_time", "error", b"error", "max_errors", b"max_errors", "start_time", b"start_time", "total_rows", b"total_rows", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "_total_rows", b"_total_rows", "all_or_nothing", b"all_or_nothing", "create_time", b"create_time", "created_count", b"created_count", "deleted_count", b"deleted_count", "dialect", b"dialect", "dry_run", b"dry_run", "end_time", b"end_time", "error", b"error", "error_summary", b"error_summary", "failed_count", b"failed_count", "file_name", b"file_name", "file_size_bytes", b"file_size_bytes", "format", b"format", "id", b"id", "import_type", b"import_type", "labels", b"labels", "max_errors", b"max_errors", "mode", b"mode", "not_processed_count", b"not_processed_count", "processed_rows", b"processed_rows", "progress_percent", b"progress_percent", "received_bytes", b"received_bytes", "request_id", b"request_id", "rows_per_second", b"rows_per_second", "sha256", b"sha256", "skipped_count", b"skipped_count", "stage", b"stage", "staged_rows", b"staged_rows", "start_time", b"start_time", "status", b"status", "total_rows", b"total_rows", "unchanged_count", b"unchanged_count", "update_time", b"update_time", "updated_count", b"updated_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "_total_rows", b"_total_rows", "all_or_nothing", b"all_or_nothing", "create_time", b"create_time", "created_count", b"created_count", "deleted_count", b"deleted_count", "dialect", b"dialect", "dry_run", b"dry_run", "end_time", b"end_time", "error", b"error", "error_summary", b"error_summary", "failed_count", b"failed_count", "file_name", b"file_name", "file_size_bytes", b"file_size_bytes", "format", b"format", "id", b"id", "import_type", b"import_type", "labels", b"labels", "max_errors", b"max_errors", "mode", b"mode", "not_processed_count", b"not_processed_count", "processed_rows", b"processed_rows", "progress_percent", b"progress_percent", "received_bytes", b"received_bytes", "request_id", b"request_id", "retry_of", b"retry_of", "rows_per_second", b"rows_per_second", "sha256", b"sha256", "skipped_count", b"skipped_count", "stage", b"stage", "staged_rows", b"staged_rows", "start_time", b"start_time", "status", b"status", "total_rows", b"total_rows", "unchanged_count", b"unchanged_count", "update_time", b"update_time", "updated_count", b"updated_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_errors: _TypeAlias = _typing.Literal["max_errors"]  # noqa: Y015
     _WhichOneofArgType__max_errors: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors"]  # noqa: Y015
@@ -840,6 +853,7 @@ class ListJobsRequest(_message.Message):
     STATUSES_FIELD_NUMBER: _builtins.int
     IMPORT_TYPE_FIELD_NUMBER: _builtins.int
     SEARCH_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """At most this many jobs; 50 when unset, at most 1000."""
     page_token: _builtins.str
@@ -849,6 +863,12 @@ class ListJobsRequest(_message.Message):
     search: _builtins.str
     """Only jobs whose file name or one of whose label values contains this text, ignoring
     case; all when empty.
+    """
+    filter: _builtins.str
+    """An AIP-160 filter: comparisons joined by AND, e.g. `labels.batch = "x" AND
+    create_time > "2026-11-01T00:00:00Z"`. Fields: `labels.<key> = "v"`, `retry_of =
+    "<job id>"`, `create_time` with = < <= > >= and an RFC 3339 time, `status = SUCCEEDED`,
+    `import_type = "contacts"`, `request_id = "r"`. Combines with the fields above.
     """
     @_builtins.property
     def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___JobStatus.ValueType]:
@@ -862,10 +882,11 @@ class ListJobsRequest(_message.Message):
         statuses: _abc.Iterable[Global___JobStatus.ValueType] | None = ...,
         import_type: _builtins.str = ...,
         search: _builtins.str = ...,
+        filter: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["import_type", b"import_type", "page_size", b"page_size", "page_token", b"page_token", "search", b"search", "statuses", b"statuses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "import_type", b"import_type", "page_size", b"page_size", "page_token", b"page_token", "search", b"search", "statuses", b"statuses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -967,6 +988,7 @@ class ListEntriesRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     OFFSET_FIELD_NUMBER: _builtins.int
     ERROR_CODE_FIELD_NUMBER: _builtins.int
+    ACROSS_RETRIES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The job's id."""
     page_size: _builtins.int
@@ -977,6 +999,11 @@ class ListEntriesRequest(_message.Message):
     """Skip this many matching entries (limit/offset style); not with page_token."""
     error_code: _builtins.str
     """Only entries with an error of this code, e.g. "INVALID_EMAIL"; all when empty."""
+    across_retries: _builtins.bool
+    """Each row's latest outcome across the job's retries (and theirs): the entry of the
+    newest retry whose importd_row names the row, else the row's own; Entry.job_id says
+    whose. Filters by that outcome's status; not with error_code.
+    """
     @_builtins.property
     def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___EntryStatus.ValueType]:
         """Only entries in one of these statuses; all when empty."""
@@ -990,10 +1017,11 @@ class ListEntriesRequest(_message.Message):
         page_token: _builtins.str = ...,
         offset: _builtins.int = ...,
         error_code: _builtins.str = ...,
+        across_retries: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_code", b"error_code", "id", b"id", "offset", b"offset", "page_size", b"page_size", "page_token", b"page_token", "statuses", b"statuses"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["across_retries", b"across_retries", "error_code", b"error_code", "id", b"id", "offset", b"offset", "page_size", b"page_size", "page_token", b"page_token", "statuses", b"statuses"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1065,6 +1093,7 @@ class Entry(_message.Message):
     ERRORS_FIELD_NUMBER: _builtins.int
     PROCESS_TIME_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
+    JOB_ID_FIELD_NUMBER: _builtins.int
     row_number: _builtins.int
     """1-based data row, header excluded."""
     line_number: _builtins.int
@@ -1075,6 +1104,10 @@ class Entry(_message.Message):
     """The row's key value, as text."""
     note: _builtins.str
     """Why a row was skipped, e.g. "key repeated later in the file at row 7"."""
+    job_id: _builtins.str
+    """With ListEntriesRequest.across_retries: the job whose entry this is (the job listed,
+    or one of its retries; line_number, raw and the outcome are that entry's). Else empty.
+    """
     @_builtins.property
     def raw(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """The row as the file had it, column name to value."""
@@ -1098,10 +1131,11 @@ class Entry(_message.Message):
         errors: _abc.Iterable[Global___RowError] | None = ...,
         process_time: _timestamp_pb2.Timestamp | None = ...,
         note: _builtins.str = ...,
+        job_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["process_time", b"process_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["errors", b"errors", "key", b"key", "line_number", b"line_number", "note", b"note", "process_time", b"process_time", "raw", b"raw", "row_number", b"row_number", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["errors", b"errors", "job_id", b"job_id", "key", b"key", "line_number", b"line_number", "note", b"note", "process_time", b"process_time", "raw", b"raw", "row_number", b"row_number", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1726,6 +1760,48 @@ class WebhookAttempt(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WebhookAttempt: _TypeAlias = WebhookAttempt  # noqa: Y015
+
+@_typing.final
+class RetryJobRequest(_message.Message):
+    """Request for RetryJob."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    STATUSES_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The id of the ended job whose rows to retry."""
+    mode: Global___ImportMode.ValueType
+    """How the retry applies its rows; unset: the parent's mode."""
+    request_id: _builtins.str
+    """Idempotency key (AIP-155): the same id and request returns the same job; the same
+    id with another request is ALREADY_EXISTS.
+    """
+    @_builtins.property
+    def statuses(self) -> _containers.RepeatedScalarFieldContainer[Global___EntryStatus.ValueType]:
+        """Retry the rows in these statuses: FAILED, NOT_PROCESSED, SKIPPED (a row skipped as
+        superseded by a later row with its key never is). Empty: FAILED, NOT_PROCESSED, and
+        the SKIPPED rows a retry can change (all-or-nothing skips, "key does not exist", and
+        "key already exists" when the mode is no longer INSERT).
+        """
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        statuses: _abc.Iterable[Global___EntryStatus.ValueType] | None = ...,
+        mode: Global___ImportMode.ValueType = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "mode", b"mode", "request_id", b"request_id", "statuses", b"statuses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryJobRequest: _TypeAlias = RetryJobRequest  # noqa: Y015
 
 @_typing.final
 class GetWebhookSecretRequest(_message.Message):

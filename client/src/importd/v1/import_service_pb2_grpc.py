@@ -95,6 +95,11 @@ class ImportServiceStub:
                 request_serializer=importd_dot_v1_dot_import__service__pb2.ListWebhookDeliveriesRequest.SerializeToString,
                 response_deserializer=importd_dot_v1_dot_import__service__pb2.ListWebhookDeliveriesResponse.FromString,
                 _registered_method=True)
+        self.RetryJob = channel.unary_unary(
+                '/importd.v1.ImportService/RetryJob',
+                request_serializer=importd_dot_v1_dot_import__service__pb2.RetryJobRequest.SerializeToString,
+                response_deserializer=importd_dot_v1_dot_import__service__pb2.Job.FromString,
+                _registered_method=True)
         self.GetWebhookSecret = channel.unary_unary(
                 '/importd.v1.ImportService/GetWebhookSecret',
                 request_serializer=importd_dot_v1_dot_import__service__pb2.GetWebhookSecretRequest.SerializeToString,
@@ -204,6 +209,17 @@ class ImportServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RetryJob(self, request, context):
+        """Starts a new job over the rows of an ended job that did not go in: by default its
+        FAILED and NOT_PROCESSED rows, and the SKIPPED rows a retry can change (see
+        RetryJobRequest.statuses). The rows come from what importd holds (no upload); the
+        new job has retry_of set to the parent's id, and its file is a CSV in the parent's
+        columns plus importd_row, the parent's row number. Idempotent by request_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetWebhookSecret(self, request, context):
         """Returns the secret that signs the caller's webhooks ("whsec_..."): one per
         tenant, and another for test tokens than for live ones.
@@ -269,6 +285,11 @@ def add_ImportServiceServicer_to_server(servicer, server):
                     servicer.ListWebhookDeliveries,
                     request_deserializer=importd_dot_v1_dot_import__service__pb2.ListWebhookDeliveriesRequest.FromString,
                     response_serializer=importd_dot_v1_dot_import__service__pb2.ListWebhookDeliveriesResponse.SerializeToString,
+            ),
+            'RetryJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryJob,
+                    request_deserializer=importd_dot_v1_dot_import__service__pb2.RetryJobRequest.FromString,
+                    response_serializer=importd_dot_v1_dot_import__service__pb2.Job.SerializeToString,
             ),
             'GetWebhookSecret': grpc.unary_unary_rpc_method_handler(
                     servicer.GetWebhookSecret,
@@ -579,6 +600,33 @@ class ImportService:
             '/importd.v1.ImportService/ListWebhookDeliveries',
             importd_dot_v1_dot_import__service__pb2.ListWebhookDeliveriesRequest.SerializeToString,
             importd_dot_v1_dot_import__service__pb2.ListWebhookDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/importd.v1.ImportService/RetryJob',
+            importd_dot_v1_dot_import__service__pb2.RetryJobRequest.SerializeToString,
+            importd_dot_v1_dot_import__service__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,

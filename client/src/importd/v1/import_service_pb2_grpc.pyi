@@ -87,6 +87,13 @@ class ImportServiceStub:
     """
     ListWebhookDeliveries: _grpc.UnaryUnaryMultiCallable[_import_service_pb2.ListWebhookDeliveriesRequest, _import_service_pb2.ListWebhookDeliveriesResponse]
     """Lists the webhook deliveries of a job, each with its attempts."""
+    RetryJob: _grpc.UnaryUnaryMultiCallable[_import_service_pb2.RetryJobRequest, _import_service_pb2.Job]
+    """Starts a new job over the rows of an ended job that did not go in: by default its
+    FAILED and NOT_PROCESSED rows, and the SKIPPED rows a retry can change (see
+    RetryJobRequest.statuses). The rows come from what importd holds (no upload); the
+    new job has retry_of set to the parent's id, and its file is a CSV in the parent's
+    columns plus importd_row, the parent's row number. Idempotent by request_id.
+    """
     GetWebhookSecret: _grpc.UnaryUnaryMultiCallable[_import_service_pb2.GetWebhookSecretRequest, _import_service_pb2.WebhookSecret]
     """Returns the secret that signs the caller's webhooks ("whsec_..."): one per
     tenant, and another for test tokens than for live ones.
@@ -146,6 +153,13 @@ class ImportServiceAsyncStub(ImportServiceStub):
     """
     ListWebhookDeliveries: _aio.UnaryUnaryMultiCallable[_import_service_pb2.ListWebhookDeliveriesRequest, _import_service_pb2.ListWebhookDeliveriesResponse]  # type: ignore[assignment]
     """Lists the webhook deliveries of a job, each with its attempts."""
+    RetryJob: _aio.UnaryUnaryMultiCallable[_import_service_pb2.RetryJobRequest, _import_service_pb2.Job]  # type: ignore[assignment]
+    """Starts a new job over the rows of an ended job that did not go in: by default its
+    FAILED and NOT_PROCESSED rows, and the SKIPPED rows a retry can change (see
+    RetryJobRequest.statuses). The rows come from what importd holds (no upload); the
+    new job has retry_of set to the parent's id, and its file is a CSV in the parent's
+    columns plus importd_row, the parent's row number. Idempotent by request_id.
+    """
     GetWebhookSecret: _aio.UnaryUnaryMultiCallable[_import_service_pb2.GetWebhookSecretRequest, _import_service_pb2.WebhookSecret]  # type: ignore[assignment]
     """Returns the secret that signs the caller's webhooks ("whsec_..."): one per
     tenant, and another for test tokens than for live ones.
@@ -268,6 +282,19 @@ class ImportServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_import_service_pb2.ListWebhookDeliveriesResponse, _abc.Awaitable[_import_service_pb2.ListWebhookDeliveriesResponse]]:
         """Lists the webhook deliveries of a job, each with its attempts."""
+
+    @_abc_1.abstractmethod
+    def RetryJob(
+        self,
+        request: _import_service_pb2.RetryJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_import_service_pb2.Job, _abc.Awaitable[_import_service_pb2.Job]]:
+        """Starts a new job over the rows of an ended job that did not go in: by default its
+        FAILED and NOT_PROCESSED rows, and the SKIPPED rows a retry can change (see
+        RetryJobRequest.statuses). The rows come from what importd holds (no upload); the
+        new job has retry_of set to the parent's id, and its file is a CSV in the parent's
+        columns plus importd_row, the parent's row number. Idempotent by request_id.
+        """
 
     @_abc_1.abstractmethod
     def GetWebhookSecret(

@@ -81,6 +81,17 @@ def enum_from_proto(number: int, twin: tuple[Any, str], domain: type[E], field: 
         raise InvalidArgument.for_field(field, f"{number} is not a valid value") from None
 
 
+def mode_from_proto(number: int, import_type: ImportType, field: str) -> ImportMode:
+    """The mode a request names (INSERT when unset), if the import type allows it."""
+    mode = enum_from_proto(number, IMPORT_MODE, ImportMode, field) if number else ImportMode.INSERT
+    if mode not in import_type.modes:
+        allowed = ", ".join(m.value for m in import_type.modes)
+        raise InvalidArgument.for_field(
+            field, f"{import_type.name} allows {allowed}, not {mode.value}"
+        )
+    return mode
+
+
 def job_statuses_from_proto(numbers: Iterable[int], field: str) -> tuple[JobStatus, ...]:
     """The JobStatus filter of a request."""
     return tuple(enum_from_proto(n, JOB_STATUS, JobStatus, field) for n in numbers)
@@ -138,6 +149,7 @@ def job_to_proto(job: Job) -> pb.Job:
         error_summary=[
             pb.ErrorCount(code=e.code, field=e.field, count=e.count) for e in job.error_summary
         ],
+        retry_of=str(job.retry_of) if job.retry_of else "",
     )
     if job.dialect is not None:
         message.dialect.CopyFrom(dialect_to_proto(job.dialect))
@@ -172,6 +184,7 @@ def entry_to_proto(entry: Entry) -> pb.Entry:
         ],
         process_time=timestamp(entry.process_time),
         note=entry.note or "",
+        job_id=str(entry.job_id) if entry.job_id else "",
     )
 
 
@@ -230,14 +243,11 @@ def new_job_from_spec(
         known = ", ".join(sorted(import_types)) or "none"
         bad("import_type", f"unknown import type {excerpt(spec.import_type)} (known: {known})")
     mode = ImportMode.INSERT
-    if spec.mode:
+    if import_type is not None:
         try:
-            mode = enum_from_proto(spec.mode, IMPORT_MODE, ImportMode, "spec.mode")
-        except InvalidArgument:
-            bad("mode", f"{spec.mode} is not a valid mode")
-    if import_type is not None and mode not in import_type.modes:
-        allowed = ", ".join(m.value for m in import_type.modes)
-        bad("mode", f"{import_type.name} allows {allowed}, not {mode.value}")
+            mode = mode_from_proto(spec.mode, import_type, "spec.mode")
+        except InvalidArgument as error:
+            violations.extend(error.field_violations)
     file_format = _file_format(spec)
     quote_char = spec.csv.quote or '"'
     encoding = encoding_name(spec.csv.encoding) if spec.csv.encoding else None

@@ -100,6 +100,7 @@ FIELDS: dict[str, Text | Labels] = {
     ),
     # An encoded URL is printable ASCII; the guard checks where it leads (net/http.py).
     "ImportSpec.webhook_url": Text(2048, TOKEN_CHARACTERS, TOKEN),
+    "ImportSpec.retry_of": ID,
     "CsvOptions.delimiter": Text(1, DELIMITER_CHARACTERS, f"{TEXT}, or a tab"),
     "CsvOptions.quote": Text(1, TEXT_CHARACTERS, TEXT),
     "CsvOptions.encoding": Text(16, TOKEN_CHARACTERS, TOKEN),
@@ -107,6 +108,8 @@ FIELDS: dict[str, Text | Labels] = {
     "ListJobsRequest.page_token": PAGE_TOKEN,
     "ListJobsRequest.import_type": NAME,
     "ListJobsRequest.search": Text(255, TEXT_CHARACTERS, TEXT),
+    # api/filters.py parses it; a tab is whitespace there.
+    "ListJobsRequest.filter": Text(1024, DELIMITER_CHARACTERS, f"{TEXT}, or a tab"),
     "StreamProgressRequest.id": ID,
     "ListEntriesRequest.id": ID,
     "ListEntriesRequest.page_token": PAGE_TOKEN,
@@ -117,6 +120,8 @@ FIELDS: dict[str, Text | Labels] = {
     "WatchJobsRequest.import_type": NAME,
     "WatchJobsRequest.labels": LABELS,
     "ListWebhookDeliveriesRequest.id": ID,
+    "RetryJobRequest.id": ID,
+    "RetryJobRequest.request_id": Text(128, TOKEN_CHARACTERS, TOKEN),
 }
 
 

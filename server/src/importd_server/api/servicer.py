@@ -7,7 +7,7 @@ import contextlib
 import dataclasses
 import uuid
 from collections import Counter, OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -23,11 +23,13 @@ from importd_server.api.convert import (
     import_type_to_proto,
     job_statuses_from_proto,
     job_to_proto,
+    mode_from_proto,
     new_job_from_spec,
     parse_id,
     progress_event,
     webhook_delivery_to_proto,
 )
+from importd_server.api.filters import parse_filter
 from importd_server.api.limits import check_request
 from importd_server.api.status import Context, maps_errors
 from importd_server.auth import READ, WRITE, Authenticator, Principal
@@ -35,9 +37,17 @@ from importd_server.config import Settings
 from importd_server.engine.admission import Admission
 from importd_server.engine.export import ALL_ROWS, NOT_IMPORTED, export_job, with_entries
 from importd_server.engine.remote import REMOTE_SCHEMES, RemoteSources, uri_scheme
+from importd_server.engine.retries import (
+    check_ended,
+    check_parent,
+    linked_import_type,
+    new_retry_job,
+    retried_statuses,
+    retry_file,
+)
 from importd_server.engine.shapes import DELIMITERS, ENCODINGS, fallback_list
 from importd_server.engine.sources import open_source
-from importd_server.engine.staging import Stager, file_pieces
+from importd_server.engine.staging import NewJob, Stager, file_pieces
 from importd_server.engine.validation import INT64_MAX
 from importd_server.errors import (
     FailedPrecondition,
@@ -171,6 +181,14 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         )
         if spec.webhook_url:
             check_http_url(spec.webhook_url, self._guard, "spec.webhook_url")
+        if spec.retry_of:
+            parent = await self._job(parse_id(spec.retry_of, "spec.retry_of"), caller)
+            check_parent(parent, new_job.import_type.name, "spec.retry_of")
+            new_job = dataclasses.replace(
+                new_job,
+                import_type=linked_import_type(new_job.import_type, parent),
+                retry_of=parent.id,
+            )
         existing = await self._stager.existing(new_job)
         if existing is not None:
             return job_to_proto(existing)  # a retried start: the limit was checked the first time
@@ -188,14 +206,57 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
             # Before the file is received: the caller can follow the upload at once.
             await context.send_initial_metadata(((JOB_ID_METADATA, str(job_id)),))
 
+        return job_to_proto(await self._stage(new_job, pieces, tell_job_id))
+
+    async def _stage(
+        self,
+        new_job: NewJob,
+        pieces: AsyncIterator[bytes],
+        on_created: Callable[[uuid.UUID], Awaitable[None]] | None = None,
+    ) -> Job:
+        """The job staged from the file's pieces (uploaded, fetched, or a retry's), traced."""
         with self._tracing.span("importd.staging") as span:
             # The job keeps this span's context: its chunks join the trace on any replica.
             new_job = dataclasses.replace(new_job, trace_parent=self._tracing.trace_parent())
             async with _closing(pieces):
-                job = await self._stager.start(new_job, pieces, tell_job_id)
+                job = await self._stager.start(new_job, pieces, on_created)
             span.set_attribute("importd.job_id", str(job.id))
         self._on_job_queued()
-        return job_to_proto(job)
+        return job
+
+    @maps_errors
+    async def RetryJob(self, request: pb.RetryJobRequest, context: Context) -> pb.Job:
+        caller = self._caller(context, WRITE)
+        check_request(request)
+        parent = with_entries(await self._job(parse_id(request.id), caller))
+        check_ended(parent)
+        import_type = self._import_types.get(parent.import_type)
+        if import_type is None:
+            raise FailedPrecondition(
+                f"job {parent.id} imported {parent.import_type}, which this server no longer knows",
+                reason="IMPORT_TYPE_UNKNOWN",
+                metadata={"import_type": parent.import_type},
+            )
+        statuses = retried_statuses(entry_statuses_from_proto(request.statuses, "statuses"))
+        mode = mode_from_proto(request.mode, import_type, "mode") if request.mode else parent.mode
+        columns, options = await self._jobs.retry_source(parent.id)
+        new_job = new_retry_job(
+            parent,
+            options,
+            import_type,
+            mode,
+            statuses,
+            request.request_id or None,
+            (self._settings.max_rows, self._settings.max_file_bytes),
+            caller.live,
+        )
+        existing = await self._stager.existing(new_job)
+        if existing is not None:
+            return job_to_proto(existing)
+        await self._admission.precheck(caller.tenant)
+        explicit = bool(request.statuses)
+        pieces = retry_file(self._entries, parent, columns, statuses, mode, explicit)
+        return job_to_proto(await self._stage(new_job, pieces))
 
     async def _source_pieces(self, uri: str, tenant: Tenant) -> AsyncIterator[bytes]:
         """The bytes of the file a source_uri names: the tenant's own file, or a remote one."""
@@ -229,6 +290,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
             import_type=request.import_type or None,
             include_live=caller.live,
             search=request.search or None,
+            conditions=parse_filter(request.filter),
         )
         size = paging.page_size(request.page_size)
         filters = paging.fingerprint(
@@ -238,6 +300,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
             job_filter.import_type,
             job_filter.include_live,
             job_filter.search,
+            dataclasses.asdict(job_filter.conditions),  # labels in any order: one filter
         )
         after = None
         if request.page_token:
@@ -273,7 +336,11 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         if request.offset and request.page_token:
             raise InvalidArgument.for_field("offset", "cannot be combined with page_token")
         error_code = request.error_code or None
-        filters = paging.fingerprint("ListEntries", str(job.id), sorted(statuses), error_code)
+        if error_code and request.across_retries:
+            raise InvalidArgument.for_field("error_code", "cannot be combined with across_retries")
+        filters = paging.fingerprint(
+            "ListEntries", str(job.id), sorted(statuses), error_code, request.across_retries
+        )
         after_row = 0
         if request.page_token:
             row = self._page_tokens.decode(request.page_token, filters).get("r")
@@ -281,16 +348,26 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
             if type(row) is not int or not 0 <= row <= INT64_MAX:
                 raise paging.invalid_token()
             after_row = row
-        columns = await self._jobs.file_columns(job.id)
-        page = await self._entries.list_entries(
-            job,
-            columns,
-            statuses,
-            size,
-            after_row=after_row,
-            offset=request.offset,
-            error_code=error_code,
-        )
+        if request.across_retries:
+            page = await self._entries.list_latest_entries(
+                job,
+                self._jobs.get_jobs,
+                self._jobs.file_columns,
+                statuses,
+                size,
+                after_row=after_row,
+                offset=request.offset,
+            )
+        else:
+            page = await self._entries.list_entries(
+                job,
+                await self._jobs.file_columns(job.id),
+                statuses,
+                size,
+                after_row=after_row,
+                offset=request.offset,
+                error_code=error_code,
+            )
         next_token = ""
         if page.next_after_row is not None:
             next_token = self._page_tokens.encode({"r": page.next_after_row}, filters)

@@ -12,7 +12,9 @@ from importd_server.model import Entry, EntryStatus, Job
 from importd_server.store.entries import EntryStore
 from importd_server.store.jobs import JobStore
 
-EXTRA_COLUMNS = ("importd_row", "importd_status", "importd_errors")
+# The column linking an exported (or retried) row to its row in the job: its row number.
+ROW_LINK = "importd_row"
+EXTRA_COLUMNS = (ROW_LINK, "importd_status", "importd_errors")
 # ExportEntries' default: the rows to fix and import again.
 NOT_IMPORTED = (EntryStatus.FAILED, EntryStatus.SKIPPED, EntryStatus.NOT_PROCESSED)
 ALL_ROWS: tuple[EntryStatus, ...] = ()  # every row of the file, in file order

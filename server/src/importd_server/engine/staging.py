@@ -62,6 +62,7 @@ class NewJob:
     options: dict[str, Any] = field(default_factory=dict)
     live: bool = True
     trace_parent: str | None = None  # the W3C traceparent of the span creating the job
+    retry_of: uuid.UUID | None = None  # the ended job this one retries
 
 
 @dataclass(frozen=True)
@@ -349,6 +350,7 @@ class Stager:
                 spec_digest=new_job.spec_digest,
                 live=new_job.live,
                 options=new_job.options,
+                retry_of=new_job.retry_of,
             ),
         )
         await self._jobs.record_trace_parent(connection, job_id, new_job.trace_parent)

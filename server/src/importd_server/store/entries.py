@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import asyncpg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from importd_server.model import Entry, EntryPage, EntryStatus, ErrorCount, Job, RowError
+from importd_server.model import (
+    LIVE_STATUSES,
+    Entry,
+    EntryPage,
+    EntryStatus,
+    ErrorCount,
+    Job,
+    RowError,
+)
 from importd_server.store.pool import Connection
 from importd_server.store.sql import ENTRY_QUERIES, SESSION_QUERIES
 
 # The statuses of rows whose chunk is not done.
 UNDONE = frozenset({EntryStatus.PENDING, EntryStatus.NOT_PROCESSED})
+
+# Why a pending row of an all-or-nothing job with failed rows was not imported.
+ALL_OR_NOTHING_NOTE = "not imported: other rows failed and the job is all_or_nothing"
 ENTRY_COLUMNS = ("job_id", "row_number", "line_number", "status", "key", "raw", "clean", "errors")
 
 
@@ -162,6 +173,43 @@ class EntryStore:
         next_after = entries[-1].row_number if len(rows) > page_size else None
         return EntryPage(entries, next_after, total)
 
+    async def list_latest_entries(
+        self,
+        job: Job,
+        jobs_of: Callable[[list[uuid.UUID]], Awaitable[list[Job]]],
+        columns_of: Callable[[uuid.UUID], Awaitable[Sequence[str]]],
+        statuses: Sequence[EntryStatus],
+        page_size: int,
+        after_row: int = 0,
+        offset: int = 0,
+    ) -> EntryPage:
+        """One page of the job's rows, each with its latest outcome across the job's retries
+        (the deciding entry, in its own job's columns: `columns_of`; `jobs_of` reads the
+        deciding jobs), and how many match."""
+        async with self._pool.acquire() as connection, connection.transaction():
+            # The retries' entries by key: never a scan of every job's entries.
+            await SESSION_QUERIES["by_key_only"].execute(connection)
+            rows = await ENTRY_QUERIES["list_latest_entries"].fetch(
+                connection,
+                job_id=job.id,
+                statuses=[s.value for s in statuses],
+                after_row=after_row,
+                offset=offset,
+                limit=page_size + 1,
+                live=[s.value for s in LIVE_STATUSES],
+            )
+        deciding = {j.id: j for j in await jobs_of(list({r["job_id"] for r in rows} - {job.id}))}
+        deciding[job.id] = job
+        columns = {j: await columns_of(j) for j in deciding}
+        entries = tuple(
+            replace(
+                entry_from_row(r, columns[r["job_id"]], deciding[r["job_id"]]), job_id=r["job_id"]
+            )
+            for r in rows[:page_size]
+        )
+        next_after = entries[-1].row_number if len(rows) > page_size else None
+        return EntryPage(entries, next_after, rows[0]["matching"] if rows else 0)
+
     async def iter_entries(
         self,
         job: Job,
@@ -186,6 +234,36 @@ class EntryStore:
             if len(rows) < batch_size:
                 return
             after = rows[-1]["row_number"]
+
+    async def rows_to_retry(
+        self,
+        job: Job,
+        *,
+        failed: bool,
+        not_processed: bool,
+        skip_notes: Sequence[str],
+        dropped: Sequence[int] = (),
+        batch_rows: int = 5000,
+    ) -> AsyncGenerator[str]:
+        """An ended job's rows to retry as CSV lines (the row number, then the row's fields
+        but those at the 0-based positions `dropped`), in row order, a range of
+        `batch_rows` rows at a time (ranges with none are skipped): FAILED ones (if
+        `failed`), NOT_PROCESSED ones (if `not_processed`), and SKIPPED ones whose note is
+        one of `skip_notes`. PostgreSQL writes the lines: no row is decoded in Python."""
+        for first_row in range(1, (job.total_rows or 0) + 1, batch_rows):
+            lines: str | None = await ENTRY_QUERIES["rows_to_retry"].fetchval(
+                self._pool,
+                job_id=job.id,
+                first_row=first_row,
+                last_row=first_row + batch_rows - 1,
+                failed=failed,
+                not_processed=not_processed,
+                skip_notes=list(skip_notes),
+                dropped=[p + 1 for p in dropped],
+                live=[s.value for s in LIVE_STATUSES],
+            )
+            if lines:
+                yield lines
 
     async def pending_rows(
         self, connection: Connection, job_id: uuid.UUID, first_row: int, last_row: int
@@ -223,7 +301,9 @@ class EntryStore:
     async def skip_pending(self, connection: Connection, job_id: uuid.UUID) -> int:
         """Every pending row of an all-or-nothing job that will import nothing becomes
         SKIPPED; how many."""
-        skipped: int = await ENTRY_QUERIES["skip_pending_rows"].fetchval(connection, job_id=job_id)
+        skipped: int = await ENTRY_QUERIES["skip_pending_rows"].fetchval(
+            connection, job_id=job_id, note=ALL_OR_NOTHING_NOTE
+        )
         return skipped
 
     # Processing a chunk

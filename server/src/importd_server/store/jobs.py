@@ -58,6 +58,7 @@ class NewJobRow:
     spec_digest: str
     live: bool
     options: Mapping[str, Any]  # the job's column map, webhook, redacted source URI, ...
+    retry_of: uuid.UUID | None = None  # the job this one retries
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,8 @@ class JobStore:
         self, job_filter: JobFilter, page_size: int, after: JobCursor | None = None
     ) -> JobPage:
         """One page of the filter's jobs, newest first, starting after `after`."""
+        conditions = job_filter.conditions
+        after_bound, before_bound = conditions.created_after, conditions.created_before
         rows = await JOB_QUERIES["list_jobs"].fetch(
             self._pool,
             tenant=job_filter.tenant,
@@ -116,6 +119,15 @@ class JobStore:
             page_size=page_size + 1,  # one more tells whether a next page exists
             include_live=job_filter.include_live,
             search=job_filter.search,
+            labels=dict(conditions.labels),
+            retry_of=conditions.retry_of,
+            status=conditions.status.value if conditions.status else None,
+            filter_import_type=conditions.import_type,
+            request_id=conditions.request_id,
+            created_after=after_bound.time if after_bound else None,
+            after_inclusive=bool(after_bound and after_bound.inclusive),
+            created_before=before_bound.time if before_bound else None,
+            before_inclusive=bool(before_bound and before_bound.inclusive),
         )
         jobs = tuple(job_from_row(r) for r in rows[:page_size])
         has_more = len(rows) > page_size
@@ -152,6 +164,12 @@ class JobStore:
         """The column names of the job's file, in the file's order."""
         columns: list[str] = await JOB_QUERIES["file_columns"].fetchval(self._pool, job_id=job_id)
         return columns
+
+    async def retry_source(self, job_id: uuid.UUID) -> tuple[list[str], dict[str, Any]]:
+        """What a retry takes from its parent: the file's columns, in the file's order, and
+        the job's options (column map, webhook, ...)."""
+        row = await JOB_QUERIES["retry_source"].fetchrow(self._pool, job_id=job_id)
+        return row["columns"], dict(row["options"])
 
     async def count_active_jobs(self, tenant: str) -> int:
         """How many of the tenant's jobs are live (queued or running)."""
@@ -196,6 +214,7 @@ class JobStore:
             spec_digest=new.spec_digest,
             live=new.live,
             options=dict(new.options),
+            retry_of=new.retry_of,
         )
 
     async def record_file(
@@ -487,6 +506,7 @@ def job_from_row(row: Any) -> Job:
         staged_rows=row["staged_rows"],
         # A webhook's copy of a job from before migration 0011 has no summary.
         error_summary=error_summary_from_json(row["error_summary"] or []),
+        retry_of=row["retry_of"],
     )
 
 

@@ -98,6 +98,10 @@ OUTCOMES = {
     "S": EntryStatus.SKIPPED,
 }
 NOT_APPLIED = "-"  # the row was not pending (it failed or was skipped at staging)
+# Why a row the mode does not apply to was skipped (the entry's note): INSERT of a key the
+# target has; UPDATE or DELETE of a key it lacks.
+KEY_EXISTS = "key already exists"
+KEY_MISSING = "key does not exist"
 
 
 @dataclass(frozen=True)
@@ -215,7 +219,7 @@ def apply_plan(
     elif mode is ImportMode.INSERT:
         writes = [f"created AS ({insert_new})"]
         outcome = "CASE WHEN s.found IS NULL THEN 'C' ELSE 'S' END"
-        skip_note = "key already exists"
+        skip_note = KEY_EXISTS
     elif mode is ImportMode.UPDATE:
         found = source
         applied = (
@@ -230,7 +234,7 @@ def apply_plan(
         outcome = f"""CASE WHEN s.row_number IN (SELECT row_number FROM applied) THEN 'U'
                    WHEN EXISTS (SELECT 1 FROM {table} t WHERE {match("t", "s")}) THEN 'N'
                    ELSE 'S' END"""
-        skip_note = "key does not exist"
+        skip_note = KEY_MISSING
     else:
         found = source
         writes = [
@@ -239,7 +243,7 @@ def apply_plan(
             RETURNING s.row_number)"""
         ]
         outcome = "CASE WHEN s.row_number IN (SELECT row_number FROM applied) THEN 'D' ELSE 'S' END"
-        skip_note = "key does not exist"
+        skip_note = KEY_MISSING
     lock_targets = f"""
         SELECT count(*) FROM (
             SELECT 1 FROM {table} t JOIN ({source}) s ON s.pending AND {match("t", "s")}

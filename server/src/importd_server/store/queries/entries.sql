@@ -49,11 +49,11 @@ GROUP BY 1, 2
 ORDER BY count DESC, code, field;
 
 -- name: skip_pending_rows
--- An all-or-nothing job with failed rows: every row still pending is not imported.
+-- An all-or-nothing job with failed rows: every row still pending is not imported (:note
+-- says so: entries.ALL_OR_NOTHING_NOTE).
 WITH skipped AS (
     UPDATE import_entries
-    SET status = 'SKIPPED', process_time = now(),
-        note = 'not imported: other rows failed and the job is all_or_nothing'
+    SET status = 'SKIPPED', process_time = now(), note = :note
     WHERE job_id = :job_id AND status = 'PENDING'
     RETURNING 1
 )
@@ -149,3 +149,117 @@ SELECT count(*)
 FROM import_entries
 WHERE job_id = :job_id AND (cardinality(:statuses::text[]) = 0 OR status = ANY(:statuses::text[]))
   AND errors @> jsonb_build_array(jsonb_build_object('code', :error_code::text));
+
+-- name: rows_to_retry
+-- RetryJob: the rows of an ended job (:job_id) to run again among rows :first_row to
+-- :last_row (a range, not a LIMIT: each batch reads its own rows by primary key, never
+-- the rows before it again), as CSV lines in row order: the row number, then the row's
+-- fields but those at the positions :dropped (1-based), quoted where CSV needs it, each
+-- line ended by CRLF; NULL when none. The rows: FAILED ones (when :failed), SKIPPED ones
+-- whose note is one of :skip_notes (never a row superseded by a later one with its key:
+-- that note names a row), and NOT_PROCESSED ones (when :not_processed): entries still
+-- PENDING whose job has ended (not live: :live) and whose chunk's outcome string gives
+-- them no outcome, as list_entries reads it. Stored NOT_PROCESSED entries count as well.
+SELECT string_agg(
+           CASE WHEN cardinality(:dropped::bigint[]) = 0 AND cardinality(e.raw) > 0
+                     AND array_to_string(e.raw, '') !~ '[",\r\n]'
+                -- Most rows: no field to quote or drop, one test for the whole row.
+                THEN e.row_number || ',' || array_to_string(e.raw, ',')
+                ELSE array_to_string(
+                    ARRAY[e.row_number::text] || ARRAY(
+                        SELECT CASE WHEN f ~ '[",\r\n]'
+                                    THEN '"' || replace(f, '"', '""') || '"' ELSE f END
+                        FROM unnest(e.raw) WITH ORDINALITY AS u(f, i)
+                        WHERE i <> ALL(:dropped::bigint[])
+                        ORDER BY i),
+                    ',') END
+           || E'\r\n',
+           '' ORDER BY e.row_number)
+FROM import_entries e
+LEFT JOIN import_chunks c
+    ON e.status = 'PENDING' AND c.job_id = e.job_id
+   AND c.chunk_number = ((e.row_number - 1)
+                         / (SELECT chunk_rows FROM import_jobs WHERE id = :job_id) + 1)::integer
+WHERE e.job_id = :job_id AND e.row_number BETWEEN :first_row AND :last_row
+  AND ((:failed AND e.status = 'FAILED')
+       OR (e.status = 'SKIPPED' AND e.note = ANY(:skip_notes::text[]))
+       OR (:not_processed AND e.status = 'NOT_PROCESSED')
+       OR (:not_processed AND e.status = 'PENDING'
+           AND (SELECT status FROM import_jobs WHERE id = :job_id) <> ALL(:live::text[])
+           AND coalesce(substr(c.outcomes, (e.row_number - c.first_row + 1)::integer, 1), '')
+               NOT IN ('C', 'U', 'N', 'D')));
+
+-- name: list_latest_entries
+-- ListEntries with across_retries: each row of job :job_id with its latest outcome across
+-- the job's retries, and theirs (import_jobs.retry_of, the same tenant). A retry's row
+-- links to its parent's row through its importd_row column (the first column named so,
+-- any case; a value that is not a plain number links nowhere); the entry of the newest
+-- job (create_time) that holds the row decides, else the row's own. Statuses are read as
+-- list_entries reads them (a pending entry of a done chunk has its chunk's outcome). Rows
+-- in row order after :after_row (a pending entry of an ended job, not :live, is
+-- NOT_PROCESSED), filtered by status (:statuses empty = any), skipping
+-- :offset, at most :limit; `matching` counts every row the filter matches.
+-- The recursion runs over the retries' linked rows only (never the job's own), each
+-- retry's link column found once.
+WITH RECURSIVE chain AS (
+    SELECT id, retry_of, create_time, columns FROM import_jobs
+    WHERE retry_of = :job_id AND tenant = (SELECT tenant FROM import_jobs WHERE id = :job_id)
+  UNION ALL
+    SELECT j.id, j.retry_of, j.create_time, j.columns
+    FROM chain c JOIN import_jobs j ON j.retry_of = c.id AND j.tenant = (
+        SELECT tenant FROM import_jobs WHERE id = :job_id)
+), retries AS MATERIALIZED (
+    SELECT id, retry_of, create_time,
+           (SELECT min(i) FROM unnest(columns) WITH ORDINALITY AS c(name, i)
+            WHERE lower(btrim(name)) = 'importd_row') AS link
+    FROM chain
+), linked AS MATERIALIZED (
+    SELECT e.job_id, e.row_number, r.retry_of AS parent_id, r.create_time,
+           CASE WHEN e.raw[r.link] ~ '^\s*[0-9]{1,18}\s*$' THEN btrim(e.raw[r.link])::bigint END
+               AS parent_row
+    FROM retries r JOIN import_entries e ON e.job_id = r.id
+    WHERE r.link IS NOT NULL
+), links (job_id, row_number, root_row, create_time) AS (
+    SELECT job_id, row_number, parent_row, create_time FROM linked WHERE parent_id = :job_id
+  UNION ALL
+    SELECT k.job_id, k.row_number, l.root_row, k.create_time
+    FROM links l JOIN linked k ON k.parent_id = l.job_id AND k.parent_row = l.row_number
+), latest AS (
+    SELECT DISTINCT ON (root_row) root_row, job_id, row_number
+    FROM links
+    ORDER BY root_row, create_time DESC
+), decided AS (
+    SELECT own.row_number AS root_row, e.job_id, e.line_number, e.key, e.raw, e.errors, e.note,
+           CASE WHEN e.status <> 'PENDING' THEN e.status
+                ELSE CASE substr(c.outcomes, (e.row_number - c.first_row + 1)::integer, 1)
+                         WHEN 'C' THEN 'CREATED'
+                         WHEN 'U' THEN 'UPDATED'
+                         WHEN 'N' THEN 'UNCHANGED'
+                         WHEN 'D' THEN 'DELETED'
+                         ELSE CASE WHEN j.status = ANY(:live::text[]) THEN 'PENDING'
+                                   ELSE 'NOT_PROCESSED' END END
+           END AS status,
+           CASE WHEN e.status <> 'PENDING' THEN e.process_time ELSE c.done_time END
+               AS process_time
+    FROM import_entries own
+    LEFT JOIN latest l ON l.root_row = own.row_number
+    JOIN import_entries e
+        ON e.job_id = coalesce(l.job_id, own.job_id)
+       AND e.row_number = coalesce(l.row_number, own.row_number)
+    JOIN import_jobs j ON j.id = e.job_id
+    LEFT JOIN import_chunks c
+        ON c.job_id = e.job_id
+       AND c.chunk_number = ((e.row_number - 1) / j.chunk_rows + 1)::integer
+    WHERE own.job_id = :job_id
+), matching AS (
+    SELECT *, count(*) OVER () AS matching
+    FROM decided
+    WHERE cardinality(:statuses::text[]) = 0 OR status = ANY(:statuses::text[])
+)
+SELECT root_row AS row_number, job_id, line_number, status, key, raw, errors, note,
+       process_time, matching
+FROM matching
+WHERE root_row > :after_row
+ORDER BY root_row
+OFFSET :offset
+LIMIT :limit;

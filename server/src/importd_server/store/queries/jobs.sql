@@ -14,12 +14,24 @@ SELECT * FROM import_jobs WHERE tenant = :tenant AND request_id = :request_id;
 -- A keyset page of one tenant's jobs, newest first: after the job (:after_time, :after_id),
 -- both NULL on the first page; :statuses empty = any status; :include_live false hides live
 -- jobs (from a test token); :search, unless NULL, is text the file name or a label value
--- contains, ignoring case (strpos: the text's % and _ are not wildcards).
+-- contains, ignoring case (strpos: the text's % and _ are not wildcards). The filter's
+-- conditions (api/filters.py), each NULL when not set: the :labels the job carries all of,
+-- :retry_of, :status, :filter_import_type, :request_id, and create_time after :created_after
+-- (included when :after_inclusive) and before :created_before (:before_inclusive).
 SELECT *
 FROM import_jobs
 WHERE tenant = :tenant
   AND (cardinality(:statuses::text[]) = 0 OR status = ANY(:statuses::text[]))
   AND (:import_type::text IS NULL OR import_type = :import_type)
+  AND labels @> :labels::jsonb
+  AND (:retry_of::uuid IS NULL OR retry_of = :retry_of)
+  AND (:status::text IS NULL OR status = :status)
+  AND (:filter_import_type::text IS NULL OR import_type = :filter_import_type)
+  AND (:request_id::text IS NULL OR request_id = :request_id)
+  AND (:created_after::timestamptz IS NULL OR create_time > :created_after
+       OR (:after_inclusive AND create_time = :created_after))
+  AND (:created_before::timestamptz IS NULL OR create_time < :created_before
+       OR (:before_inclusive AND create_time = :created_before))
   AND (:after_time::timestamptz IS NULL OR (create_time, id) < (:after_time, :after_id::uuid))
   AND (:include_live::boolean OR NOT live)
   AND (:search::text IS NULL
@@ -31,6 +43,10 @@ LIMIT :page_size;
 
 -- name: file_columns
 SELECT columns FROM import_jobs WHERE id = :job_id;
+
+-- name: retry_source
+-- What a retry takes from its parent job: the file's columns and the job's options.
+SELECT columns, options FROM import_jobs WHERE id = :job_id;
 
 -- name: count_active_jobs
 SELECT count(*) FROM import_jobs WHERE tenant = :tenant AND status = ANY(:live::text[]);
@@ -49,11 +65,11 @@ SELECT status, count(*) AS n FROM import_jobs GROUP BY status;
 -- visible (and counts as active) from the file's first byte.
 INSERT INTO import_jobs (
     id, tenant, import_type, mode, format, options, status, stage, file_name, dry_run,
-    all_or_nothing, max_errors, labels, request_id, spec_digest, live, update_time
+    all_or_nothing, max_errors, labels, request_id, spec_digest, live, retry_of, update_time
 ) VALUES (
     :job_id, :tenant, :import_type, :mode, :format, :options, 'QUEUED', 'RECEIVING',
     :file_name, :dry_run, :all_or_nothing, :max_errors, :labels, :request_id, :spec_digest,
-    :live, clock_timestamp()
+    :live, :retry_of, clock_timestamp()
 );
 
 -- name: record_trace_parent
