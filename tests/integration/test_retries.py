@@ -86,6 +86,11 @@ async def test_retry_of_a_cancelled_job_imports_the_rows_it_never_processed(
         code, reason, _ = await refusal(stub.RetryJob(pb.RetryJobRequest(id=job.id)))
         assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "JOB_NOT_ENDED")
         await stub.CancelJob(pb.CancelJobRequest(id=job.id))
+        view = await stub.ListEntries(pb.ListEntriesRequest(id=job.id, across_retries=True))
+        assert [(e.status, e.note) for e in view.entries[:2]] == [
+            (pb.ENTRY_STATUS_NOT_PROCESSED, "not processed: the job was cancelled")
+        ] * 2
+        assert view.entries[2].status == pb.ENTRY_STATUS_FAILED
 
         only_failed = await retry(stub, job.id, statuses=[pb.ENTRY_STATUS_FAILED])
         assert only_failed.total_rows == 1
