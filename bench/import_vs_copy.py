@@ -298,7 +298,10 @@ async def copy_with_psql(database_url: str, path: Path) -> tuple[float, float]:
 async def reset(database_url: str, *, keep_contacts: bool = False) -> None:
     connection = await asyncpg.connect(database_url)
     try:
-        tables = "import_entries, import_chunks, webhook_attempts, webhook_deliveries, import_jobs"
+        tables = (
+            "import_entries, import_chunks, import_before_images, webhook_attempts,"
+            " webhook_deliveries, import_jobs"
+        )
         await connection.execute(f"TRUNCATE {tables}{'' if keep_contacts else ', contacts'}")
         await connection.execute("VACUUM ANALYZE")
     finally:

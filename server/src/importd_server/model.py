@@ -157,6 +157,9 @@ class Job:
     dialect: Dialect | None = None
     received_bytes: int = 0
     staged_rows: int = 0
+    revert_of: uuid.UUID | None = None  # the job this one reverts
+    reverted_by: uuid.UUID | None = None  # the latest job that reverts this one
+    revertible: bool = True  # whether its writes recorded what they replaced
 
     @property
     def progress(self) -> tuple[object, ...]:

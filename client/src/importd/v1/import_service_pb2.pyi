@@ -575,6 +575,8 @@ class Job(_message.Message):
     DIALECT_FIELD_NUMBER: _builtins.int
     RECEIVED_BYTES_FIELD_NUMBER: _builtins.int
     STAGED_ROWS_FIELD_NUMBER: _builtins.int
+    REVERT_OF_FIELD_NUMBER: _builtins.int
+    REVERTED_BY_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The job's id, a UUID."""
     import_type: _builtins.str
@@ -629,6 +631,10 @@ class Job(_message.Message):
     """Rows of the file read and stored so far (stages RECEIVING and STAGING); all
     of them once staged. Stored rows become entries only when staging commits.
     """
+    revert_of: _builtins.str
+    """For a revert (RevertJob), the id of the job it reverts."""
+    reverted_by: _builtins.str
+    """The id of the latest revert of this job, if any."""
     @_builtins.property
     def error(self) -> _status_pb2.Status:
         """A job-level failure, such as an unreadable file."""
@@ -694,10 +700,12 @@ class Job(_message.Message):
         dialect: Global___Dialect | None = ...,
         received_bytes: _builtins.int = ...,
         staged_rows: _builtins.int = ...,
+        revert_of: _builtins.str = ...,
+        reverted_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "_total_rows", b"_total_rows", "create_time", b"create_time", "dialect", b"dialect", "end_time", b"end_time", "error", b"error", "max_errors", b"max_errors", "start_time", b"start_time", "total_rows", b"total_rows", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "_total_rows", b"_total_rows", "all_or_nothing", b"all_or_nothing", "create_time", b"create_time", "created_count", b"created_count", "deleted_count", b"deleted_count", "dialect", b"dialect", "dry_run", b"dry_run", "end_time", b"end_time", "error", b"error", "failed_count", b"failed_count", "file_name", b"file_name", "file_size_bytes", b"file_size_bytes", "format", b"format", "id", b"id", "import_type", b"import_type", "labels", b"labels", "max_errors", b"max_errors", "mode", b"mode", "processed_rows", b"processed_rows", "progress_percent", b"progress_percent", "received_bytes", b"received_bytes", "request_id", b"request_id", "rows_per_second", b"rows_per_second", "sha256", b"sha256", "skipped_count", b"skipped_count", "stage", b"stage", "staged_rows", b"staged_rows", "start_time", b"start_time", "status", b"status", "total_rows", b"total_rows", "unchanged_count", b"unchanged_count", "update_time", b"update_time", "updated_count", b"updated_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "_total_rows", b"_total_rows", "all_or_nothing", b"all_or_nothing", "create_time", b"create_time", "created_count", b"created_count", "deleted_count", b"deleted_count", "dialect", b"dialect", "dry_run", b"dry_run", "end_time", b"end_time", "error", b"error", "failed_count", b"failed_count", "file_name", b"file_name", "file_size_bytes", b"file_size_bytes", "format", b"format", "id", b"id", "import_type", b"import_type", "labels", b"labels", "max_errors", b"max_errors", "mode", b"mode", "processed_rows", b"processed_rows", "progress_percent", b"progress_percent", "received_bytes", b"received_bytes", "request_id", b"request_id", "revert_of", b"revert_of", "reverted_by", b"reverted_by", "rows_per_second", b"rows_per_second", "sha256", b"sha256", "skipped_count", b"skipped_count", "stage", b"stage", "staged_rows", b"staged_rows", "start_time", b"start_time", "status", b"status", "total_rows", b"total_rows", "unchanged_count", b"unchanged_count", "update_time", b"update_time", "updated_count", b"updated_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_errors: _TypeAlias = _typing.Literal["max_errors"]  # noqa: Y015
     _WhichOneofArgType__max_errors: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors"]  # noqa: Y015
@@ -1111,6 +1119,34 @@ class CancelJobRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CancelJobRequest: _TypeAlias = CancelJobRequest  # noqa: Y015
+
+@_typing.final
+class RevertJobRequest(_message.Message):
+    """Request for RevertJob."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The id of the job to revert."""
+    request_id: _builtins.str
+    """Idempotency key (AIP-155): a repeated request with the same id returns the
+    same revert job.
+    """
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevertJobRequest: _TypeAlias = RevertJobRequest  # noqa: Y015
 
 @_typing.final
 class ExportEntriesRequest(_message.Message):

@@ -134,6 +134,8 @@ def job_to_proto(job: Job) -> pb.Job:
         update_time=timestamp(job.update_time),
         received_bytes=job.received_bytes,
         staged_rows=job.staged_rows,
+        revert_of=str(job.revert_of or ""),
+        reverted_by=str(job.reverted_by or ""),
     )
     if job.dialect is not None:
         message.dialect.CopyFrom(dialect_to_proto(job.dialect))

@@ -35,6 +35,7 @@ from importd_server.config import Settings
 from importd_server.engine.admission import Admission
 from importd_server.engine.export import NOT_IMPORTED, export_job, with_entries
 from importd_server.engine.remote import REMOTE_SCHEMES, RemoteSources, uri_scheme
+from importd_server.engine.reverts import Reverter
 from importd_server.engine.shapes import DELIMITERS, ENCODINGS, fallback_list
 from importd_server.engine.sources import open_source
 from importd_server.engine.staging import Stager, file_pieces
@@ -95,6 +96,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         tracing: Tracing,
         on_job_queued: Callable[[], None] = lambda: None,
         *,
+        reverter: Reverter,
         download_links: DownloadLinks | None = None,
     ) -> None:
         self._settings = settings
@@ -115,6 +117,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         self._tracing = tracing
         self._on_job_queued = on_job_queued
         self._links = download_links
+        self._reverter = reverter
 
     def _caller(self, context: Context, scope: str) -> Principal:
         """The authenticated caller, if its token grants `scope`."""
@@ -318,6 +321,15 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
             reason="JOB_ALREADY_ENDED",
             metadata={"id": str(job_id), "status": job.status.value},
         )
+
+    @maps_errors
+    async def RevertJob(self, request: pb.RevertJobRequest, context: Context) -> pb.Job:
+        caller = self._caller(context, WRITE)
+        check_request(request)
+        job = await self._job(parse_id(request.id), caller)
+        revert = await self._reverter.revert(job, request.request_id or None)
+        self._on_job_queued()
+        return job_to_proto(revert)
 
     @maps_errors
     async def ExportEntries(
