@@ -210,6 +210,15 @@ class AsyncClient:
         """The job with this id."""
         return AsyncJob(self, await self._get(job_id))
 
+    async def revert_job(self, job_id: str, *, request_id: str | None = None) -> AsyncJob:
+        """Reverts an ended job: returns the revert, a job of its own (QUEUED), which deletes
+        the rows the job created, restores the ones it updated and re-inserts the ones it
+        deleted, skipping rows changed since (with a note). FailedPrecondition if the job
+        cannot be reverted (still running, a dry run, already reverted, ...). A
+        `request_id` is generated when not given, so a retried call makes one revert."""
+        request = pb.RevertJobRequest(id=job_id, request_id=request_id or str(uuid.uuid4()))
+        return AsyncJob(self, await self._unary(self._stub.RevertJob, request))
+
     async def list_jobs(
         self,
         *,
@@ -435,6 +444,10 @@ class AsyncJob:
         """Cancels the job; committed chunks stay. FailedPrecondition if it already ended."""
         self.job = await self._client._cancel(self.id)
         return self.job
+
+    async def revert(self, *, request_id: str | None = None) -> AsyncJob:
+        """Reverts this ended job (see AsyncClient.revert_job); returns the revert's handle."""
+        return await self._client.revert_job(self.id, request_id=request_id)
 
     async def download_not_imported(
         self, path: str | os.PathLike[str], statuses: Iterable[str | int] = ()

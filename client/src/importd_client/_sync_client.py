@@ -159,6 +159,11 @@ class Client:
         """The job with this id."""
         return Job(self._runner, self._runner.run(self._async.get_job(job_id)))
 
+    def revert_job(self, job_id: str, *, request_id: str | None = None) -> Job:
+        """Reverts an ended job; returns the revert (see AsyncClient.revert_job)."""
+        revert = self._runner.run(self._async.revert_job(job_id, request_id=request_id))
+        return Job(self._runner, revert)
+
     def list_jobs(
         self,
         *,
@@ -251,6 +256,10 @@ class Job:
     def cancel(self) -> pb.Job:
         """Cancels the job; committed chunks stay."""
         return self._runner.run(self._job.cancel())
+
+    def revert(self, *, request_id: str | None = None) -> Job:
+        """Reverts this ended job; returns the revert (see AsyncClient.revert_job)."""
+        return Job(self._runner, self._runner.run(self._job.revert(request_id=request_id)))
 
     def download_not_imported(
         self, path: str | os.PathLike[str], statuses: Iterable[str | int] = ()

@@ -314,6 +314,24 @@ def cancel(context: click.Context, job_id: str) -> None:
 
 @main.command()
 @click.argument("job_id")
+@click.option("--no-wait", is_flag=True, help="Print the revert job and return at once.")
+@click.option("--request-id", default=None, help="Idempotency key (default: a new one).")
+@click.pass_context
+def revert(context: click.Context, job_id: str, no_wait: bool, request_id: str | None) -> None:
+    """Undo an ended job: a new job deletes the rows it created, restores the rows it
+    updated and inserts again the rows it deleted; rows changed since are skipped, with a
+    note. Follows the revert to its end unless --no-wait."""
+    settings: _Settings = context.obj
+    job = settings.client(context).revert_job(job_id, request_id=request_id)
+    if no_wait:
+        _show_job(settings, job.job)
+        return
+    _follow(settings, job)
+    _exit_for(job)
+
+
+@main.command()
+@click.argument("job_id")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--status", "statuses", multiple=True, type=ENTRY_STATUSES, help="Default: failed, skipped."
@@ -471,6 +489,10 @@ def _show_job(settings: _Settings, job: pb.Job) -> None:
     table.add_row("rows", rows)
     for name in COUNTS:
         table.add_row(name, str(getattr(job, f"{name}_count")))
+    if job.revert_of:
+        table.add_row("reverts", job.revert_of)
+    if job.reverted_by:
+        table.add_row("reverted by", job.reverted_by)
     if job.HasField("dialect"):
         table.add_row("read as", _dialect(job.dialect))
     if job.HasField("error"):
