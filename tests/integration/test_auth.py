@@ -122,6 +122,10 @@ RPCS: dict[str, Callable[[pb_grpc.ImportServiceStub, Metadata, str], Awaitable[A
     ),
     "ListEntries": lambda s, m, j: s.ListEntries(pb.ListEntriesRequest(id=j), metadata=m),
     "CancelJob": lambda s, m, j: s.CancelJob(pb.CancelJobRequest(id=j), metadata=m),
+    # One request_id: every caller allowed to revert gets the same revert job.
+    "RevertJob": lambda s, m, j: s.RevertJob(
+        pb.RevertJobRequest(id=j, request_id="auth"), metadata=m
+    ),
     "ExportEntries": lambda s, m, j: drain(
         s.ExportEntries(pb.ExportEntriesRequest(id=j), metadata=m)
     ),
@@ -160,9 +164,19 @@ def expected(case: str) -> dict[str, str]:
             "ListImportTypes": OK,
         }
     if case == "read scope only (static)":
-        return {**dict.fromkeys(READS, OK), "StartImport": DENIED, "CancelJob": DENIED}
+        return {
+            **dict.fromkeys(READS, OK),
+            "StartImport": DENIED,
+            "CancelJob": DENIED,
+            "RevertJob": DENIED,
+        }
     if case == "write scope only":
-        return {**dict.fromkeys(READS, DENIED), "StartImport": OK, "CancelJob": ENDED}
+        return {
+            **dict.fromkeys(READS, DENIED),
+            "StartImport": OK,
+            "CancelJob": ENDED,
+            "RevertJob": OK,
+        }
     if case == "test token":
         return {
             **dict.fromkeys(RPCS, DENIED),

@@ -77,6 +77,7 @@ def calls(stub: pb_grpc.ImportServiceStub, job_id: str) -> dict[str, Callable[[]
         "ListJobs": lambda: stub.ListJobs(pb.ListJobsRequest()),
         "ListEntries": lambda: stub.ListEntries(pb.ListEntriesRequest(id=job_id)),
         "CancelJob": lambda: stub.CancelJob(pb.CancelJobRequest(id=job_id)),
+        "RevertJob": lambda: stub.RevertJob(pb.RevertJobRequest(id=job_id, request_id="r")),
         "StreamProgress": lambda: read_stream(
             stub.StreamProgress(pb.StreamProgressRequest(id=job_id))
         ),
