@@ -3,12 +3,17 @@ server and PostgreSQL."""
 
 from __future__ import annotations
 
+import csv
+import io
 import uuid
+from datetime import date
 from typing import Any
 
 import asyncpg
 import grpc
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
@@ -78,6 +83,59 @@ async def test_revert_of_an_upsert_restores_the_table_exactly(
     ]
     original = await stub.GetJob(pb.GetJobRequest(id=job.id))
     assert original.reverted_by == revert.id
+
+
+COLUMNS = ("first_name", "score", "birth_date")
+ROWS = st.fixed_dictionaries(
+    {
+        "first_name": st.sampled_from(["", "Ann", "Zoë", "O'Neil", "a, b", '"q"']),
+        "score": st.one_of(st.just(""), st.integers(0, 100).map(str)),
+        "birth_date": st.one_of(st.just(""), st.dates(date(1900, 1, 1), date(2100, 1, 1)).map(str)),
+    }
+)
+FILES = st.dictionaries(st.integers(0, 12), ROWS, min_size=1, max_size=8)
+
+
+def csv_file(rows: dict[int, dict[str, str]], columns: tuple[str, ...]) -> bytes:
+    """A contacts CSV of these rows (keyed by a number that becomes the e-mail address)."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["email", *columns])
+    for n, row in rows.items():
+        writer.writerow([f"k{n}@x.com", *(row[c] for c in columns)])
+    return out.getvalue().encode()
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    seed=FILES,
+    change=FILES,
+    mode=st.sampled_from(
+        [pb.IMPORT_MODE_UPSERT, pb.IMPORT_MODE_UPDATE, pb.IMPORT_MODE_DELETE, pb.IMPORT_MODE_INSERT]
+    ),
+    columns=st.lists(st.sampled_from(COLUMNS), unique=True).map(tuple),
+)
+async def test_any_import_reverted_leaves_the_table_exactly_as_before(
+    stub: pb_grpc.ImportServiceStub,
+    db: asyncpg.Connection,
+    seed: dict[int, dict[str, str]],
+    change: dict[int, dict[str, str]],
+    mode: int,
+    columns: tuple[str, ...],
+) -> None:
+    await db.execute("TRUNCATE contacts")
+    await import_and_wait(stub, csv_file(seed, COLUMNS))
+    before = await table(db)
+    job = await import_and_wait(stub, csv_file(change, columns), mode=mode)
+    assert job.failed_count == 0
+
+    revert = await revert_and_wait(stub, job.id)
+
+    assert await table(db) == before
+    assert revert.skipped_count == 0
+    assert revert.total_rows == job.created_count + job.updated_count + job.deleted_count
 
 
 async def test_revert_of_a_delete_brings_the_rows_back_whole(
