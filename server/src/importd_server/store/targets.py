@@ -6,7 +6,7 @@ loaded) and is quoted again; nothing from an imported file ever reaches this SQL
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -232,23 +232,31 @@ def apply_plan(
         ]
         outcome = "CASE WHEN s.row_number IN (SELECT row_number FROM applied) THEN 'D' ELSE 'S' END"
         skip_note = "key does not exist"
-    replaced = _replaced_rows(mode, updated, among)
+    replaced = _replaced(mode, updated, differs("t", "s"))
     if replaced is not None:
         # What the writes replace, for RevertJob, in the same statement: read from the
-        # statement's snapshot, i.e. before its writes. UPDATE and DELETE locked their rows
-        # first; an UPSERT's row changed by another job in between keeps the older image.
+        # statement's snapshot, i.e. before its writes, with a lookup of its own (no join
+        # with the writes' results, which the planner could make quadratic). UPDATE and
+        # DELETE locked their rows first, so the snapshot holds exactly the rows they
+        # change; an UPSERT's row changed by another job in between keeps the older image.
+        # Null values are stripped (jsonb_populate_record reads a missing key as NULL),
+        # and with them the rows not changed.
+        rows, condition = replaced
         image = (
             "to_jsonb(t)"
             if mode is ImportMode.DELETE
             else _image(updated_columns(import_type, sources))
         )
         writes.append(
-            f"""before_images AS (
+            f"""replaced AS MATERIALIZED (
+            SELECT jsonb_strip_nulls(jsonb_object_agg(s.row_number, (
+                       SELECT CASE WHEN {condition} THEN {image} END
+                       FROM {table} t WHERE {match("t", "s")}))) AS images
+            FROM source s WHERE {rows}),
+        before_images AS (
             INSERT INTO import_before_images (job_id, first_row, last_row, images)
-            SELECT :job_id, :first_row, :last_row, jsonb_object_agg(
-                       s.row_number, (SELECT {image} FROM {table} t WHERE {match("t", "s")}))
-            FROM source s WHERE s.pending AND {replaced}
-            HAVING count(*) > 0)"""
+            SELECT :job_id, :first_row, :last_row, images FROM replaced
+            WHERE images <> '{{}}')"""
         )
     lock_targets = _lock_targets(import_type, source)
     # Data-modifying CTEs must sit at the top level, hence one flat WITH; they run whether
@@ -277,13 +285,16 @@ def updated_columns(import_type: ImportType, sources: tuple[SourceColumn, ...]) 
     return [s.column.name for s in sources if s.positions and s.column.name not in import_type.key]
 
 
-def _replaced_rows(mode: ImportMode, updated: list[str], among: Callable[[str], str]) -> str | None:
-    """Which rows of the batch (`s`) the apply statement changed or deleted, as SQL over its
-    CTEs; None when it cannot replace any (INSERT mode, or no column to update)."""
-    if mode is ImportMode.DELETE or (mode is ImportMode.UPDATE and updated):
-        return "s.row_number IN (SELECT row_number FROM applied)"
+def _replaced(mode: ImportMode, updated: list[str], differs: str) -> tuple[str, str] | None:
+    """Which rows of the batch (`s`) the apply statement will change or delete: those
+    matching the first condition whose target row (`t`, as it was) matches the second; None
+    when it changes none (INSERT mode, or no column to update)."""
+    if mode is ImportMode.DELETE:
+        return "s.pending", "true"
+    if mode is ImportMode.UPDATE and updated:
+        return "s.pending", differs
     if mode is ImportMode.UPSERT and updated:
-        return f"s.found = 'differs' AND {among('applied WHERE NOT inserted')}"
+        return "s.pending AND s.found = 'differs'", "true"
     return None
 
 
