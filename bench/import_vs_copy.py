@@ -10,11 +10,12 @@ run, case by case:
     updates  the clean file's keys with other values (every row UPDATED)
 
     uv run python bench/import_vs_copy.py [--rows 1000000] [--cases clean,dirty,again,updates]
-        [--workers 2] [--replicas 1] [--verify]
+        [--workers 2] [--replicas 1] [--verify] [--revert]
 
 While each import runs, another client calls GetJob and ListJobs in turn (~20 a second) and
 their latencies are reported (p50/p99/max). --verify checks the dirty import row by row
-against the reference (today's parser, RowChecker and last-wins rule, run here in Python).
+against the reference (today's parser, RowChecker and last-wins rule, run here in Python);
+--revert then reverts each import (RevertJob) and reports how long the revert took.
 
 Uses DATABASE_URL when set, else an embedded PostgreSQL. Not a test: timings depend on the
 machine, so they are recorded in BENCHMARKS.md.
@@ -233,6 +234,19 @@ async def import_through_api(
     return Run(received - started, finished - received, job, latencies, cpu)
 
 
+async def revert_through_api(port: int, job_id: str, clock: CpuClock) -> tuple[float, pb.Job]:
+    """Reverts the job; the seconds until the revert ended, and the revert."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.ImportServiceStub(channel)
+        await clock.read()
+        started = time.perf_counter()
+        revert = await stub.RevertJob(pb.RevertJobRequest(id=job_id))
+        while revert.status not in TERMINAL:
+            await asyncio.sleep(0.05)
+            revert = await stub.GetJob(pb.GetJobRequest(id=revert.id))
+        return time.perf_counter() - started, revert
+
+
 async def small_job(port: int, work: Path) -> str:
     """A one-row job, for GetJob to read while the big imports run."""
     path = work / "one.csv"
@@ -439,6 +453,7 @@ async def main() -> None:
         "--replicas", type=int, default=1, help="server processes sharing the chunks"
     )
     parser.add_argument("--verify", action="store_true", help="check the dirty import per row")
+    parser.add_argument("--revert", action="store_true", help="revert each import, timed")
     args = parser.parse_args()
     cases = args.cases.split(",")
 
@@ -508,6 +523,15 @@ async def main() -> None:
                 )
                 print(f"         {run.latencies.summary()}")
                 print(f"         server peak RSS so far: {_peak_rss_mb(server.pid):.0f} MB")
+                if args.revert:
+                    seconds, revert = await revert_through_api(port, job.id, clock)
+                    importd_cpu, postgres_cpu = await clock.read()
+                    print(
+                        f"         revert {seconds:.2f} s ({revert.total_rows} rows, deleted"
+                        f" {revert.deleted_count}, updated {revert.updated_count}, skipped"
+                        f" {revert.skipped_count}); CPU importd {importd_cpu:.1f} s +"
+                        f" PostgreSQL {postgres_cpu:.1f} s"
+                    )
                 if case == "dirty" and args.verify:
                     expected = expected_outcomes(path)
                     got = await exported_outcomes(port, job.id)
