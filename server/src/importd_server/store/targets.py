@@ -395,16 +395,38 @@ def revert_plan(import_type: ImportType, sources: tuple[SourceColumn, ...]) -> A
             f" ROW({', '.join(f's.{c}' for c in quoted)})"
         )
 
-    # The original's outcome of each row (a primary-key lookup of its chunk); then the
-    # target row of its key: NULL (none), 'same' (as the import wrote it) or 'changed'.
-    done = f"""
-        SELECT s.*, (
-            SELECT substr(c.outcomes, (s.original_row - c.first_row + 1)::integer, 1)
-            FROM import_chunks c
-            WHERE c.job_id = :original_id
-              AND c.chunk_number = ((s.original_row - 1) / :original_chunk_rows + 1)::integer
-        ) AS done
+    # The original's rows the batch reverts, and the original's outcomes of those rows: its
+    # chunks' outcome strings from the first row's chunk to the last's, as bytes (a row's
+    # outcome is then one get_byte, not a walk through a UTF-8 string).
+    bounds = """
+        SELECT (SELECT line_number FROM import_entries
+                WHERE job_id = :job_id AND row_number = :first_row) AS first_row,
+               (SELECT line_number FROM import_entries
+                WHERE job_id = :job_id AND row_number = :last_row) AS last_row"""
+    original = """
+        SELECT min(c.first_row) AS first_row, convert_to(string_agg(
+                   coalesce(c.outcomes, repeat('-', (c.last_row - c.first_row + 1)::integer)),
+                   '' ORDER BY c.chunk_number), 'UTF8') AS outcomes
+        FROM import_chunks c
+        WHERE c.job_id = :original_id
+          AND c.chunk_number BETWEEN
+              ((SELECT first_row FROM bounds) - 1) / :original_chunk_rows + 1
+              AND ((SELECT last_row FROM bounds) - 1) / :original_chunk_rows + 1"""
+    # The previous values of the batch's rows, from the images of the original's batches
+    # that overlap it, in one object (looked up per row, no join).
+    images = """
+        SELECT coalesce(jsonb_object_agg(i.key, i.value), '{}') AS by_row
+        FROM import_before_images b, jsonb_each(b.images) i
+        WHERE b.job_id = :original_id
+          AND b.first_row <= (SELECT last_row FROM bounds)
+          AND b.last_row >= (SELECT first_row FROM bounds)"""
+    marked = f"""
+        SELECT s.*, chr(get_byte((SELECT outcomes FROM original),
+                                 (s.original_row - (SELECT first_row FROM original))::integer))
+                   AS done
         FROM ({source}) s"""
+    # The target row of each row's key: NULL (none), 'same' (as the import wrote it) or
+    # 'changed'; and its previous values, if the import replaced it.
     found = f"""
         SELECT s.*, (
             SELECT CASE WHEN CASE s.done WHEN 'C' THEN {same(written)}
@@ -414,17 +436,7 @@ def revert_plan(import_type: ImportType, sources: tuple[SourceColumn, ...]) -> A
         ) AS found,
         CASE WHEN s.done IN ('U', 'D') THEN (SELECT by_row FROM images) -> s.original_row::text
         END AS image
-        FROM ({done}) s"""
-    # The previous values of the batch's rows, from the images of the original's batches
-    # that overlap it, in one object (looked up per row, no join).
-    images = """
-        SELECT coalesce(jsonb_object_agg(i.key, i.value), '{}') AS by_row
-        FROM import_before_images b, jsonb_each(b.images) i
-        WHERE b.job_id = :original_id
-          AND b.first_row <= (SELECT line_number FROM import_entries
-                              WHERE job_id = :job_id AND row_number = :last_row)
-          AND b.last_row >= (SELECT line_number FROM import_entries
-                             WHERE job_id = :job_id AND row_number = :first_row)"""
+        FROM marked s"""
     restore = (
         f"""restored AS (
             UPDATE {table} t SET ({", ".join(quote(c) for c in updated)}) = (
@@ -438,7 +450,10 @@ def revert_plan(import_type: ImportType, sources: tuple[SourceColumn, ...]) -> A
         else "restored AS (SELECT NULL::bigint AS row_number WHERE false)"
     )
     apply = f"""
-        WITH images AS MATERIALIZED ({images}),
+        WITH bounds AS MATERIALIZED ({bounds}),
+        original AS MATERIALIZED ({original}),
+        images AS MATERIALIZED ({images}),
+        marked AS MATERIALIZED ({marked}),
         source AS MATERIALIZED ({found}),
         deleted AS (
             DELETE FROM {table} t USING source s
