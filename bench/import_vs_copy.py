@@ -316,7 +316,17 @@ async def reset(database_url: str, *, keep_contacts: bool = False) -> None:
             "import_entries, import_chunks, import_before_images, webhook_attempts,"
             " webhook_deliveries, import_jobs"
         )
-        await connection.execute(f"TRUNCATE {tables}{'' if keep_contacts else ', contacts'}")
+        for attempt in range(5):
+            # The server's idle workers keep reading the job tables: a TRUNCATE can deadlock
+            # with a claim (PostgreSQL then cancels it): try again.
+            try:
+                await connection.execute(
+                    f"TRUNCATE {tables}{'' if keep_contacts else ', contacts'}"
+                )
+                break
+            except asyncpg.DeadlockDetectedError:
+                if attempt == 4:
+                    raise
         await connection.execute("VACUUM ANALYZE")
     finally:
         await connection.close()
