@@ -133,10 +133,17 @@ def write_dirty_contacts(path: Path, rows: int, *, seed: int = 7) -> None:
             out.write(",".join(fields) + "\n")
 
 
-async def _spec_and_pieces(path: Path) -> AsyncIterator[pb.StartImportRequest]:
+async def _spec_and_pieces(
+    path: Path, revertible: bool = True
+) -> AsyncIterator[pb.StartImportRequest]:
     """The StartImport stream: the spec, then the file in pieces."""
     yield pb.StartImportRequest(
-        spec=pb.ImportSpec(import_type="contacts", mode=pb.IMPORT_MODE_UPSERT, file_name=path.name)
+        spec=pb.ImportSpec(
+            import_type="contacts",
+            mode=pb.IMPORT_MODE_UPSERT,
+            file_name=path.name,
+            revertible=revertible,
+        )
     )
     with path.open("rb") as source:
         while piece := source.read(PIECE):
@@ -201,7 +208,7 @@ class Run:
 
 
 async def import_through_api(
-    port: int, path: Path, probe_job: str, clock: CpuClock | None = None
+    port: int, path: Path, probe_job: str, clock: CpuClock | None = None, revertible: bool = True
 ) -> Run:
     async with (
         grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
@@ -217,7 +224,7 @@ async def import_through_api(
             if clock is not None:
                 await clock.read()
             started = time.perf_counter()
-            job = await stub.StartImport(_spec_and_pieces(path))
+            job = await stub.StartImport(_spec_and_pieces(path, revertible))
             received = time.perf_counter()
             if clock is not None:
                 cpu.append(await clock.read())
@@ -464,6 +471,11 @@ async def main() -> None:
     )
     parser.add_argument("--verify", action="store_true", help="check the dirty import per row")
     parser.add_argument("--revert", action="store_true", help="revert each import, timed")
+    parser.add_argument(
+        "--not-revertible",
+        action="store_true",
+        help="imports record no previous values (ImportSpec.revertible false)",
+    )
     args = parser.parse_args()
     cases = args.cases.split(",")
 
@@ -510,7 +522,9 @@ async def main() -> None:
                     "updates" if case == "updates" else "dirty" if case == "dirty" else "clean"
                 ]
                 clock = CpuClock(database_url, server.pid)
-                run = await import_through_api(port, path, probe_job, clock)
+                run = await import_through_api(
+                    port, path, probe_job, clock, revertible=not args.not_revertible
+                )
                 copy_seconds, copy_cpu = await copy_with_psql(database_url, files["clean"])
                 job = run.job
                 counts = {

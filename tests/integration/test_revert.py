@@ -267,12 +267,7 @@ async def test_refusals(stub: pb_grpc.ImportServiceStub, db: asyncpg.Connection)
         "NOT_FOUND",
     )
     done = await import_and_wait(stub, b"email\na@x.com\n")
-    await db.execute("UPDATE import_jobs SET revertible = false WHERE id = $1", done.id)
-    assert await refusal(stub, done.id) == (grpc.StatusCode.FAILED_PRECONDITION, "NOT_REVERTIBLE")
-    await db.execute(
-        "UPDATE import_jobs SET revertible = true, entries_removed_time = now() WHERE id = $1",
-        done.id,
-    )
+    await db.execute("UPDATE import_jobs SET entries_removed_time = now() WHERE id = $1", done.id)
     assert await refusal(stub, done.id) == (grpc.StatusCode.FAILED_PRECONDITION, "ENTRIES_EXPIRED")
 
 
@@ -283,3 +278,17 @@ async def test_a_queued_or_running_job_is_refused(
         job_id = await insert_job(db, status=status)
         code, reason = await refusal(stub, str(job_id))
         assert (code, reason) == (grpc.StatusCode.FAILED_PRECONDITION, "JOB_NOT_ENDED")
+
+
+async def test_a_job_started_not_revertible_records_nothing_and_cannot_be_reverted(
+    stub: pb_grpc.ImportServiceStub, db: asyncpg.Connection
+) -> None:
+    await import_and_wait(stub, BEFORE)
+    job = await import_and_wait(stub, UPSERT, revertible=False)
+    assert counts(job)["updated"] == 2
+    assert not job.revertible
+    assert await db.fetchval("SELECT count(*) FROM import_before_images") == 0
+    assert await refusal(stub, job.id) == (grpc.StatusCode.FAILED_PRECONDITION, "NOT_REVERTIBLE")
+    recorded = await import_and_wait(stub, BEFORE)
+    assert recorded.revertible
+    assert await db.fetchval("SELECT count(*) FROM import_before_images") == 1

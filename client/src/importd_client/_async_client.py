@@ -61,6 +61,7 @@ class ImportOptions(TypedDict, total=False):
     sheet: str  # workbooks: the sheet to read; by default the first visible one
     column_map: Mapping[str, str] | None  # file header -> column, e.g. {"E-Mail": "email"}
     request_id: str | None  # idempotency key; generated when not given
+    revertible: bool  # record what the writes replace, for revert() (default yes)
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,7 @@ class AsyncClient:
             dry_run=options.get("dry_run", False),
             max_errors=options.get("max_errors"),
             all_or_nothing=options.get("all_or_nothing", False),
+            revertible=options.get("revertible", True),
             labels=dict(options.get("labels") or {}),
             sheet=options.get("sheet", ""),
             column_map=dict(options.get("column_map") or {}),

@@ -127,6 +127,11 @@ def main(
 @click.option("--dry-run", is_flag=True, help="Validate and count; write nothing.")
 @click.option("--max-errors", type=int, help="Fail the job when more rows than this fail.")
 @click.option("--all-or-nothing", is_flag=True, help="Commit nothing unless every row is valid.")
+@click.option(
+    "--revertible/--not-revertible",
+    default=True,
+    help="Record what the writes replace, so `revert` can undo the job (default: yes).",
+)
 @click.option("--delimiter", default="", help="CSV delimiter (default: sniffed).")
 @click.option(
     "--encoding", default="", help="e.g. utf-8, utf-16, windows-1252 (default: detected)."
@@ -150,6 +155,7 @@ def start(
     dry_run: bool,
     max_errors: int | None,
     all_or_nothing: bool,
+    revertible: bool,
     delimiter: str,
     encoding: str,
     sheet: str,
@@ -175,6 +181,7 @@ def start(
         dry_run=dry_run,
         max_errors=max_errors,
         all_or_nothing=all_or_nothing,
+        revertible=revertible,
         delimiter=delimiter,
         encoding=encoding,
         sheet=sheet,

@@ -146,7 +146,7 @@ class ChunkProcessor:
             plan=(
                 revert_plan(import_type, sources)
                 if revert
-                else apply_plan(import_type, job.mode, sources)
+                else apply_plan(import_type, job.mode, sources, job.revertible)
             ),
             tenant=job.tenant if import_type.tenant_column else None,
             dry_run=job.dry_run,

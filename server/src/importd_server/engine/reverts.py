@@ -93,8 +93,8 @@ class Reverter:
             )
         if not job.revertible:
             return FailedPrecondition(
-                f"job {job.id} did not record the values its writes replaced (it ran before"
-                " reverts existed), so it cannot be reverted",
+                f"job {job.id} did not record the values its writes replaced (started with"
+                " revertible false, or before reverts existed), so it cannot be reverted",
                 reason="NOT_REVERTIBLE",
                 metadata=metadata,
             )

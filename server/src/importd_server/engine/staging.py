@@ -55,6 +55,7 @@ class NewJob:
     options: dict[str, Any] = field(default_factory=dict)
     live: bool = True
     trace_parent: str | None = None  # the W3C traceparent of the span creating the job
+    revertible: bool = True  # whether its writes record what they replace
 
 
 @dataclass(frozen=True)
@@ -340,6 +341,7 @@ class Stager:
                 spec_digest=new_job.spec_digest,
                 live=new_job.live,
                 options=new_job.options,
+                revertible=new_job.revertible,
             ),
         )
         await self._jobs.record_trace_parent(connection, job_id, new_job.trace_parent)

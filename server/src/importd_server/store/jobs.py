@@ -57,6 +57,7 @@ class NewJobRow:
     spec_digest: str
     live: bool
     options: Mapping[str, Any]  # the job's column map, webhook, redacted source URI, ...
+    revertible: bool = True  # whether its writes record what they replace (RevertJob)
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,7 @@ class JobStore:
             spec_digest=new.spec_digest,
             live=new.live,
             options=dict(new.options),
+            revertible=new.revertible,
         )
 
     async def record_file(

@@ -135,10 +135,14 @@ class ApplyPlan:
 
 @cache
 def apply_plan(
-    import_type: ImportType, mode: ImportMode, sources: tuple[SourceColumn, ...]
+    import_type: ImportType,
+    mode: ImportMode,
+    sources: tuple[SourceColumn, ...],
+    record_replaced: bool = True,
 ) -> ApplyPlan:
     """The plan for target rows made of `sources`; only columns present in the file (with
-    positions) are updated."""
+    positions) are updated. `record_replaced`: the values its writes replace are kept in
+    import_before_images (for RevertJob)."""
     table = quote(import_type.table)
     tenant = [import_type.tenant_column] if import_type.tenant_column else []
     names = [*tenant, *(s.column.name for s in sources)]
@@ -232,7 +236,7 @@ def apply_plan(
         ]
         outcome = "CASE WHEN s.row_number IN (SELECT row_number FROM applied) THEN 'D' ELSE 'S' END"
         skip_note = "key does not exist"
-    replaced = _replaced(mode, updated, differs("t", "s"))
+    replaced = _replaced(mode, updated, differs("t", "s")) if record_replaced else None
     if replaced is not None:
         # What the writes replace, for RevertJob, in the same statement: read from the
         # statement's snapshot, i.e. before its writes, with a lookup of its own (no join

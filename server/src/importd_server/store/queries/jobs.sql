@@ -49,11 +49,12 @@ SELECT status, count(*) AS n FROM import_jobs GROUP BY status;
 -- visible (and counts as active) from the file's first byte.
 INSERT INTO import_jobs (
     id, tenant, import_type, mode, format, options, status, stage, file_name, dry_run,
-    all_or_nothing, max_errors, labels, request_id, spec_digest, live, update_time
+    all_or_nothing, max_errors, labels, request_id, spec_digest, live, revertible,
+    update_time
 ) VALUES (
     :job_id, :tenant, :import_type, :mode, :format, :options, 'QUEUED', 'RECEIVING',
     :file_name, :dry_run, :all_or_nothing, :max_errors, :labels, :request_id, :spec_digest,
-    :live, clock_timestamp()
+    :live, :revertible, clock_timestamp()
 );
 
 -- name: record_trace_parent
