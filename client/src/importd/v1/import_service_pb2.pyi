@@ -402,9 +402,9 @@ class ImportSpec(_message.Message):
     """Which status changes are posted to webhook_url."""
     revertible: _builtins.bool
     """Whether the job records the values its writes replace, so that RevertJob can
-    undo it (unset: true). Recording costs PostgreSQL about a third more work per
-    updated or deleted row (nothing per created row); false skips it, and the
-    job cannot be reverted.
+    undo it (unset: true). Recording nearly doubles PostgreSQL's work per updated
+    row (nothing per created row); false skips it, and the job cannot be
+    reverted.
     """
     @_builtins.property
     def csv(self) -> Global___CsvOptions:
