@@ -68,7 +68,7 @@ class Reverter:
         assert revert is not None
         return revert
 
-    async def _refusal(self, connection: Connection, job: Job) -> Exception | None:
+    async def _refusal(self, connection: Connection, job: Job) -> FailedPrecondition | None:
         """Why `job` cannot be reverted now, or None."""
         metadata = {"id": str(job.id)}
         if job.revert_of is not None:
