@@ -10,11 +10,12 @@ run, case by case:
     updates  the clean file's keys with other values (every row UPDATED)
 
     uv run python bench/import_vs_copy.py [--rows 1000000] [--cases clean,dirty,again,updates]
-        [--workers 2] [--replicas 1] [--verify]
+        [--workers 2] [--replicas 1] [--verify] [--revert]
 
 While each import runs, another client calls GetJob and ListJobs in turn (~20 a second) and
 their latencies are reported (p50/p99/max). --verify checks the dirty import row by row
-against the reference (today's parser, RowChecker and last-wins rule, run here in Python).
+against the reference (today's parser, RowChecker and last-wins rule, run here in Python);
+--revert then reverts each import (RevertJob) and reports how long the revert took.
 
 Uses DATABASE_URL when set, else an embedded PostgreSQL. Not a test: timings depend on the
 machine, so they are recorded in BENCHMARKS.md.
@@ -132,10 +133,17 @@ def write_dirty_contacts(path: Path, rows: int, *, seed: int = 7) -> None:
             out.write(",".join(fields) + "\n")
 
 
-async def _spec_and_pieces(path: Path) -> AsyncIterator[pb.StartImportRequest]:
+async def _spec_and_pieces(
+    path: Path, revertible: bool = True
+) -> AsyncIterator[pb.StartImportRequest]:
     """The StartImport stream: the spec, then the file in pieces."""
     yield pb.StartImportRequest(
-        spec=pb.ImportSpec(import_type="contacts", mode=pb.IMPORT_MODE_UPSERT, file_name=path.name)
+        spec=pb.ImportSpec(
+            import_type="contacts",
+            mode=pb.IMPORT_MODE_UPSERT,
+            file_name=path.name,
+            revertible=revertible,
+        )
     )
     with path.open("rb") as source:
         while piece := source.read(PIECE):
@@ -200,7 +208,7 @@ class Run:
 
 
 async def import_through_api(
-    port: int, path: Path, probe_job: str, clock: CpuClock | None = None
+    port: int, path: Path, probe_job: str, clock: CpuClock | None = None, revertible: bool = True
 ) -> Run:
     async with (
         grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
@@ -216,7 +224,7 @@ async def import_through_api(
             if clock is not None:
                 await clock.read()
             started = time.perf_counter()
-            job = await stub.StartImport(_spec_and_pieces(path))
+            job = await stub.StartImport(_spec_and_pieces(path, revertible))
             received = time.perf_counter()
             if clock is not None:
                 cpu.append(await clock.read())
@@ -231,6 +239,19 @@ async def import_through_api(
             with contextlib.suppress(asyncio.CancelledError):
                 await probe
     return Run(received - started, finished - received, job, latencies, cpu)
+
+
+async def revert_through_api(port: int, job_id: str, clock: CpuClock) -> tuple[float, pb.Job]:
+    """Reverts the job; the seconds until the revert ended, and the revert."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.ImportServiceStub(channel)
+        await clock.read()
+        started = time.perf_counter()
+        revert = await stub.RevertJob(pb.RevertJobRequest(id=job_id))
+        while revert.status not in TERMINAL:
+            await asyncio.sleep(0.05)
+            revert = await stub.GetJob(pb.GetJobRequest(id=revert.id))
+        return time.perf_counter() - started, revert
 
 
 async def small_job(port: int, work: Path) -> str:
@@ -298,8 +319,21 @@ async def copy_with_psql(database_url: str, path: Path) -> tuple[float, float]:
 async def reset(database_url: str, *, keep_contacts: bool = False) -> None:
     connection = await asyncpg.connect(database_url)
     try:
-        tables = "import_entries, import_chunks, webhook_attempts, webhook_deliveries, import_jobs"
-        await connection.execute(f"TRUNCATE {tables}{'' if keep_contacts else ', contacts'}")
+        tables = (
+            "import_entries, import_chunks, import_before_images, webhook_attempts,"
+            " webhook_deliveries, import_jobs"
+        )
+        for attempt in range(5):
+            # The server's idle workers keep reading the job tables: a TRUNCATE can deadlock
+            # with a claim (PostgreSQL then cancels it): try again.
+            try:
+                await connection.execute(
+                    f"TRUNCATE {tables}{'' if keep_contacts else ', contacts'}"
+                )
+                break
+            except asyncpg.DeadlockDetectedError:
+                if attempt == 4:
+                    raise
         await connection.execute("VACUUM ANALYZE")
     finally:
         await connection.close()
@@ -436,6 +470,12 @@ async def main() -> None:
         "--replicas", type=int, default=1, help="server processes sharing the chunks"
     )
     parser.add_argument("--verify", action="store_true", help="check the dirty import per row")
+    parser.add_argument("--revert", action="store_true", help="revert each import, timed")
+    parser.add_argument(
+        "--not-revertible",
+        action="store_true",
+        help="imports record no previous values (ImportSpec.revertible false)",
+    )
     args = parser.parse_args()
     cases = args.cases.split(",")
 
@@ -482,7 +522,9 @@ async def main() -> None:
                     "updates" if case == "updates" else "dirty" if case == "dirty" else "clean"
                 ]
                 clock = CpuClock(database_url, server.pid)
-                run = await import_through_api(port, path, probe_job, clock)
+                run = await import_through_api(
+                    port, path, probe_job, clock, revertible=not args.not_revertible
+                )
                 copy_seconds, copy_cpu = await copy_with_psql(database_url, files["clean"])
                 job = run.job
                 counts = {
@@ -505,6 +547,15 @@ async def main() -> None:
                 )
                 print(f"         {run.latencies.summary()}")
                 print(f"         server peak RSS so far: {_peak_rss_mb(server.pid):.0f} MB")
+                if args.revert:
+                    seconds, revert = await revert_through_api(port, job.id, clock)
+                    importd_cpu, postgres_cpu = await clock.read()
+                    print(
+                        f"         revert {seconds:.2f} s ({revert.total_rows} rows, deleted"
+                        f" {revert.deleted_count}, updated {revert.updated_count}, skipped"
+                        f" {revert.skipped_count}); CPU importd {importd_cpu:.1f} s +"
+                        f" PostgreSQL {postgres_cpu:.1f} s"
+                    )
                 if case == "dirty" and args.verify:
                     expected = expected_outcomes(path)
                     got = await exported_outcomes(port, job.id)

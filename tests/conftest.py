@@ -35,7 +35,14 @@ from importd_server.tracing import Tracing
 settings.register_profile("importd", deadline=None)
 settings.load_profile("importd")
 
-JOB_TABLES = ("import_entries", "import_chunks", "import_jobs", "contacts", "transactions")
+JOB_TABLES = (
+    "import_entries",
+    "import_chunks",
+    "import_before_images",
+    "import_jobs",
+    "contacts",
+    "transactions",
+)
 
 
 def with_database(url: str, database: str) -> str:

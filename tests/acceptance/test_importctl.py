@@ -109,6 +109,28 @@ async def test_get_list_export_cancel_and_types(app: Application, files: Path) -
     assert code == 0 and "transaction_id" in stdout
 
 
+async def test_revert_follows_the_revert_to_its_end_and_refuses_a_second(
+    app: Application, files: Path
+) -> None:
+    job = await json_of(app, "start", str(files / "good.csv"), "-t", "contacts")
+    code, _, _ = await importctl(app, "watch", job["id"])
+    assert code == 0
+    code, stdout, _ = await importctl(app, "revert", job["id"])
+    assert code == 0
+    assert "SUCCEEDED" in stdout
+    assert "deleted    2" in stdout
+    assert f"reverts    {job['id']}" in stdout
+
+    code, _, stderr = await importctl(app, "revert", job["id"])
+    assert code == 3
+    assert "FAILED_PRECONDITION" in stderr and "already" in stderr and "reverted by job" in stderr
+
+    other = await json_of(app, "start", str(files / "mixed.csv"), "-t", "contacts")
+    await importctl(app, "watch", other["id"])
+    queued = await json_of(app, "revert", other["id"], "--no-wait")
+    assert queued["revert_of"] == other["id"]
+
+
 async def test_refused_requests_exit_three_with_the_reason(app: Application, files: Path) -> None:
     code, _, stderr = await importctl(app, "get", "not-a-uuid")
     assert code == 3

@@ -97,3 +97,46 @@ async def test_watchers_on_two_replicas_each_see_the_job_to_its_end(
         assert events[-1].job.status == final.status
         assert events[-1].job.created_count == final.created_count
     assert len(here) > 2 and len(there) > 2, "no progress between snapshot and end"
+
+
+async def test_kill_9_of_a_replica_mid_revert_ends_with_exact_counts_and_exactly_the_rows_before(
+    make_app: AppFactory, database_url: str, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    api_only = await make_app(chunk_size=10, workers=0)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{api_only.port}") as channel:
+        stub = pb_grpc.ImportServiceStub(channel)
+        with serve(tmp_path / "importer", database_url, workers="2") as _:
+            seeded = await start_import(stub, contacts_file(ROWS // 2), piece=64 * 1024)
+            await wait_for_job(stub, seeded.id, within=120)
+            before = [dict(r) for r in await db.fetch("SELECT * FROM contacts ORDER BY email")]
+            # Rows 1000..4999: the first 1000 change rows of the seed, the rest are new.
+            changes = "email,first_name\n" + "".join(
+                f"p{i}@x.com,Changed{i}\n" for i in range(ROWS // 4, ROWS + ROWS // 4)
+            )
+            job = await start_import(stub, changes.encode(), piece=64 * 1024)
+            job = await wait_for_job(stub, job.id, within=120)
+        assert counts(job) == {"created": ROWS * 3 // 4, "updated": ROWS // 4}
+
+        with serve(tmp_path / "doomed", database_url, workers="2", lease_seconds="1") as (
+            _,
+            doomed,
+        ):
+            revert = await stub.RevertJob(pb.RevertJobRequest(id=job.id))
+            await wait_for_progress(stub, revert.id, rows=1, within=60)
+            doomed.send_signal(signal.SIGKILL)
+            doomed.wait()
+        done_by_doomed = await db.fetchval(
+            "SELECT count(*) FROM import_chunks WHERE job_id = $1 AND status = 'DONE'",
+            revert.id,
+        )
+        assert 0 < done_by_doomed < ROWS // 10, "the replica was not killed mid-revert"
+
+        await make_app(workers=2)  # a surviving replica takes over, expired leases included
+        revert = await wait_for_job(stub, revert.id, within=120)
+        assert revert.status == pb.JOB_STATUS_SUCCEEDED
+        assert counts(revert) == {"deleted": ROWS * 3 // 4, "updated": ROWS // 4}
+        assert revert.processed_rows == revert.total_rows == ROWS
+        entries = await entries_of(stub, revert.id)
+    assert [e.line_number for e in entries] == list(range(1, ROWS + 1))
+    assert {e.status for e in entries} == {pb.ENTRY_STATUS_DELETED, pb.ENTRY_STATUS_UPDATED}
+    assert [dict(r) for r in await db.fetch("SELECT * FROM contacts ORDER BY email")] == before

@@ -123,6 +123,10 @@ RPCS: dict[str, Callable[[pb_grpc.ImportServiceStub, Metadata, str], Awaitable[A
     "ListEntries": lambda s, m, j: s.ListEntries(pb.ListEntriesRequest(id=j), metadata=m),
     "CancelJob": lambda s, m, j: s.CancelJob(pb.CancelJobRequest(id=j), metadata=m),
     "RetryJob": lambda s, m, j: s.RetryJob(pb.RetryJobRequest(id=j), metadata=m),
+    # One request_id: every caller allowed to revert gets the same revert job.
+    "RevertJob": lambda s, m, j: s.RevertJob(
+        pb.RevertJobRequest(id=j, request_id="auth"), metadata=m
+    ),
     "ExportEntries": lambda s, m, j: drain(
         s.ExportEntries(pb.ExportEntriesRequest(id=j), metadata=m)
     ),
@@ -168,6 +172,7 @@ def expected(case: str) -> dict[str, str]:
             "StartImport": DENIED,
             "CancelJob": DENIED,
             "RetryJob": DENIED,
+            "RevertJob": DENIED,
         }
     if case == "write scope only":
         return {
@@ -175,6 +180,7 @@ def expected(case: str) -> dict[str, str]:
             "StartImport": OK,
             "CancelJob": ENDED,
             "RetryJob": ENDED,
+            "RevertJob": OK,
         }
     if case == "test token":
         return {

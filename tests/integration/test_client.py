@@ -87,6 +87,15 @@ async def test_every_call_of_the_async_client_works_and_carries_the_token(
             await job.cancel()
         assert finished.value.reason == "JOB_ALREADY_ENDED"
 
+        revert = await job.revert(request_id="undo-people")
+        assert revert.job.revert_of == job.id
+        reverted = await revert.wait(timeout=30)
+        assert (reverted.deleted_count, revert.status) == (2, "SUCCEEDED")
+        assert (await client.revert_job(job.id, request_id="undo-people")).id == revert.id
+        with pytest.raises(FailedPrecondition) as twice:
+            await client.revert_job(job.id)
+        assert twice.value.reason == "ALREADY_REVERTED"
+
         types = await client.list_import_types()
         assert [t.name for t in types] == ["contacts", "transactions"]
     assert recorder.calls
@@ -209,6 +218,11 @@ def use_the_sync_client(target: str, tmp_path: Path) -> None:
         assert client.get_job(job.id).succeeded is False
         with pytest.raises(FailedPrecondition):
             job.cancel()
+        revert = job.revert()
+        assert revert.wait(timeout=10).deleted_count == 2
+        assert client.get_job(job.id).job.reverted_by == revert.id
+        with pytest.raises(FailedPrecondition):
+            client.revert_job(job.id)
         assert [t.name for t in client.list_import_types()] == ["contacts", "transactions"]
 
         retried = job.retry(mode="upsert")

@@ -78,6 +78,7 @@ def calls(stub: pb_grpc.ImportServiceStub, job_id: str) -> dict[str, Callable[[]
         "ListEntries": lambda: stub.ListEntries(pb.ListEntriesRequest(id=job_id)),
         "CancelJob": lambda: stub.CancelJob(pb.CancelJobRequest(id=job_id)),
         "RetryJob": lambda: stub.RetryJob(pb.RetryJobRequest(id=job_id)),
+        "RevertJob": lambda: stub.RevertJob(pb.RevertJobRequest(id=job_id, request_id="r")),
         "StreamProgress": lambda: read_stream(
             stub.StreamProgress(pb.StreamProgressRequest(id=job_id))
         ),

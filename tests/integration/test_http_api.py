@@ -166,7 +166,10 @@ REQUESTS = {
     "ExportEntries": ("GET", "/v1/jobs/{id}/entries:export"),
     "ListImportTypes": ("GET", "/v1/importTypes"),
     "CreateDownloadLink": ("POST", "/v1/jobs/{id}:createDownloadLink"),
+    "RevertJob": ("POST", "/v1/jobs/{id}:revert"),
 }
+# RevertJob's body: one request_id, so every caller allowed to revert gets the same revert.
+REVERT_BODY = b'{"requestId": "http"}'
 
 
 # The RPCs of issue 14 (tested over HTTP in test_events_http.py).
@@ -199,7 +202,7 @@ async def test_every_rpc_over_http_answers_every_kind_of_caller_as_grpc_does(
         retried = grpc_auth.OK if want["RetryJob"] == grpc_auth.ENDED else want["RetryJob"]
         want = {**want, "CreateDownloadLink": want["GetJob"], "RetryJob": retried}
         for rpc, (method, path) in REQUESTS.items():
-            data = FILE if rpc == "StartImport" else None
+            data = FILE if rpc == "StartImport" else REVERT_BODY if rpc == "RevertJob" else None
             status, body = await secured_http.call(
                 method, path.format(id=job_id), headers=headers, data=data
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import urllib.request
 
+import asyncpg
 import grpc
 import pytest
 
@@ -31,17 +32,22 @@ async def test_metrics_count_rows_jobs_and_rpcs(make_app: AppFactory) -> None:
 
 
 async def test_entries_of_jobs_past_retention_are_removed_and_the_job_stays(
-    make_app: AppFactory,
+    make_app: AppFactory, db: asyncpg.Connection
 ) -> None:
     app = await make_app(retention_days=1e-9, housekeeping_seconds=3600)
     assert app.housekeeper is not None
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
         stub = pb_grpc.ImportServiceStub(channel)
-        job = await import_and_wait(stub, b"email\na@x.com\n")
+        await import_and_wait(stub, b"email\na@x.com\n")
+        assert await app.housekeeper.run_once() == 1
+        # An update records the row's previous values; retention removes them too.
+        job = await import_and_wait(stub, b"email,first_name\na@x.com,A\n")
+        assert await db.fetchval("SELECT count(*) FROM import_before_images") == 1
         assert await app.housekeeper.run_once() == 1
         assert await app.housekeeper.run_once() == 0
+        assert await db.fetchval("SELECT count(*) FROM import_before_images") == 0
         still = await stub.GetJob(pb.GetJobRequest(id=job.id))
-        assert still.created_count == 1
+        assert still.updated_count == 1
         with pytest.raises(grpc.aio.AioRpcError) as gone:
             await stub.ListEntries(pb.ListEntriesRequest(id=job.id))
     error = rich_error(gone.value)

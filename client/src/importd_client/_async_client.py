@@ -31,6 +31,9 @@ DEFAULT_TARGET = "127.0.0.1:50051"
 # StartImport's initial metadata: the job's id, sent by the server once the job exists.
 JOB_ID_METADATA = "importd-job-id"
 PIECE_BYTES = 256 * 1024
+# RevertJob's deadline at least: the call copies the job's changed rows into the revert's
+# entries (about 15 s a million on a loaded server).
+REVERT_TIMEOUT = 300.0
 # Keepalive pings find a peer that went silent without closing the connection, so a
 # stream on it fails (and resumes) instead of hanging.
 CHANNEL_OPTIONS = (
@@ -62,6 +65,7 @@ class ImportOptions(TypedDict, total=False):
     column_map: Mapping[str, str] | None  # file header -> column, e.g. {"E-Mail": "email"}
     request_id: str | None  # idempotency key; generated when not given
     retry_of: str | None  # the id of an ended job this upload retries (e.g. its export, fixed)
+    revertible: bool  # record what the writes replace, for revert() (default yes)
 
 
 @dataclass(frozen=True)
@@ -176,6 +180,7 @@ class AsyncClient:
             dry_run=options.get("dry_run", False),
             max_errors=options.get("max_errors"),
             all_or_nothing=options.get("all_or_nothing", False),
+            revertible=options.get("revertible", True),
             labels=dict(options.get("labels") or {}),
             sheet=options.get("sheet", ""),
             column_map=dict(options.get("column_map") or {}),
@@ -233,6 +238,17 @@ class AsyncClient:
             request_id=request_id or str(uuid.uuid4()),
         )
         return AsyncJob(self, await self._unary(self._stub.RetryJob, request))
+
+    async def revert_job(self, job_id: str, *, request_id: str | None = None) -> AsyncJob:
+        """Reverts an ended job: returns the revert, a job of its own (QUEUED), which deletes
+        the rows the job created, restores the ones it updated and re-inserts the ones it
+        deleted, skipping rows changed since (with a note). FailedPrecondition if the job
+        cannot be reverted (still running, a dry run, already reverted, ...). A
+        `request_id` is generated when not given, so a retried call makes one revert. Its
+        deadline is at least REVERT_TIMEOUT: the call copies the job's changed rows."""
+        request = pb.RevertJobRequest(id=job_id, request_id=request_id or str(uuid.uuid4()))
+        deadline = max(self._timeout, REVERT_TIMEOUT)
+        return AsyncJob(self, await self._unary(self._stub.RevertJob, request, deadline))
 
     async def list_jobs(
         self,
@@ -384,9 +400,16 @@ class AsyncClient:
         partial.replace(path)  # the file appears whole or not at all
         return path
 
-    async def _unary(self, method: Callable[..., Awaitable[Response]], request: Any) -> Response:
+    async def _unary(
+        self,
+        method: Callable[..., Awaitable[Response]],
+        request: Any,
+        deadline: float | None = None,
+    ) -> Response:
+        """The call's answer; `deadline` in seconds (the client's timeout by default)."""
+        seconds = self._timeout if deadline is None else deadline
         return await self._with_retries(
-            lambda: method(request, timeout=self._timeout, metadata=self._metadata),
+            lambda: method(request, timeout=seconds, metadata=self._metadata),
             idempotent=True,
         )
 
@@ -465,6 +488,10 @@ class AsyncJob:
         """Cancels the job; committed chunks stay. FailedPrecondition if it already ended."""
         self.job = await self._client._cancel(self.id)
         return self.job
+
+    async def revert(self, *, request_id: str | None = None) -> AsyncJob:
+        """Reverts this ended job (see AsyncClient.revert_job); returns the revert's handle."""
+        return await self._client.revert_job(self.id, request_id=request_id)
 
     async def download_not_imported(
         self, path: str | os.PathLike[str], statuses: Iterable[str | int] = ()

@@ -172,6 +172,11 @@ class Client:
         retried = self._async.retry_job(job_id, statuses=statuses, mode=mode, request_id=request_id)
         return Job(self._runner, self._runner.run(retried))
 
+    def revert_job(self, job_id: str, *, request_id: str | None = None) -> Job:
+        """Reverts an ended job; returns the revert (see AsyncClient.revert_job)."""
+        revert = self._runner.run(self._async.revert_job(job_id, request_id=request_id))
+        return Job(self._runner, revert)
+
     def list_jobs(
         self,
         *,
@@ -266,6 +271,10 @@ class Job:
     def cancel(self) -> pb.Job:
         """Cancels the job; committed chunks stay."""
         return self._runner.run(self._job.cancel())
+
+    def revert(self, *, request_id: str | None = None) -> Job:
+        """Reverts this ended job; returns the revert (see AsyncClient.revert_job)."""
+        return Job(self._runner, self._runner.run(self._job.revert(request_id=request_id)))
 
     def download_not_imported(
         self, path: str | os.PathLike[str], statuses: Iterable[str | int] = ()

@@ -122,6 +122,11 @@ def main(
 @click.option("--dry-run", is_flag=True, help="Validate and count; write nothing.")
 @click.option("--max-errors", type=int, help="Fail the job when more rows than this fail.")
 @click.option("--all-or-nothing", is_flag=True, help="Commit nothing unless every row is valid.")
+@click.option(
+    "--revertible/--not-revertible",
+    default=True,
+    help="Record what the writes replace, so `revert` can undo the job (default: yes).",
+)
 @click.option("--delimiter", default="", help="CSV delimiter (default: sniffed).")
 @click.option(
     "--encoding", default="", help="e.g. utf-8, utf-16, windows-1252 (default: detected)."
@@ -145,6 +150,7 @@ def start(
     dry_run: bool,
     max_errors: int | None,
     all_or_nothing: bool,
+    revertible: bool,
     delimiter: str,
     encoding: str,
     sheet: str,
@@ -170,6 +176,7 @@ def start(
         dry_run=dry_run,
         max_errors=max_errors,
         all_or_nothing=all_or_nothing,
+        revertible=revertible,
         delimiter=delimiter,
         encoding=encoding,
         sheet=sheet,
@@ -367,6 +374,24 @@ def cancel(context: click.Context, job_id: str) -> None:
 
 @main.command()
 @click.argument("job_id")
+@click.option("--no-wait", is_flag=True, help="Print the revert job and return at once.")
+@click.option("--request-id", default=None, help="Idempotency key (default: a new one).")
+@click.pass_context
+def revert(context: click.Context, job_id: str, no_wait: bool, request_id: str | None) -> None:
+    """Undo an ended job: a new job deletes the rows it created, restores the rows it
+    updated and inserts again the rows it deleted; rows changed since are skipped, with a
+    note. Follows the revert to its end unless --no-wait."""
+    settings: _Settings = context.obj
+    job = settings.client(context).revert_job(job_id, request_id=request_id)
+    if no_wait:
+        _show_job(settings, job.job)
+        return
+    _follow(settings, job)
+    _exit_for(job)
+
+
+@main.command()
+@click.argument("job_id")
 @click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--status",
@@ -540,6 +565,10 @@ def _show_job(settings: _Settings, job: pb.Job) -> None:
         table.add_row(name, str(getattr(job, f"{name}_count")))
     if job.not_processed_count:
         table.add_row("not processed", str(job.not_processed_count))
+    if job.revert_of:
+        table.add_row("reverts", job.revert_of)
+    if job.reverted_by:
+        table.add_row("reverted by", job.reverted_by)
     if job.HasField("dialect"):
         table.add_row("read as", _dialect(job.dialect))
     if job.HasField("error"):

@@ -27,6 +27,7 @@ from importd_server.engine.admission import Admission
 from importd_server.engine.housekeeping import Housekeeper
 from importd_server.engine.import_types import default_types_dir, load_import_types
 from importd_server.engine.processing import ChunkProcessor
+from importd_server.engine.reverts import Reverter
 from importd_server.engine.staging import Stager, StagingLimits
 from importd_server.engine.uploads import UploadSlots
 from importd_server.engine.workers import WorkerPool
@@ -179,6 +180,7 @@ class Application:
             signer,
             self.tracing,
             self.workers.wake,
+            reverter=Reverter(self._pool, jobs, entries, admission, settings.chunk_size),
             download_links=self.download_links,
         )
 

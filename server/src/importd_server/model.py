@@ -170,6 +170,9 @@ class Job:
     # Row errors by code and column, most frequent first (each error of a row counts once).
     error_summary: tuple[ErrorCount, ...] = ()
     retry_of: uuid.UUID | None = None  # the job this one retries
+    revert_of: uuid.UUID | None = None  # the job this one reverts
+    reverted_by: uuid.UUID | None = None  # the latest job that reverts this one
+    revertible: bool = True  # whether its writes recorded what they replaced
 
     @property
     def progress(self) -> tuple[object, ...]:

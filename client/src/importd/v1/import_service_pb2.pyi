@@ -347,6 +347,7 @@ class ImportSpec(_message.Message):
     WEBHOOK_URL_FIELD_NUMBER: _builtins.int
     WEBHOOK_EVENTS_FIELD_NUMBER: _builtins.int
     RETRY_OF_FIELD_NUMBER: _builtins.int
+    REVERTIBLE_FIELD_NUMBER: _builtins.int
     import_type: _builtins.str
     """The import type's name, e.g. "contacts"."""
     mode: Global___ImportMode.ValueType
@@ -405,6 +406,12 @@ class ImportSpec(_message.Message):
     exported rows, corrected. A column "importd_row" links each row to the parent's row
     number (1 to the parent's total_rows; another value is that row's error).
     """
+    revertible: _builtins.bool
+    """Whether the job records the values its writes replace, so that RevertJob can
+    undo it (unset: true). Recording nearly doubles PostgreSQL's work per updated
+    row (nothing per created row); false skips it, and the job cannot be
+    reverted.
+    """
     @_builtins.property
     def csv(self) -> Global___CsvOptions:
         """CSV options (the encoding applies to JSON Lines too); ignored for workbooks."""
@@ -441,14 +448,20 @@ class ImportSpec(_message.Message):
         webhook_url: _builtins.str = ...,
         webhook_events: Global___WebhookEvents.ValueType = ...,
         retry_of: _builtins.str = ...,
+        revertible: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "csv", b"csv", "max_errors", b"max_errors"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "_revertible", b"_revertible", "csv", b"csv", "max_errors", b"max_errors", "revertible", b"revertible"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "all_or_nothing", b"all_or_nothing", "column_map", b"column_map", "csv", b"csv", "dry_run", b"dry_run", "file_name", b"file_name", "format", b"format", "gzip", b"gzip", "import_type", b"import_type", "labels", b"labels", "max_errors", b"max_errors", "mode", b"mode", "request_id", b"request_id", "retry_of", b"retry_of", "sheet", b"sheet", "source_uri", b"source_uri", "webhook_events", b"webhook_events", "webhook_url", b"webhook_url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "_revertible", b"_revertible", "all_or_nothing", b"all_or_nothing", "column_map", b"column_map", "csv", b"csv", "dry_run", b"dry_run", "file_name", b"file_name", "format", b"format", "gzip", b"gzip", "import_type", b"import_type", "labels", b"labels", "max_errors", b"max_errors", "mode", b"mode", "request_id", b"request_id", "retry_of", b"retry_of", "revertible", b"revertible", "sheet", b"sheet", "source_uri", b"source_uri", "webhook_events", b"webhook_events", "webhook_url", b"webhook_url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_errors: _TypeAlias = _typing.Literal["max_errors"]  # noqa: Y015
     _WhichOneofArgType__max_errors: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors"]  # noqa: Y015
+    _WhichOneofReturnType__revertible: _TypeAlias = _typing.Literal["revertible"]  # noqa: Y015
+    _WhichOneofArgType__revertible: _TypeAlias = _typing.Literal["_revertible", b"_revertible"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_errors) -> _WhichOneofReturnType__max_errors | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__revertible) -> _WhichOneofReturnType__revertible | None: ...
 
 Global___ImportSpec: _TypeAlias = ImportSpec  # noqa: Y015
 
@@ -585,6 +598,9 @@ class Job(_message.Message):
     NOT_PROCESSED_COUNT_FIELD_NUMBER: _builtins.int
     ERROR_SUMMARY_FIELD_NUMBER: _builtins.int
     RETRY_OF_FIELD_NUMBER: _builtins.int
+    REVERT_OF_FIELD_NUMBER: _builtins.int
+    REVERTED_BY_FIELD_NUMBER: _builtins.int
+    REVERTIBLE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The job's id, a UUID."""
     import_type: _builtins.str
@@ -650,6 +666,12 @@ class Job(_message.Message):
     """The id of the job this one retries (RetryJob, or ImportSpec.retry_of); empty when
     the job is no retry. A job's retries: ListJobs with filter `retry_of = "<id>"`.
     """
+    revert_of: _builtins.str
+    """For a revert (RevertJob), the id of the job it reverts."""
+    reverted_by: _builtins.str
+    """The id of the latest revert of this job, if any."""
+    revertible: _builtins.bool
+    """Whether the job recorded the values its writes replaced (RevertJob needs them)."""
     @_builtins.property
     def error(self) -> _status_pb2.Status:
         """A job-level failure, such as an unreadable file."""
@@ -726,10 +748,13 @@ class Job(_message.Message):
         not_processed_count: _builtins.int = ...,
         error_summary: _abc.Iterable[Global___ErrorCount] | None = ...,
         retry_of: _builtins.str = ...,
+        revert_of: _builtins.str = ...,
+        reverted_by: _builtins.str = ...,
+        revertible: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "_total_rows", b"_total_rows", "create_time", b"create_time", "dialect", b"dialect", "end_time", b"end_time", "error", b"error", "max_errors", b"max_errors", "start_time", b"start_time", "total_rows", b"total_rows", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "_total_rows", b"_total_rows", "all_or_nothing", b"all_or_nothing", "create_time", b"create_time", "created_count", b"created_count", "deleted_count", b"deleted_count", "dialect", b"dialect", "dry_run", b"dry_run", "end_time", b"end_time", "error", b"error", "error_summary", b"error_summary", "failed_count", b"failed_count", "file_name", b"file_name", "file_size_bytes", b"file_size_bytes", "format", b"format", "id", b"id", "import_type", b"import_type", "labels", b"labels", "max_errors", b"max_errors", "mode", b"mode", "not_processed_count", b"not_processed_count", "processed_rows", b"processed_rows", "progress_percent", b"progress_percent", "received_bytes", b"received_bytes", "request_id", b"request_id", "retry_of", b"retry_of", "rows_per_second", b"rows_per_second", "sha256", b"sha256", "skipped_count", b"skipped_count", "stage", b"stage", "staged_rows", b"staged_rows", "start_time", b"start_time", "status", b"status", "total_rows", b"total_rows", "unchanged_count", b"unchanged_count", "update_time", b"update_time", "updated_count", b"updated_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors", "_total_rows", b"_total_rows", "all_or_nothing", b"all_or_nothing", "create_time", b"create_time", "created_count", b"created_count", "deleted_count", b"deleted_count", "dialect", b"dialect", "dry_run", b"dry_run", "end_time", b"end_time", "error", b"error", "error_summary", b"error_summary", "failed_count", b"failed_count", "file_name", b"file_name", "file_size_bytes", b"file_size_bytes", "format", b"format", "id", b"id", "import_type", b"import_type", "labels", b"labels", "max_errors", b"max_errors", "mode", b"mode", "not_processed_count", b"not_processed_count", "processed_rows", b"processed_rows", "progress_percent", b"progress_percent", "received_bytes", b"received_bytes", "request_id", b"request_id", "retry_of", b"retry_of", "revert_of", b"revert_of", "reverted_by", b"reverted_by", "revertible", b"revertible", "rows_per_second", b"rows_per_second", "sha256", b"sha256", "skipped_count", b"skipped_count", "stage", b"stage", "staged_rows", b"staged_rows", "start_time", b"start_time", "status", b"status", "total_rows", b"total_rows", "unchanged_count", b"unchanged_count", "update_time", b"update_time", "updated_count", b"updated_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_errors: _TypeAlias = _typing.Literal["max_errors"]  # noqa: Y015
     _WhichOneofArgType__max_errors: _TypeAlias = _typing.Literal["_max_errors", b"_max_errors"]  # noqa: Y015
@@ -1196,6 +1221,34 @@ class CancelJobRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CancelJobRequest: _TypeAlias = CancelJobRequest  # noqa: Y015
+
+@_typing.final
+class RevertJobRequest(_message.Message):
+    """Request for RevertJob."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The id of the job to revert."""
+    request_id: _builtins.str
+    """Idempotency key (AIP-155): a repeated request with the same id returns the
+    same revert job.
+    """
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevertJobRequest: _TypeAlias = RevertJobRequest  # noqa: Y015
 
 @_typing.final
 class ExportEntriesRequest(_message.Message):

@@ -100,6 +100,11 @@ class ImportServiceStub:
                 request_serializer=importd_dot_v1_dot_import__service__pb2.RetryJobRequest.SerializeToString,
                 response_deserializer=importd_dot_v1_dot_import__service__pb2.Job.FromString,
                 _registered_method=True)
+        self.RevertJob = channel.unary_unary(
+                '/importd.v1.ImportService/RevertJob',
+                request_serializer=importd_dot_v1_dot_import__service__pb2.RevertJobRequest.SerializeToString,
+                response_deserializer=importd_dot_v1_dot_import__service__pb2.Job.FromString,
+                _registered_method=True)
         self.GetWebhookSecret = channel.unary_unary(
                 '/importd.v1.ImportService/GetWebhookSecret',
                 request_serializer=importd_dot_v1_dot_import__service__pb2.GetWebhookSecretRequest.SerializeToString,
@@ -220,6 +225,19 @@ class ImportServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RevertJob(self, request, context):
+        """Reverts an ended job: a new job (revert_of = the job) that deletes the rows
+        the job created, gives the rows it updated their previous values back and
+        inserts again the rows it deleted. A row changed since the job wrote it is
+        left as it is, SKIPPED with a note. Refused (FAILED_PRECONDITION) for a job
+        still queued or running, a dry run, a revert, a job already reverted, or one
+        whose rows expired. Its entries are the job's rows that changed the target,
+        in order, each with the job's row number as its line_number.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetWebhookSecret(self, request, context):
         """Returns the secret that signs the caller's webhooks ("whsec_..."): one per
         tenant, and another for test tokens than for live ones.
@@ -289,6 +307,11 @@ def add_ImportServiceServicer_to_server(servicer, server):
             'RetryJob': grpc.unary_unary_rpc_method_handler(
                     servicer.RetryJob,
                     request_deserializer=importd_dot_v1_dot_import__service__pb2.RetryJobRequest.FromString,
+                    response_serializer=importd_dot_v1_dot_import__service__pb2.Job.SerializeToString,
+            ),
+            'RevertJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevertJob,
+                    request_deserializer=importd_dot_v1_dot_import__service__pb2.RevertJobRequest.FromString,
                     response_serializer=importd_dot_v1_dot_import__service__pb2.Job.SerializeToString,
             ),
             'GetWebhookSecret': grpc.unary_unary_rpc_method_handler(
@@ -626,6 +649,33 @@ class ImportService:
             target,
             '/importd.v1.ImportService/RetryJob',
             importd_dot_v1_dot_import__service__pb2.RetryJobRequest.SerializeToString,
+            importd_dot_v1_dot_import__service__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevertJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/importd.v1.ImportService/RevertJob',
+            importd_dot_v1_dot_import__service__pb2.RevertJobRequest.SerializeToString,
             importd_dot_v1_dot_import__service__pb2.Job.FromString,
             options,
             channel_credentials,

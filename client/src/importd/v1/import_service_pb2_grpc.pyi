@@ -94,6 +94,15 @@ class ImportServiceStub:
     new job has retry_of set to the parent's id, and its file is a CSV in the parent's
     columns plus importd_row, the parent's row number. Idempotent by request_id.
     """
+    RevertJob: _grpc.UnaryUnaryMultiCallable[_import_service_pb2.RevertJobRequest, _import_service_pb2.Job]
+    """Reverts an ended job: a new job (revert_of = the job) that deletes the rows
+    the job created, gives the rows it updated their previous values back and
+    inserts again the rows it deleted. A row changed since the job wrote it is
+    left as it is, SKIPPED with a note. Refused (FAILED_PRECONDITION) for a job
+    still queued or running, a dry run, a revert, a job already reverted, or one
+    whose rows expired. Its entries are the job's rows that changed the target,
+    in order, each with the job's row number as its line_number.
+    """
     GetWebhookSecret: _grpc.UnaryUnaryMultiCallable[_import_service_pb2.GetWebhookSecretRequest, _import_service_pb2.WebhookSecret]
     """Returns the secret that signs the caller's webhooks ("whsec_..."): one per
     tenant, and another for test tokens than for live ones.
@@ -159,6 +168,15 @@ class ImportServiceAsyncStub(ImportServiceStub):
     RetryJobRequest.statuses). The rows come from what importd holds (no upload); the
     new job has retry_of set to the parent's id, and its file is a CSV in the parent's
     columns plus importd_row, the parent's row number. Idempotent by request_id.
+    """
+    RevertJob: _aio.UnaryUnaryMultiCallable[_import_service_pb2.RevertJobRequest, _import_service_pb2.Job]  # type: ignore[assignment]
+    """Reverts an ended job: a new job (revert_of = the job) that deletes the rows
+    the job created, gives the rows it updated their previous values back and
+    inserts again the rows it deleted. A row changed since the job wrote it is
+    left as it is, SKIPPED with a note. Refused (FAILED_PRECONDITION) for a job
+    still queued or running, a dry run, a revert, a job already reverted, or one
+    whose rows expired. Its entries are the job's rows that changed the target,
+    in order, each with the job's row number as its line_number.
     """
     GetWebhookSecret: _aio.UnaryUnaryMultiCallable[_import_service_pb2.GetWebhookSecretRequest, _import_service_pb2.WebhookSecret]  # type: ignore[assignment]
     """Returns the secret that signs the caller's webhooks ("whsec_..."): one per
@@ -294,6 +312,21 @@ class ImportServiceServicer(metaclass=_abc_1.ABCMeta):
         RetryJobRequest.statuses). The rows come from what importd holds (no upload); the
         new job has retry_of set to the parent's id, and its file is a CSV in the parent's
         columns plus importd_row, the parent's row number. Idempotent by request_id.
+        """
+
+    @_abc_1.abstractmethod
+    def RevertJob(
+        self,
+        request: _import_service_pb2.RevertJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_import_service_pb2.Job, _abc.Awaitable[_import_service_pb2.Job]]:
+        """Reverts an ended job: a new job (revert_of = the job) that deletes the rows
+        the job created, gives the rows it updated their previous values back and
+        inserts again the rows it deleted. A row changed since the job wrote it is
+        left as it is, SKIPPED with a note. Refused (FAILED_PRECONDITION) for a job
+        still queued or running, a dry run, a revert, a job already reverted, or one
+        whose rows expired. Its entries are the job's rows that changed the target,
+        in order, each with the job's row number as its line_number.
         """
 
     @_abc_1.abstractmethod

@@ -150,6 +150,9 @@ def job_to_proto(job: Job) -> pb.Job:
             pb.ErrorCount(code=e.code, field=e.field, count=e.count) for e in job.error_summary
         ],
         retry_of=str(job.retry_of) if job.retry_of else "",
+        revert_of=str(job.revert_of or ""),
+        reverted_by=str(job.reverted_by or ""),
+        revertible=job.revertible,
     )
     if job.dialect is not None:
         message.dialect.CopyFrom(dialect_to_proto(job.dialect))
@@ -298,6 +301,7 @@ def new_job_from_spec(
         dry_run=spec.dry_run,
         all_or_nothing=spec.all_or_nothing,
         max_errors=spec.max_errors if spec.HasField("max_errors") else None,
+        revertible=spec.revertible if spec.HasField("revertible") else True,
         labels=dict(spec.labels),
         request_id=spec.request_id or None,
         spec_digest=hashlib.sha256(identity.SerializeToString(deterministic=True)).hexdigest(),

@@ -115,6 +115,8 @@ FIELDS: dict[str, Text | Labels] = {
     "ListEntriesRequest.page_token": PAGE_TOKEN,
     "ListEntriesRequest.error_code": NAME,
     "CancelJobRequest.id": ID,
+    "RevertJobRequest.id": ID,
+    "RevertJobRequest.request_id": Text(128, TOKEN_CHARACTERS, TOKEN),
     "ExportEntriesRequest.id": ID,
     "CreateDownloadLinkRequest.id": ID,
     "WatchJobsRequest.import_type": NAME,

@@ -45,6 +45,7 @@ from importd_server.engine.retries import (
     retried_statuses,
     retry_file,
 )
+from importd_server.engine.reverts import Reverter
 from importd_server.engine.shapes import DELIMITERS, ENCODINGS, fallback_list
 from importd_server.engine.sources import open_source
 from importd_server.engine.staging import NewJob, Stager, file_pieces
@@ -105,6 +106,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         tracing: Tracing,
         on_job_queued: Callable[[], None] = lambda: None,
         *,
+        reverter: Reverter,
         download_links: DownloadLinks | None = None,
     ) -> None:
         self._settings = settings
@@ -125,6 +127,7 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
         self._tracing = tracing
         self._on_job_queued = on_job_queued
         self._links = download_links
+        self._reverter = reverter
 
     def _caller(self, context: Context, scope: str) -> Principal:
         """The authenticated caller, if its token grants `scope`."""
@@ -395,6 +398,15 @@ class ImportServicer(pb_grpc.ImportServiceServicer):
             reason="JOB_ALREADY_ENDED",
             metadata={"id": str(job_id), "status": job.status.value},
         )
+
+    @maps_errors
+    async def RevertJob(self, request: pb.RevertJobRequest, context: Context) -> pb.Job:
+        caller = self._caller(context, WRITE)
+        check_request(request)
+        job = await self._job(parse_id(request.id), caller)
+        revert = await self._reverter.revert(job, request.request_id or None)
+        self._on_job_queued()
+        return job_to_proto(revert)
 
     @maps_errors
     async def ExportEntries(

@@ -22,7 +22,14 @@ from importd_server.model import Claim, EntryStatus, ErrorCount, ImportType, Row
 from importd_server.store.entries import EntryStore
 from importd_server.store.jobs import JobStore
 from importd_server.store.pool import Connection
-from importd_server.store.targets import NOT_APPLIED, OUTCOMES, ApplyPlan, SourceColumn, apply_plan
+from importd_server.store.targets import (
+    NOT_APPLIED,
+    OUTCOMES,
+    ApplyPlan,
+    SourceColumn,
+    apply_plan,
+    revert_plan,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -62,11 +69,17 @@ class _Work:
     tenant: str | None  # the job's tenant, for tenant-scoped targets
     dry_run: bool
     all_or_nothing: bool
+    original: dict[str, Any]  # a revert's :original_id and :original_chunk_rows
 
     def rows(self, first: int, last: int) -> dict[str, Any]:
-        """The parameters of the plan's statements for rows first..last."""
+        """The parameters of the plan's lock statement for rows first..last."""
         tenant = {} if self.tenant is None else {"tenant": self.tenant}
         return {"job_id": self.claim.job_id, "first_row": first, "last_row": last, **tenant}
+
+    def apply_rows(self, first: int, last: int) -> dict[str, Any]:
+        """The parameters of the plan's apply statement for rows first..last (a revert's
+        also name the original job)."""
+        return {**self.rows(first, last), **self.original}
 
 
 @dataclass
@@ -126,13 +139,23 @@ class ChunkProcessor:
             SourceColumn(c, tuple(columns.positions.get(c.name, ())), defaults.get(c.name))
             for c in checker.columns
         )
+        revert = to_process.revert
         work = _Work(
             connection=connection,
             claim=claim,
-            plan=apply_plan(import_type, job.mode, sources),
+            plan=(
+                revert_plan(import_type, sources)
+                if revert
+                else apply_plan(import_type, job.mode, sources, job.revertible)
+            ),
             tenant=job.tenant if import_type.tenant_column else None,
             dry_run=job.dry_run,
             all_or_nothing=job.all_or_nothing,
+            original=(
+                {"original_id": revert.original_id, "original_chunk_rows": revert.chunk_rows}
+                if revert
+                else {}
+            ),
         )
         failed_unchecked: dict[int, list[RowError]] = {}
         if not to_process.validated_at_staging:
@@ -143,6 +166,11 @@ class ChunkProcessor:
             await self._entries.skip_rows(
                 connection, claim.job_id, claim.first_row, applied.outcomes, work.plan.skip_note
             )
+        for code, note in work.plan.skip_codes.items():
+            if code in applied.outcomes:
+                only = "".join("S" if c == code else NOT_APPLIED for c in applied.outcomes)
+                await self._entries.skip_rows(connection, claim.job_id, claim.first_row, only, note)
+                applied.outcomes = applied.outcomes.replace(code, "S")
         refused = {
             row: [RowError("REJECTED_BY_DATABASE", "", "", reason)]
             for row, reason in applied.refused.items()
@@ -213,7 +241,9 @@ class ChunkProcessor:
             await plan.lock_targets.fetchval(connection, **work.rows(first, last))
         try:
             async with _savepoint(connection, keep=keep):
-                outcomes: str = await plan.apply.fetchval(connection, **work.rows(first, last))
+                outcomes: str = await plan.apply.fetchval(
+                    connection, **work.apply_rows(first, last)
+                )
             return outcomes
         except REFUSED_BY_DATABASE:
             pass
@@ -224,7 +254,7 @@ class ChunkProcessor:
                 try:
                     async with _savepoint(connection, keep=keep):
                         outcome[number] = await plan.apply.fetchval(
-                            connection, **work.rows(number, number)
+                            connection, **work.apply_rows(number, number)
                         )
                     break
                 except asyncpg.UniqueViolationError as refusal:

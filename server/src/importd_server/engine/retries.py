@@ -88,7 +88,16 @@ def check_parent(parent: Job, import_type: str, field: str) -> None:
 
 
 def check_ended(parent: Job) -> None:
-    """Refuses a parent that has not ended: its rows' outcomes are not known yet."""
+    """Refuses a parent that has not ended (its rows' outcomes are not known yet), or that
+    is a revert (its rows are the original's: running them again as an import would undo
+    the revert; RevertJob the original again instead)."""
+    if parent.revert_of is not None:
+        raise FailedPrecondition(
+            f"job {parent.id} is a revert (of job {parent.revert_of}) and cannot be retried;"
+            " revert the original again instead",
+            reason="JOB_IS_A_REVERT",
+            metadata={"id": str(parent.id), "revert_of": str(parent.revert_of)},
+        )
     if not parent.status.is_terminal:
         raise FailedPrecondition(
             f"job {parent.id} has not ended ({parent.status.value}); only an ended job can be"

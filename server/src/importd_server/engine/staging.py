@@ -63,6 +63,7 @@ class NewJob:
     live: bool = True
     trace_parent: str | None = None  # the W3C traceparent of the span creating the job
     retry_of: uuid.UUID | None = None  # the ended job this one retries
+    revertible: bool = True  # whether its writes record what they replace
 
 
 @dataclass(frozen=True)
@@ -351,6 +352,7 @@ class Stager:
                 live=new_job.live,
                 options=new_job.options,
                 retry_of=new_job.retry_of,
+                revertible=new_job.revertible,
             ),
         )
         await self._jobs.record_trace_parent(connection, job_id, new_job.trace_parent)

@@ -306,6 +306,17 @@ class EntryStore:
         )
         return skipped
 
+    async def copy_rows_to_revert(
+        self, connection: Connection, original: Job, revert_id: uuid.UUID
+    ) -> int:
+        """The entries of a revert: the original's rows that changed the target, in its
+        row order, each with the original's row number as its line_number; how many."""
+        await SESSION_QUERIES["by_key_only"].execute(connection)
+        copied: int = await ENTRY_QUERIES["copy_rows_to_revert"].fetchval(
+            connection, job_id=original.id, revert_id=revert_id
+        )
+        return copied
+
     # Processing a chunk
 
     async def skip_rows(

@@ -59,6 +59,15 @@ class NewJobRow:
     live: bool
     options: Mapping[str, Any]  # the job's column map, webhook, redacted source URI, ...
     retry_of: uuid.UUID | None = None  # the job this one retries
+    revertible: bool = True  # whether its writes record what they replace (RevertJob)
+
+
+@dataclass(frozen=True)
+class RevertOf:
+    """The job a revert undoes: its id and rows per chunk (where its outcomes are)."""
+
+    original_id: uuid.UUID
+    chunk_rows: int
 
 
 @dataclass(frozen=True)
@@ -70,6 +79,7 @@ class JobToProcess:
     column_map: Mapping[str, str]  # the job's ImportSpec.column_map
     # False for jobs staged before migration 0005, whose rows were not validated then.
     validated_at_staging: bool
+    revert: RevertOf | None = None  # for a revert job, the job it undoes
 
 
 class JobStore:
@@ -215,6 +225,7 @@ class JobStore:
             live=new.live,
             options=dict(new.options),
             retry_of=new.retry_of,
+            revertible=new.revertible,
         )
 
     async def record_file(
@@ -360,6 +371,50 @@ class JobStore:
                 await self.notify(connection, job_id)
         return job_from_row(row) if row else None
 
+    # Reverts
+
+    async def lock_job(self, connection: Connection, job_id: uuid.UUID, tenant: str) -> Job | None:
+        """The tenant's job, locked until the caller's transaction ends."""
+        row = await JOB_QUERIES["lock_job"].fetchrow(connection, job_id=job_id, tenant=tenant)
+        return job_from_row(row) if row else None
+
+    async def current_revert(self, connection: Connection, job_id: uuid.UUID) -> Job | None:
+        """The job's revert that is live or ended without failing or being cancelled."""
+        row = await JOB_QUERIES["current_revert"].fetchrow(connection, job_id=job_id)
+        return job_from_row(row) if row else None
+
+    async def insert_revert(
+        self,
+        connection: Connection,
+        original: Job,
+        revert_id: uuid.UUID,
+        request_id: str | None,
+        spec_digest: str,
+        chunk_rows: int,
+    ) -> None:
+        """A QUEUED revert of `original`, which names it as its latest revert."""
+        await JOB_QUERIES["insert_revert"].execute(
+            connection,
+            job_id=original.id,
+            revert_id=revert_id,
+            request_id=request_id,
+            spec_digest=spec_digest,
+            chunk_rows=chunk_rows,
+        )
+
+    async def record_revert_rows(
+        self, connection: Connection, revert_id: uuid.UUID, total_rows: int, chunk_rows: int
+    ) -> None:
+        """The revert's rows are its entries: records how many, and makes its chunks (or
+        ends it at once when it has none)."""
+        await JOB_QUERIES["record_revert_rows"].execute(
+            connection, job_id=revert_id, total_rows=total_rows
+        )
+        if total_rows:
+            await self.create_chunks(connection, revert_id, total_rows, chunk_rows)
+        else:
+            await self.finish_if_done(connection, revert_id)
+
     async def notify(self, connection: Connection, job_id: uuid.UUID) -> None:
         """Tells every replica's progress hub the job changed (delivered when the
         transaction commits)."""
@@ -406,6 +461,7 @@ class JobStore:
             row["columns"],
             row["options"].get("column_map", {}),
             row["validated_at_staging"],
+            RevertOf(row["revert_of"], row["original_chunk_rows"]) if row["revert_of"] else None,
         )
 
     async def extend_lease(self, connection: Connection, claim: Claim, seconds: float) -> None:
@@ -507,6 +563,9 @@ def job_from_row(row: Any) -> Job:
         # A webhook's copy of a job from before migration 0011 has no summary.
         error_summary=error_summary_from_json(row["error_summary"] or []),
         retry_of=row["retry_of"],
+        revert_of=row["revert_of"],
+        reverted_by=row["reverted_by"],
+        revertible=row["revertible"],
     )
 
 

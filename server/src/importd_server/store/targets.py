@@ -6,7 +6,8 @@ loaded) and is quoted again; nothing from an imported file ever reaches this SQL
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import cache
 
 from importd_server.model import ColumnSpec, EntryStatus, ImportMode, ImportType
@@ -131,14 +132,21 @@ class ApplyPlan:
     lock_targets: Query | None
     apply: Query
     skip_note: str | None
+    # Further characters `apply` may return for a skipped row, each with the row's note
+    # (a revert says why it left a row as it is); they are SKIPPED ('S') on the chunk.
+    skip_codes: Mapping[str, str] = field(default_factory=dict)
 
 
 @cache
 def apply_plan(
-    import_type: ImportType, mode: ImportMode, sources: tuple[SourceColumn, ...]
+    import_type: ImportType,
+    mode: ImportMode,
+    sources: tuple[SourceColumn, ...],
+    record_replaced: bool = True,
 ) -> ApplyPlan:
     """The plan for target rows made of `sources`; only columns present in the file (with
-    positions) are updated."""
+    positions) are updated. `record_replaced`: the values its writes replace are kept in
+    import_before_images (for RevertJob)."""
     table = quote(import_type.table)
     tenant = [import_type.tenant_column] if import_type.tenant_column else []
     names = [*tenant, *(s.column.name for s in sources)]
@@ -147,21 +155,9 @@ def apply_plan(
     key_list = ", ".join(keys)
 
     def in_key_order(alias: str) -> str:
-        # Every writer takes rows in this order, so two jobs on the same keys queue instead
-        # of deadlocking; byte order ("C") sorts text several times faster than a locale.
-        text_keys = {import_type.tenant_column} | {
-            c.name for c in import_type.columns if SQL_TYPES[c.type] == "text"
-        }
-        return ", ".join(
-            f'{alias}{quote(k)} COLLATE "C"' if k in text_keys else f"{alias}{quote(k)}"
-            for k in import_type.table_key
-        )
+        return _key_order(import_type, alias)
 
-    updated = [
-        quote(s.column.name)
-        for s in sources
-        if s.positions and s.column.name not in import_type.key
-    ]
+    updated = [quote(name) for name in updated_columns(import_type, sources)]
     values = [*(f":tenant::text AS {quote(n)}" for n in tenant), *(_source(s) for s in sources)]
     # A batch of the job's entries; the values of pending rows, typed.
     source = f"""
@@ -244,10 +240,33 @@ def apply_plan(
         ]
         outcome = "CASE WHEN s.row_number IN (SELECT row_number FROM applied) THEN 'D' ELSE 'S' END"
         skip_note = KEY_MISSING
-    lock_targets = f"""
-        SELECT count(*) FROM (
-            SELECT 1 FROM {table} t JOIN ({source}) s ON s.pending AND {match("t", "s")}
-            ORDER BY {in_key_order("t.")} FOR UPDATE OF t) locked"""
+    replaced = _replaced(mode, updated, differs("t", "s")) if record_replaced else None
+    if replaced is not None:
+        # What the writes replace, for RevertJob, in the same statement: read from the
+        # statement's snapshot, i.e. before its writes, with a lookup of its own (no join
+        # with the writes' results, which the planner could make quadratic). UPDATE and
+        # DELETE locked their rows first, so the snapshot holds exactly the rows they
+        # change; an UPSERT's row changed by another job in between keeps the older image.
+        # Null values are stripped (jsonb_populate_record reads a missing key as NULL),
+        # and with them the rows not changed.
+        rows, condition = replaced
+        image = (
+            "to_jsonb(t)"
+            if mode is ImportMode.DELETE
+            else _image(updated_columns(import_type, sources))
+        )
+        writes.append(
+            f"""replaced AS MATERIALIZED (
+            SELECT jsonb_strip_nulls(jsonb_object_agg(s.row_number, (
+                       SELECT CASE WHEN {condition} THEN {image} END
+                       FROM {table} t WHERE {match("t", "s")}))) AS images
+            FROM source s WHERE {rows}),
+        before_images AS (
+            INSERT INTO import_before_images (job_id, first_row, last_row, images)
+            SELECT :job_id, :first_row, :last_row, images FROM replaced
+            WHERE images <> '{{}}')"""
+        )
+    lock_targets = _lock_targets(import_type, source)
     # Data-modifying CTEs must sit at the top level, hence one flat WITH; they run whether
     # or not they are read.
     apply = f"""
@@ -268,6 +287,60 @@ def apply_plan(
     )
 
 
+def updated_columns(import_type: ImportType, sources: tuple[SourceColumn, ...]) -> list[str]:
+    """The columns a job writes to a target row that exists: those its file has, but the
+    key."""
+    return [s.column.name for s in sources if s.positions and s.column.name not in import_type.key]
+
+
+def _replaced(mode: ImportMode, updated: list[str], differs: str) -> tuple[str, str] | None:
+    """Which rows of the batch (`s`) the apply statement will change or delete: those
+    matching the first condition whose target row (`t`, as it was) matches the second; None
+    when it changes none (INSERT mode, or no column to update)."""
+    if mode is ImportMode.DELETE:
+        return "s.pending", "true"
+    if mode is ImportMode.UPDATE and updated:
+        return "s.pending", differs
+    if mode is ImportMode.UPSERT and updated:
+        return "s.pending AND s.found = 'differs'", "true"
+    return None
+
+
+def _image(columns: list[str]) -> str:
+    """A JSON object of these columns of the target row `t`, 50 a call (the limit of
+    a function's arguments is 100)."""
+    parts = [
+        "jsonb_build_object(" + ", ".join(f"{_literal(c)}, t.{quote(c)}" for c in group) + ")"
+        for group in (columns[i : i + 50] for i in range(0, len(columns), 50))
+    ]
+    return " || ".join(parts)
+
+
+def _lock_targets(import_type: ImportType, source: str) -> str:
+    """Locks the target rows the pending entries of `source` (a batch, with its key
+    columns) match, in key order."""
+    keys = [quote(k) for k in import_type.table_key]
+    match = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+    return f"""
+        SELECT count(*) FROM (
+            SELECT 1 FROM {quote(import_type.table)} t JOIN ({source}) s
+                ON s.pending AND {match}
+            ORDER BY {_key_order(import_type, "t.")} FOR UPDATE OF t) locked"""
+
+
+def _key_order(import_type: ImportType, alias: str) -> str:
+    """The ORDER BY list of the target's key: every writer takes rows in this order, so two
+    jobs on the same keys queue instead of deadlocking; byte order ("C") sorts text several
+    times faster than a locale."""
+    text_keys = {import_type.tenant_column} | {
+        c.name for c in import_type.columns if SQL_TYPES[c.type] == "text"
+    }
+    return ", ".join(
+        f'{alias}{quote(k)} COLLATE "C"' if k in text_keys else f"{alias}{quote(k)}"
+        for k in import_type.table_key
+    )
+
+
 def _source(source: SourceColumn) -> str:
     """The typed value of a source column, for pending rows (others may hold any text)."""
     texts = [f"nullif((coalesce(e.clean, e.raw))[{p + 1}], '')" for p in source.positions]
@@ -284,3 +357,135 @@ def _source(source: SourceColumn) -> str:
 def _literal(text: str) -> str:
     """A SQL string literal (the text comes from an import type's TOML, never a file)."""
     return "'" + text.replace("'", "''") + "'"
+
+
+# Why a revert leaves a row of the original job as it is (ApplyPlan.skip_codes).
+REVERT_SKIPS = {
+    "g": "not reverted: the row was deleted since the import",
+    "c": "not reverted: the row was changed since the import",
+    "e": "not reverted: a row with this key was created again since the import",
+}
+
+
+@cache
+def revert_plan(import_type: ImportType, sources: tuple[SourceColumn, ...]) -> ApplyPlan:
+    """The plan of a revert job whose original applied target rows made of `sources`.
+
+    A revert's entries are the original's rows that changed the target, in its row order;
+    an entry's line_number is the original's row number. Its statements take :job_id,
+    :first_row, :last_row (and :tenant) as an ApplyPlan's, plus :original_id and
+    :original_chunk_rows. Per row, by what the original did (its chunk's outcome):
+    CREATED: the row is deleted if it still holds what the import wrote ('D'); UPDATED:
+    its previous values come back if the updated columns still hold what the import wrote
+    ('U'); DELETED: the deleted row is inserted again unless its key exists ('C'). Else the
+    row is left as it is, with a REVERT_SKIPS code.
+    """
+    table = quote(import_type.table)
+    tenant = [import_type.tenant_column] if import_type.tenant_column else []
+    written = [*tenant, *(s.column.name for s in sources)]
+    updated = updated_columns(import_type, sources)
+    keys = [quote(k) for k in import_type.table_key]
+    match = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+    values = [*(f":tenant::text AS {quote(n)}" for n in tenant), *(_source(s) for s in sources)]
+    # A batch of the revert's entries with the original's values, typed.
+    source = f"""
+        SELECT e.row_number, e.line_number AS original_row, e.status = 'PENDING' AS pending,
+               {", ".join(values)}
+        FROM import_entries e
+        WHERE e.job_id = :job_id AND e.row_number BETWEEN :first_row AND :last_row"""
+
+    def same(columns: list[str]) -> str:
+        if not columns:
+            return "false"
+        quoted = [quote(c) for c in columns]
+        return (
+            f"ROW({', '.join(f't.{c}' for c in quoted)}) IS NOT DISTINCT FROM"
+            f" ROW({', '.join(f's.{c}' for c in quoted)})"
+        )
+
+    # The original's rows the batch reverts, and the original's outcomes of those rows: its
+    # chunks' outcome strings from the first row's chunk to the last's, as bytes (a row's
+    # outcome is then one get_byte, not a walk through a UTF-8 string).
+    bounds = """
+        SELECT (SELECT line_number FROM import_entries
+                WHERE job_id = :job_id AND row_number = :first_row) AS first_row,
+               (SELECT line_number FROM import_entries
+                WHERE job_id = :job_id AND row_number = :last_row) AS last_row"""
+    original = """
+        SELECT min(c.first_row) AS first_row, convert_to(string_agg(
+                   coalesce(c.outcomes, repeat('-', (c.last_row - c.first_row + 1)::integer)),
+                   '' ORDER BY c.chunk_number), 'UTF8') AS outcomes
+        FROM import_chunks c
+        WHERE c.job_id = :original_id
+          AND c.chunk_number BETWEEN
+              ((SELECT first_row FROM bounds) - 1) / :original_chunk_rows + 1
+              AND ((SELECT last_row FROM bounds) - 1) / :original_chunk_rows + 1"""
+    # The previous values of the batch's rows, from the images of the original's batches
+    # that overlap it, in one object (looked up per row, no join).
+    images = """
+        SELECT coalesce(jsonb_object_agg(i.key, i.value), '{}') AS by_row
+        FROM import_before_images b, jsonb_each(b.images) i
+        WHERE b.job_id = :original_id
+          AND b.first_row <= (SELECT last_row FROM bounds)
+          AND b.last_row >= (SELECT first_row FROM bounds)"""
+    marked = f"""
+        SELECT s.*, chr(get_byte((SELECT outcomes FROM original),
+                                 (s.original_row - (SELECT first_row FROM original))::integer))
+                   AS done
+        FROM ({source}) s"""
+    # The target row of each row's key: NULL (none), 'same' (as the import wrote it) or
+    # 'changed'; and its previous values, if the import replaced it.
+    found = f"""
+        SELECT s.*, (
+            SELECT CASE WHEN CASE s.done WHEN 'C' THEN {same(written)}
+                                         WHEN 'U' THEN {same(updated)} ELSE false END
+                        THEN 'same' ELSE 'changed' END
+            FROM {table} t WHERE {match}
+        ) AS found,
+        CASE WHEN s.done IN ('U', 'D') THEN (SELECT by_row FROM images) -> s.original_row::text
+        END AS image
+        FROM marked s"""
+    restore = (
+        f"""restored AS (
+            UPDATE {table} t SET ({", ".join(quote(c) for c in updated)}) = (
+                SELECT {", ".join(f"r.{quote(c)}" for c in updated)}
+                FROM jsonb_populate_record(NULL::{table}, s.image) r)
+            FROM source s
+            WHERE s.pending AND s.done = 'U' AND s.found = 'same' AND s.image IS NOT NULL
+              AND {match}
+            RETURNING s.row_number)"""
+        if updated
+        else "restored AS (SELECT NULL::bigint AS row_number WHERE false)"
+    )
+    apply = f"""
+        WITH bounds AS MATERIALIZED ({bounds}),
+        original AS MATERIALIZED ({original}),
+        images AS MATERIALIZED ({images}),
+        marked AS MATERIALIZED ({marked}),
+        source AS MATERIALIZED ({found}),
+        deleted AS (
+            DELETE FROM {table} t USING source s
+            WHERE s.pending AND s.done = 'C' AND s.found = 'same' AND {match}
+            RETURNING s.row_number),
+        {restore},
+        reinserted AS (
+            INSERT INTO {table}
+            SELECT (jsonb_populate_record(NULL::{table}, s.image)).* FROM source s
+            WHERE s.pending AND s.done = 'D' AND s.found IS NULL AND s.image IS NOT NULL
+            ORDER BY {_key_order(import_type, "s.")})
+        SELECT string_agg(
+            CASE WHEN NOT s.pending THEN '{NOT_APPLIED}'
+                 WHEN s.row_number IN (SELECT row_number FROM deleted) THEN 'D'
+                 WHEN s.row_number IN (SELECT row_number FROM restored) THEN 'U'
+                 WHEN s.done = 'D' AND s.found IS NULL AND s.image IS NOT NULL THEN 'C'
+                 WHEN s.found IS NULL THEN 'g'
+                 WHEN s.done = 'D' THEN 'e'
+                 ELSE 'c' END,
+            '' ORDER BY s.row_number) AS outcomes
+        FROM source s"""
+    return ApplyPlan(
+        lock_targets=numbered("lock_targets", _lock_targets(import_type, source)),
+        apply=numbered("revert", apply),
+        skip_note=None,
+        skip_codes=REVERT_SKIPS,
+    )

@@ -263,3 +263,24 @@ WHERE root_row > :after_row
 ORDER BY root_row
 OFFSET :offset
 LIMIT :limit;
+-- name: copy_rows_to_revert
+-- The entries of a revert (:revert_id) of job :job_id: the original's rows that changed the
+-- target (CREATED, UPDATED or DELETED in their chunk's outcome string), numbered 1.. in the
+-- original's row order, each with the original's row number as its line_number and the
+-- original's fields. Returns how many. The outcome strings are split once, character by
+-- character (a substr per row walks its UTF-8 string: quadratic in the chunk's size).
+WITH changed AS (
+    SELECT c.first_row + o.n - 1 AS row_number
+    FROM import_chunks c,
+         string_to_table(c.outcomes, NULL) WITH ORDINALITY AS o(outcome, n)
+    WHERE c.job_id = :job_id AND o.outcome IN ('C', 'U', 'D')
+), copied AS (
+    INSERT INTO import_entries (job_id, row_number, line_number, key, raw, clean)
+    SELECT :revert_id, row_number() OVER (ORDER BY e.row_number), e.row_number, e.key,
+           e.raw, e.clean
+    FROM changed x
+    JOIN import_entries e ON e.job_id = :job_id AND e.row_number = x.row_number
+    WHERE e.status = 'PENDING'
+    RETURNING 1
+)
+SELECT count(*) FROM copied;

@@ -65,11 +65,12 @@ SELECT status, count(*) AS n FROM import_jobs GROUP BY status;
 -- visible (and counts as active) from the file's first byte.
 INSERT INTO import_jobs (
     id, tenant, import_type, mode, format, options, status, stage, file_name, dry_run,
-    all_or_nothing, max_errors, labels, request_id, spec_digest, live, retry_of, update_time
+    all_or_nothing, max_errors, labels, request_id, spec_digest, live, retry_of, revertible,
+    update_time
 ) VALUES (
     :job_id, :tenant, :import_type, :mode, :format, :options, 'QUEUED', 'RECEIVING',
     :file_name, :dry_run, :all_or_nothing, :max_errors, :labels, :request_id, :spec_digest,
-    :live, :retry_of, clock_timestamp()
+    :live, :retry_of, :revertible, clock_timestamp()
 );
 
 -- name: record_trace_parent
@@ -150,8 +151,12 @@ WITH interrupted AS (
 SELECT id, pg_notify(:channel, id::text) FROM failed;
 
 -- name: job_to_process
--- The job of a chunk about to be processed, if it is still live.
-SELECT * FROM import_jobs WHERE id = :job_id AND status = ANY(:live::text[]);
+-- The job of a chunk about to be processed, if it is still live; for a revert, the rows per
+-- chunk of the job it undoes.
+SELECT j.*, o.chunk_rows AS original_chunk_rows
+FROM import_jobs j
+LEFT JOIN import_jobs o ON o.id = j.revert_of
+WHERE j.id = :job_id AND j.status = ANY(:live::text[]);
 
 -- name: start_job
 UPDATE import_jobs
@@ -240,7 +245,8 @@ WHERE id = :job_id AND tenant = :tenant AND status = ANY(:live::text[])
 RETURNING *;
 
 -- name: remove_expired_entries
--- Up to :limit jobs that ended more than :seconds ago lose their entries and chunks; the
+-- Up to :limit jobs that ended more than :seconds ago lose their entries, chunks and the
+-- previous values their writes replaced (so they can no longer be reverted); the
 -- job rows stay, marked. SKIP LOCKED: replicas doing this together share the work.
 WITH expired AS (
     SELECT id FROM import_jobs
@@ -252,6 +258,8 @@ WITH expired AS (
     DELETE FROM import_entries e USING expired x WHERE e.job_id = x.id
 ), chunks AS (
     DELETE FROM import_chunks c USING expired x WHERE c.job_id = x.id
+), before_images AS (
+    DELETE FROM import_before_images b USING expired x WHERE b.job_id = x.id
 )
 UPDATE import_jobs j SET entries_removed_time = now()
 FROM expired x
@@ -262,3 +270,39 @@ RETURNING j.id;
 -- Tells every replica's progress hub the job changed (delivered when the transaction
 -- commits).
 SELECT pg_notify(:channel, :job_id);
+
+-- name: lock_job
+-- The tenant's job, locked until the caller's transaction ends (a revert is decided under it).
+SELECT * FROM import_jobs WHERE id = :job_id AND tenant = :tenant FOR UPDATE;
+
+-- name: current_revert
+-- The revert of a job that is live or ended without failing or being cancelled: at most one
+-- (import_jobs_one_revert).
+SELECT * FROM import_jobs
+WHERE revert_of = :job_id AND status NOT IN ('FAILED', 'CANCELLED');
+
+-- name: insert_revert
+-- A revert of job :job_id, QUEUED with its rows already staged: the original's import type,
+-- mode, file name, columns and column map (its chunks read the original's entries' values
+-- as the original did) and webhook; chunks of :chunk_rows rows. The original names it as
+-- its latest revert.
+WITH revert AS (
+    INSERT INTO import_jobs (
+        id, tenant, import_type, mode, format, options, status, file_name, columns,
+        request_id, spec_digest, live, revert_of, chunk_rows, update_time
+    )
+    SELECT :revert_id, tenant, import_type, mode, format,
+           jsonb_strip_nulls(jsonb_build_object(
+               'column_map', options -> 'column_map', 'webhook', options -> 'webhook')),
+           'QUEUED', file_name, columns, :request_id, :spec_digest, live, id, :chunk_rows,
+           clock_timestamp()
+    FROM import_jobs WHERE id = :job_id
+    RETURNING revert_of
+)
+UPDATE import_jobs j SET reverted_by = :revert_id FROM revert r WHERE j.id = r.revert_of;
+
+-- name: record_revert_rows
+-- How many rows the revert has (its entries are written): its total, all staged.
+UPDATE import_jobs
+SET total_rows = :total_rows, staged_rows = :total_rows, update_time = clock_timestamp()
+WHERE id = :job_id;
