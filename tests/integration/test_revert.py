@@ -138,35 +138,42 @@ async def test_any_import_reverted_leaves_the_table_exactly_as_before(
     assert revert.total_rows == job.created_count + job.updated_count + job.deleted_count
 
 
-async def test_revert_of_a_delete_brings_the_rows_back_whole(
-    stub: pb_grpc.ImportServiceStub, db: asyncpg.Connection
+@pytest.mark.parametrize(
+    ("mode", "file", "done", "undone"),
+    [
+        # A DELETE's revert brings the rows back whole; a missing key was skipped.
+        (
+            pb.IMPORT_MODE_DELETE,
+            b"email\nold1@x.com\nmissing@x.com\nold3@x.com\n",
+            {"deleted": 2, "skipped": 1},
+            {"created": 2},
+        ),
+        # An UPDATE's revert restores only the columns it changed.
+        (
+            pb.IMPORT_MODE_UPDATE,
+            b"email,last_name\nold1@x.com,Other\nold2@x.com,\n",
+            {"updated": 2},
+            {"updated": 2},
+        ),
+    ],
+    ids=["delete", "update"],
+)
+async def test_revert_of_a_delete_or_an_update_restores_the_table(
+    stub: pb_grpc.ImportServiceStub,
+    db: asyncpg.Connection,
+    mode: int,
+    file: bytes,
+    done: dict[str, int],
+    undone: dict[str, int],
 ) -> None:
     await import_and_wait(stub, BEFORE)
     before = await table(db)
-    job = await import_and_wait(
-        stub, b"email\nold1@x.com\nmissing@x.com\nold3@x.com\n", mode=pb.IMPORT_MODE_DELETE
-    )
-    assert counts(job) == {"deleted": 2, "skipped": 1}
+    job = await import_and_wait(stub, file, mode=mode)
+    assert counts(job) == done
 
     revert = await revert_and_wait(stub, job.id)
 
-    assert counts(revert) == {"created": 2}
-    assert await table(db) == before
-
-
-async def test_revert_of_an_update_restores_only_what_it_changed(
-    stub: pb_grpc.ImportServiceStub, db: asyncpg.Connection
-) -> None:
-    await import_and_wait(stub, BEFORE)
-    before = await table(db)
-    job = await import_and_wait(
-        stub, b"email,last_name\nold1@x.com,Other\nold2@x.com,\n", mode=pb.IMPORT_MODE_UPDATE
-    )
-    assert counts(job) == {"updated": 2}
-
-    revert = await revert_and_wait(stub, job.id)
-
-    assert counts(revert) == {"updated": 2}
+    assert counts(revert) == undone
     assert await table(db) == before
 
 

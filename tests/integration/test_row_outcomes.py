@@ -187,10 +187,11 @@ async def test_max_errors_reached_at_staging_leaves_every_valid_row_not_processe
     assert [e.row_number for e in not_processed] == [1, 7]
 
 
-async def test_a_job_failed_by_a_chunk_that_keeps_failing_counts_its_rows_not_processed(
+async def test_a_chunk_that_keeps_failing_fails_its_job_with_its_rows_not_processed(
     make_app: AppFactory, database_url: str, db: asyncpg.Connection
 ) -> None:
     job_id = await staged_job(make_app, database_url, rows=6)
+    # Something outside importd breaks the target: every attempt at the chunk errors.
     await db.execute(
         "CREATE FUNCTION broken() RETURNS trigger LANGUAGE plpgsql AS"
         " $$ BEGIN RAISE EXCEPTION 'the target is broken'; END $$"
@@ -201,7 +202,9 @@ async def test_a_job_failed_by_a_chunk_that_keeps_failing_counts_its_rows_not_pr
         async with grpc.aio.insecure_channel(f"127.0.0.1:{worker.port}") as channel:
             stub = pb_grpc.ImportServiceStub(channel)
             job = await wait_for_job(stub, job_id, within=20)
+            assert job.status == pb.JOB_STATUS_FAILED
             assert job.error.message == "chunk 1 (rows 1-4) failed 2 times; see the server log"
+            assert await db.fetchval("SELECT count(*) FROM contacts") == 0
             assert job.not_processed_count == 6
             assert_counts_add_up(job)
             await assert_entries_agree_with_job(stub, job)

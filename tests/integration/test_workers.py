@@ -102,25 +102,3 @@ async def test_cancel_mid_run_keeps_committed_chunks_and_never_runs_the_rest(
     )
     assert [r["lease_owner"] for r in untouched] == [None, None, None]
     await holder.close()
-
-
-async def test_a_chunk_that_keeps_failing_fails_its_job_after_max_attempts(
-    make_app: AppFactory, database_url: str, db: asyncpg.Connection
-) -> None:
-    job_id = await staged_job(make_app, database_url, rows=4)
-    # Something outside importd breaks the target: every attempt at the chunk errors.
-    await db.execute(
-        "CREATE FUNCTION broken() RETURNS trigger LANGUAGE plpgsql AS"
-        " $$ BEGIN RAISE EXCEPTION 'the target is broken'; END $$"
-    )
-    await db.execute("CREATE TRIGGER broken BEFORE INSERT ON contacts EXECUTE FUNCTION broken()")
-    try:
-        worker = await make_app(workers=1, max_attempts=2, lease_seconds=0.2)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{worker.port}") as channel:
-            job = await wait_for_job(pb_grpc.ImportServiceStub(channel), job_id, within=20)
-    finally:
-        await db.execute("DROP TRIGGER broken ON contacts")
-        await db.execute("DROP FUNCTION broken()")
-    assert job.status == pb.JOB_STATUS_FAILED
-    assert job.error.message == "chunk 1 (rows 1-4) failed 2 times; see the server log"
-    assert await db.fetchval("SELECT count(*) FROM contacts") == 0
