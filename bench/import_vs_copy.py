@@ -299,7 +299,16 @@ async def reset(database_url: str, *, keep_contacts: bool = False) -> None:
     connection = await asyncpg.connect(database_url)
     try:
         tables = "import_entries, import_chunks, webhook_attempts, webhook_deliveries, import_jobs"
-        await connection.execute(f"TRUNCATE {tables}{'' if keep_contacts else ', contacts'}")
+        for attempt in range(3):
+            try:
+                await connection.execute(
+                    f"TRUNCATE {tables}{'' if keep_contacts else ', contacts'}"
+                )
+                break
+            except asyncpg.DeadlockDetectedError:
+                # The server's start-up reads these tables meanwhile (its housekeeper).
+                if attempt == 2:
+                    raise
         await connection.execute("VACUUM ANALYZE")
     finally:
         await connection.close()
