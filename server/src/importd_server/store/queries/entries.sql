@@ -17,11 +17,7 @@
 -- aggregate finds the repeated keys and their last rows, kept in one jsonb object that
 -- each entry read looks its key up in; the superseded ones are then updated by their
 -- ctid (a TID scan).
-WITH entry AS NOT MATERIALIZED (
-    SELECT ctid AS at, row_number, key, status
-    FROM import_entries
-    WHERE job_id = :job_id AND key IS NOT NULL AND :candidates::bigint[] IS NULL
-    UNION ALL
+WITH candidate AS MATERIALIZED (
     SELECT found.*
     FROM unnest(:candidates::bigint[]) AS candidate (row_number),
          LATERAL (SELECT ctid AS at, row_number, key, status
@@ -29,6 +25,14 @@ WITH entry AS NOT MATERIALIZED (
                   WHERE job_id = :job_id AND row_number = candidate.row_number
                     AND key IS NOT NULL
                   OFFSET 0) found
+), entry AS NOT MATERIALIZED (
+    -- Read twice below: every entry is scanned twice (held, they would spill to disk),
+    -- the candidates looked up once.
+    SELECT ctid AS at, row_number, key, status
+    FROM import_entries
+    WHERE job_id = :job_id AND key IS NOT NULL AND :candidates::bigint[] IS NULL
+    UNION ALL
+    SELECT * FROM candidate
 ), repeated AS MATERIALIZED (
     SELECT jsonb_object_agg(key, last_row) AS last_rows,
            coalesce(sum(failed_before_last), 0)::bigint AS were_failed
