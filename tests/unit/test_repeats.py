@@ -24,7 +24,7 @@ def blocks(draw: st.DrawFn) -> list[list[tuple[int, str | None]]]:
     return [draw(st.permutations(part)) for part in parts]
 
 
-def noted(parts: list[list[tuple[int, str | None]]], max_rows: int = 1 << 22) -> RepeatedKeys:
+def noted(parts: list[list[tuple[int, str | None]]], max_rows: int = 1 << 21) -> RepeatedKeys:
     repeats = RepeatedKeys(max_rows)
     for part in parts:
         repeats.add(
