@@ -37,6 +37,7 @@ class BlockChecker:
         self._known = -1
         self._checker = RowChecker(import_type, {}, mode)
         self._defaults: dict[str, str | None] = {}
+        self._by_field = True
 
     def check(self, block: Block) -> NewEntries:
         """The block's rows as entries."""
@@ -45,6 +46,8 @@ class BlockChecker:
             self._known = len(self._columns.names)
             self._checker = RowChecker(self._import_type, self._columns.positions, self._mode)
             self._defaults = self._checker.defaults()
+            # A column read from several fields (JSON Lines aliases): whole rows only.
+            self._by_field = all(len(where) <= 1 for where in self._columns.positions.values())
         if isinstance(block, ColumnBlock):
             return self._check_columns(block)
         return self._check_rows(block)
@@ -57,15 +60,20 @@ class BlockChecker:
         accepted = pc.is_valid(fields[0])  # all true
         if self._import_type.row_validator is not None:
             accepted = pc.invert(accepted)  # a hook is Python per row: RowChecker runs it
+        # Per column of the checker: where the file has it, and which of its fields the
+        # fast path accepts (None: absent, NULL or its default for every row alike).
+        verdicts: list[tuple[int | None, pa.Array | None]] = []
         for column in self._checker.columns:
             where = positions.get(column.name)
-            if where:  # an absent column is NULL or its default, for every row alike
-                default_valid = (
-                    self._defaults[column.name] is not None
-                    if column.name in self._defaults
-                    else None
-                )
-                accepted = pc.and_(accepted, accepts(column, fields[where[0]], default_valid))
+            if not where:
+                verdicts.append((None, None))
+                continue
+            default_valid = (
+                self._defaults[column.name] is not None if column.name in self._defaults else None
+            )
+            ok = accepts(column, fields[where[0]], default_valid)
+            verdicts.append((where[0], ok))
+            accepted = pc.and_(accepted, ok)
         keys = self._fast_keys(fields)
         statuses = pa.repeat(PENDING, rows)
         clean = pa.nulls(rows, pa.string())
@@ -73,10 +81,7 @@ class BlockChecker:
         refused = pc.invert(accepted)
         slow = pc.indices_nonzero(refused)
         if len(slow):
-            values = [f.take(slow).to_pylist() for f in fields]
-            checked = _Checked()
-            for row in zip(*values, strict=True):
-                checked.check(self._checker, list(row))
+            checked = self._check_refused(fields, slow, verdicts)
             statuses = pc.replace_with_mask(statuses, refused, pa.array(checked.statuses))
             keys = pc.replace_with_mask(keys, refused, pa.array(checked.keys, pa.string()))
             clean = pc.replace_with_mask(clean, refused, pa.array(checked.clean, pa.string()))
@@ -91,6 +96,38 @@ class BlockChecker:
             errors=errors,
         )
         return entries.concat(self._check_rows(block.odd_rows)) if block.odd_rows else entries
+
+    def _check_refused(
+        self,
+        fields: list[pa.Array],
+        slow: pa.Array,
+        verdicts: list[tuple[int | None, pa.Array | None]],
+    ) -> _Checked:
+        """The rows at `slow`, which the fast path refused. Only the fields it refused can
+        hold errors: RowChecker checks those field by field, in column order, which gives
+        a failed row its errors; the rest (valid, but not spelled canonically) it checks
+        whole, for their clean values and keys."""
+        failures: dict[int, list[RowError]] = {}  # position in `slow` -> errors
+        if self._by_field:
+            for index, (position, ok) in enumerate(verdicts):
+                if position is None or ok is None:
+                    if (error := self._checker.field_error(index, "")) is not None:
+                        for at in range(len(slow)):
+                            failures.setdefault(at, []).append(error)
+                    continue
+                bad = pc.indices_nonzero(pc.invert(ok.take(slow)))
+                texts = fields[position].take(slow.take(bad)).to_pylist()
+                for at, text in zip(bad.to_pylist(), texts, strict=True):
+                    if (error := self._checker.field_error(index, text)) is not None:
+                        failures.setdefault(at, []).append(error)
+        checked = _Checked()
+        values = [f.take(slow).to_pylist() for f in fields]
+        for at, row in enumerate(zip(*values, strict=True)):
+            if at in failures:
+                checked.fail(self._checker, list(row), failures[at])
+            else:
+                checked.check(self._checker, list(row))
+        return checked
 
     def _fast_keys(self, fields: list[pa.Array]) -> pa.Array:
         """The keys of the rows the fast path accepts."""
@@ -139,13 +176,16 @@ class _Checked:
     def check(self, checker: RowChecker, row: list[str]) -> None:
         result = checker.check(row)
         if result.values is None:
-            # The key even of an invalid row: if its key repeats later in the file, the row
-            # is SKIPPED (superseded), not FAILED.
-            self.add(FAILED, checker.key(row), None, _json(result.errors))
+            self.fail(checker, row, result.errors)
         else:
             clean = checker.clean_row(row, result.values)
             literal = None if clean is None else array_literal(clean)
             self.add(PENDING, checker.key_of_checked(result.values), literal, None)
+
+    def fail(self, checker: RowChecker, row: list[str], errors: Sequence[RowError]) -> None:
+        # The key even of an invalid row: if its key repeats later in the file, the row is
+        # SKIPPED (superseded), not FAILED.
+        self.add(FAILED, checker.key(row), None, _json(errors))
 
 
 def _json(errors: Sequence[RowError]) -> str:

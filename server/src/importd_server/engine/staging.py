@@ -24,6 +24,7 @@ from importd_server.engine.admission import Admission
 from importd_server.engine.checking import BlockChecker
 from importd_server.engine.parsing import FileColumns, FileError, ParseOptions
 from importd_server.engine.processing import too_many_errors
+from importd_server.engine.repeats import RepeatedKeys
 from importd_server.engine.shapes import FileReader
 from importd_server.engine.uploads import JobEnded, UploadSlots, UploadState, writing_progress
 from importd_server.errors import Aborted, AlreadyExists, ImportdError, PermissionDenied
@@ -399,6 +400,7 @@ class Stager:
         reader = FileReader(new_job.parse, new_job.import_type, new_job.mode, columns)
         blocks = reader.blocks(feed)
         checker = BlockChecker(new_job.import_type, new_job.mode, columns)
+        repeats = RepeatedKeys()
         failed = 0
         total = 0
 
@@ -409,6 +411,7 @@ class Stager:
             if block is None:
                 return None
             entries = checker.check(block)
+            repeats.add(entries.row_numbers, entries.keys)
             total += len(entries.row_numbers)
             failed += entries.failed
             return encode_entries(job_id, entries)
@@ -457,7 +460,9 @@ class Stager:
             received.dialect = reader.dialect  # a refused file's job shows how it was read
         received.total_rows = total  # the file is read whole: stage STAGING
 
-        skipped, were_failed = await self._entries.skip_superseded(connection, job_id)
+        skipped, were_failed = await self._entries.skip_superseded(
+            connection, job_id, await self._slots.run(repeats.candidates)
+        )
         failed -= were_failed
         if new_job.all_or_nothing and failed:
             # Nothing is imported: no chunk needs to run.

@@ -62,7 +62,7 @@ class RowChecker:
         self.columns: tuple[ColumnSpec, ...] = tuple(staged)
         # Defaults fill rows that are inserted; an UPDATE changes only what the file says.
         use_defaults = mode in (ImportMode.INSERT, ImportMode.UPSERT)
-        self._plan = [
+        self._plan: list[_Plan] = [
             (
                 column,
                 tuple(positions.get(column.name, ())),
@@ -80,26 +80,22 @@ class RowChecker:
         values: list[Any] = []
         errors: list[RowError] = []
         size = len(row)
-        for column, where, default, converter in self._plan:
-            text = _first_text(row, size, where)
-            if not text and default is not None:
-                text = default
-            if not text:
-                if column.required:
-                    errors.append(RowError("REQUIRED", column.name, "", "a value is required"))
-                values.append(None)
-                continue
-            try:
-                values.append(converter(column, text))
-            except _Invalid as invalid:
-                errors.append(RowError(invalid.code, column.name, text, invalid.message))
-                values.append(None)
+        for plan in self._plan:
+            value, error = _check_text(plan, _first_text(row, size, plan[1]))
+            values.append(value)
+            if error is not None:
+                errors.append(error)
         if not errors and self.import_type.row_validator is not None:
             named = {c.name: v for c, v in zip(self.columns, values, strict=True)}
             errors.extend(self.import_type.row_validator(named))
         if errors:
             return CheckedRow(None, tuple(errors))
         return CheckedRow(tuple(values), ())
+
+    def field_error(self, index: int, field: str) -> RowError | None:
+        """The error `check` finds in column `index` (of `columns`) of a row whose field for
+        it is `field` (as read; its only one), else None."""
+        return _check_text(self._plan[index], field.strip())[1]
 
     def defaults(self) -> dict[str, str | None]:
         """The columns an empty value takes a default in: each default in canonical text,
@@ -150,6 +146,24 @@ class RowChecker:
                 return None
         # One column: its value as is. Several: a JSON list, so no separator can collide.
         return parts[0] if len(parts) == 1 else json.dumps(parts)
+
+
+_Plan = tuple[ColumnSpec, tuple[int, ...], str | None, Callable[[ColumnSpec, str], Any]]
+
+
+def _check_text(plan: _Plan, text: str) -> tuple[Any, RowError | None]:
+    """A column's value from its text (stripped; empty takes the default), or its error."""
+    column, _, default, converter = plan
+    if not text and default is not None:
+        text = default
+    if not text:
+        if column.required:
+            return None, RowError("REQUIRED", column.name, "", "a value is required")
+        return None, None
+    try:
+        return converter(column, text), None
+    except _Invalid as invalid:
+        return None, RowError(invalid.code, column.name, text, invalid.message)
 
 
 def canonical_text(value: Any) -> str:

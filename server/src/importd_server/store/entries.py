@@ -282,12 +282,17 @@ class EntryStore:
             "import_entries", source=payload, columns=ENTRY_COLUMNS, format="text"
         )
 
-    async def skip_superseded(self, connection: Connection, job_id: uuid.UUID) -> tuple[int, int]:
+    async def skip_superseded(
+        self, connection: Connection, job_id: uuid.UUID, candidates: Sequence[int] | None
+    ) -> tuple[int, int]:
         """Resolves the job's repeated keys (the last row wins; the earlier ones are
         SKIPPED, saying which row superseded them): how many rows were skipped, and how
-        many of them had failed."""
+        many of them had failed. Only the `candidates` (row numbers) are read, which must
+        include every row whose key repeats; None: every row is read."""
         await SESSION_QUERIES["by_key_only"].execute(connection)
-        row = await ENTRY_QUERIES["skip_superseded_rows"].fetchrow(connection, job_id=job_id)
+        row = await ENTRY_QUERIES["skip_superseded_rows"].fetchrow(
+            connection, job_id=job_id, candidates=candidates
+        )
         return row["skipped"], row["were_failed"]
 
     async def summarize_errors(

@@ -8,11 +8,33 @@
 -- A key repeated in one file: the last row with it wins, the earlier ones are SKIPPED and
 -- say which row superseded them, even if they are invalid (their errors are dropped).
 -- Returns how many rows were skipped, and how many of those had failed.
+-- Reads only the rows :candidates names (row numbers: a superset of the rows whose key
+-- repeats, which staging finds from the keys' hashes), each looked up by its primary key
+-- (OFFSET 0 keeps the lookup per row); NULL reads every entry of the job. Each upload
+-- prepares this on a connection of its own, so the plan is made for the value given and
+-- the branch not taken is folded away.
 -- No join, so no plan the planner could misjudge (the freshly copied entries have no
 -- statistics; an estimate of one row for the job once made a join quadratic): one
 -- aggregate finds the repeated keys and their last rows, kept in one jsonb object that
--- each of the job's entries looks its key up in.
-WITH repeated AS MATERIALIZED (
+-- each entry read looks its key up in; the superseded ones are then updated by their
+-- ctid (a TID scan).
+WITH candidate AS MATERIALIZED (
+    SELECT found.*
+    FROM unnest(:candidates::bigint[]) AS candidate (row_number),
+         LATERAL (SELECT ctid AS at, row_number, key, status
+                  FROM import_entries
+                  WHERE job_id = :job_id AND row_number = candidate.row_number
+                    AND key IS NOT NULL
+                  OFFSET 0) found
+), entry AS NOT MATERIALIZED (
+    -- Read twice below: every entry is scanned twice (held, they would spill to disk),
+    -- the candidates looked up once.
+    SELECT ctid AS at, row_number, key, status
+    FROM import_entries
+    WHERE job_id = :job_id AND key IS NOT NULL AND :candidates::bigint[] IS NULL
+    UNION ALL
+    SELECT * FROM candidate
+), repeated AS MATERIALIZED (
     SELECT jsonb_object_agg(key, last_row) AS last_rows,
            coalesce(sum(failed_before_last), 0)::bigint AS were_failed
     FROM (
@@ -20,8 +42,7 @@ WITH repeated AS MATERIALIZED (
                count(*) FILTER (WHERE status = 'FAILED')
                - coalesce(max(row_number) FILTER (WHERE status = 'FAILED')
                           = max(row_number), false)::integer AS failed_before_last
-        FROM import_entries
-        WHERE job_id = :job_id AND key IS NOT NULL
+        FROM entry
         GROUP BY key COLLATE "C"
         HAVING count(*) > 1
     ) keys
@@ -30,9 +51,10 @@ WITH repeated AS MATERIALIZED (
     SET status = 'SKIPPED', errors = NULL, clean = NULL, process_time = now(),
         note = 'key ' || e.key || ' is repeated later in the file, at row '
                || ((SELECT last_rows FROM repeated) ->> e.key)
-    WHERE e.job_id = :job_id AND e.key IS NOT NULL
-      AND (SELECT last_rows FROM repeated) IS NOT NULL
-      AND e.row_number < ((SELECT last_rows FROM repeated) ->> e.key)::bigint
+    WHERE e.ctid = ANY(ARRAY(
+        SELECT at FROM entry
+        WHERE (SELECT last_rows FROM repeated) IS NOT NULL
+          AND row_number < ((SELECT last_rows FROM repeated) ->> key)::bigint))
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM skipped) AS skipped,
