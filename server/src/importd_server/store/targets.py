@@ -178,22 +178,34 @@ def apply_plan(
         # An uncorrelated IN is a hashed subplan: no join for the planner to misjudge.
         return f"({', '.join(f's.{k}' for k in keys)}) IN (SELECT {key_list} FROM {which})"
 
-    # What the target holds for the row's key, looked up by a subquery per row (never a
-    # join the planner could make scan the whole target): NULL (nothing), 'same' (the
-    # row's values already) or 'differs'. A new row is then inserted plainly, which costs
+    # What the target holds for the row's key, looked up once per row by a lateral subquery
+    # (OFFSET 0 keeps the planner from flattening it into a join that could scan the whole
+    # target): `found` is NULL (nothing), 'same' (the row's values already) or 'differs';
+    # when recording, `image` holds the updated columns' values it replaces (`_image`), for
+    # RevertJob, read in the same lookup. A new row is then inserted plainly, which costs
     # much less than ON CONFLICT's speculative insertion, and a row already there as is is
     # not touched (ON CONFLICT would lock it). A row another job inserts meanwhile makes the
     # plain INSERT fail: the batch is then applied row by row, each row looking again.
-    state = f"CASE WHEN {differs('t', 's')} THEN 'differs' ELSE 'same' END" if updated else "'same'"
+    record = record_replaced and bool(updated) and mode in (ImportMode.UPSERT, ImportMode.UPDATE)
+    state = differs("t", "s") if updated else "false"
+    image = (
+        f", CASE WHEN f.differs THEN {_image(updated_columns(import_type, sources))} END AS image"
+        if record
+        else ""
+    )
     found = f"""
-        SELECT s.*, CASE WHEN s.pending THEN (
-                   SELECT {state} FROM {table} t WHERE {match("t", "s")}) END AS found
-        FROM ({source}) s"""
+        SELECT s.*, CASE f.differs WHEN true THEN 'differs' WHEN false THEN 'same' END AS found
+               {image}
+        FROM ({source}) s LEFT JOIN LATERAL (
+            SELECT {state} AS differs{"".join(f", t.{u}" for u in updated if record)}
+            FROM {table} t WHERE s.pending AND {match("t", "s")} OFFSET 0) f ON true"""
     insert_new = f"""
             INSERT INTO {table} ({column_list})
             SELECT {column_list} FROM source WHERE pending AND found IS NULL
             ORDER BY {in_key_order("")}"""
     skip_note = None
+    # The rows whose previous values to record (`image`, a JSON object of the values).
+    replaced = "source WHERE image IS NOT NULL" if record else None
     if mode is ImportMode.UPSERT:
         writes = [f"created AS ({insert_new})"]
         outcome = "CASE WHEN s.found IS NULL THEN 'C' ELSE 'N' END"
@@ -217,54 +229,51 @@ def apply_plan(
         outcome = "CASE WHEN s.found IS NULL THEN 'C' ELSE 'S' END"
         skip_note = KEY_EXISTS
     elif mode is ImportMode.UPDATE:
-        found = source
+        # Recording, the lookup tells the rows to change and their previous values (they
+        # were locked in key order first, so the statement's snapshot holds them exactly);
+        # else the UPDATE's own join finds them.
+        if record:
+            picked, present = "s.found = 'differs'", "s.found IS NOT NULL"
+        else:
+            found = source
+            picked = f"s.pending AND {differs('t', 's')}"
+            present = f"EXISTS (SELECT 1 FROM {table} t WHERE {match('t', 's')})"
         applied = (
             f"""
             UPDATE {table} t SET {", ".join(f"{u} = s.{u}" for u in updated)}
-            FROM source s WHERE s.pending AND {match("t", "s")} AND {differs("t", "s")}
+            FROM source s WHERE {picked} AND {match("t", "s")}
             RETURNING s.row_number"""
             if updated
             else "SELECT NULL::bigint AS row_number WHERE false"
         )
         writes = [f"applied AS ({applied})"]
         outcome = f"""CASE WHEN s.row_number IN (SELECT row_number FROM applied) THEN 'U'
-                   WHEN EXISTS (SELECT 1 FROM {table} t WHERE {match("t", "s")}) THEN 'N'
-                   ELSE 'S' END"""
+                   WHEN {present} THEN 'N' ELSE 'S' END"""
         skip_note = KEY_MISSING
     else:
         found = source
+        # A deleted row's previous values are the whole row (also columns outside the import
+        # type), as DELETE returns it.
         writes = [
             f"""applied AS (
             DELETE FROM {table} t USING source s WHERE s.pending AND {match("t", "s")}
-            RETURNING s.row_number)"""
+            RETURNING s.row_number{", to_jsonb(t) AS image" if record_replaced else ""})"""
         ]
         outcome = "CASE WHEN s.row_number IN (SELECT row_number FROM applied) THEN 'D' ELSE 'S' END"
         skip_note = KEY_MISSING
-    replaced = _replaced(mode, updated, differs("t", "s")) if record_replaced else None
+        replaced = "applied" if record_replaced else None
     if replaced is not None:
-        # What the writes replace, for RevertJob, in the same statement: read from the
-        # statement's snapshot, i.e. before its writes, with a lookup of its own (no join
-        # with the writes' results, which the planner could make quadratic). UPDATE and
-        # DELETE locked their rows first, so the snapshot holds exactly the rows they
-        # change; an UPSERT's row changed by another job in between keeps the older image.
-        # Null values are stripped (jsonb_populate_record reads a missing key as NULL),
-        # and with them the rows not changed.
-        rows, condition = replaced
-        image = (
-            "to_jsonb(t)"
-            if mode is ImportMode.DELETE
-            else _image(updated_columns(import_type, sources))
-        )
+        # What the writes replace, for RevertJob, in the same statement, one row per batch:
+        # row number -> values. Null values are stripped (jsonb_populate_record reads a
+        # missing key as NULL). An UPSERT's row changed by another job between the
+        # statement's snapshot and its ON CONFLICT update keeps the older image.
         writes.append(
-            f"""replaced AS MATERIALIZED (
-            SELECT jsonb_strip_nulls(jsonb_object_agg(s.row_number, (
-                       SELECT CASE WHEN {condition} THEN {image} END
-                       FROM {table} t WHERE {match("t", "s")}))) AS images
-            FROM source s WHERE {rows}),
-        before_images AS (
+            f"""before_images AS (
             INSERT INTO import_before_images (job_id, first_row, last_row, images)
-            SELECT :job_id, :first_row, :last_row, images FROM replaced
-            WHERE images <> '{{}}')"""
+            SELECT :job_id, :first_row, :last_row, images FROM (
+                SELECT jsonb_strip_nulls(jsonb_object_agg(row_number, image)) AS images
+                FROM {replaced}) r
+            WHERE images IS NOT NULL)"""
         )
     lock_targets = _lock_targets(import_type, source)
     # Data-modifying CTEs must sit at the top level, hence one flat WITH; they run whether
@@ -293,24 +302,11 @@ def updated_columns(import_type: ImportType, sources: tuple[SourceColumn, ...]) 
     return [s.column.name for s in sources if s.positions and s.column.name not in import_type.key]
 
 
-def _replaced(mode: ImportMode, updated: list[str], differs: str) -> tuple[str, str] | None:
-    """Which rows of the batch (`s`) the apply statement will change or delete: those
-    matching the first condition whose target row (`t`, as it was) matches the second; None
-    when it changes none (INSERT mode, or no column to update)."""
-    if mode is ImportMode.DELETE:
-        return "s.pending", "true"
-    if mode is ImportMode.UPDATE and updated:
-        return "s.pending", differs
-    if mode is ImportMode.UPSERT and updated:
-        return "s.pending AND s.found = 'differs'", "true"
-    return None
-
-
 def _image(columns: list[str]) -> str:
-    """A JSON object of these columns of the target row `t`, 50 a call (the limit of
+    """A JSON object of these columns of the lookup `f`, 50 a call (the limit of
     a function's arguments is 100)."""
     parts = [
-        "jsonb_build_object(" + ", ".join(f"{_literal(c)}, t.{quote(c)}" for c in group) + ")"
+        "jsonb_build_object(" + ", ".join(f"{_literal(c)}, f.{quote(c)}" for c in group) + ")"
         for group in (columns[i : i + 50] for i in range(0, len(columns), 50))
     ]
     return " || ".join(parts)
