@@ -181,21 +181,17 @@ def apply_plan(
     # What the target holds for the row's key, looked up once per row by a lateral subquery
     # (OFFSET 0 keeps the planner from flattening it into a join that could scan the whole
     # target): `found` is NULL (nothing), 'same' (the row's values already) or 'differs';
-    # when recording, `image` holds the updated columns' values it replaces (`_image`), for
-    # RevertJob, read in the same lookup. A new row is then inserted plainly, which costs
+    # when recording, the updated columns' values as they were (`_was`), for RevertJob, read
+    # in the same lookup. A new row is then inserted plainly, which costs
     # much less than ON CONFLICT's speculative insertion, and a row already there as is is
     # not touched (ON CONFLICT would lock it). A row another job inserts meanwhile makes the
     # plain INSERT fail: the batch is then applied row by row, each row looking again.
     record = record_replaced and bool(updated) and mode in (ImportMode.UPSERT, ImportMode.UPDATE)
     state = differs("t", "s") if updated else "false"
-    image = (
-        f", CASE WHEN f.differs THEN {_image(updated_columns(import_type, sources))} END AS image"
-        if record
-        else ""
-    )
+    was = "".join(f", f.{quote(c)} AS {_was(c)}" for c in updated_columns(import_type, sources))
     found = f"""
         SELECT s.*, CASE f.differs WHEN true THEN 'differs' WHEN false THEN 'same' END AS found
-               {image}
+               {was if record else ""}
         FROM ({source}) s LEFT JOIN LATERAL (
             SELECT {state} AS differs{"".join(f", t.{u}" for u in updated if record)}
             FROM {table} t WHERE s.pending AND {match("t", "s")} OFFSET 0) f ON true"""
@@ -204,8 +200,9 @@ def apply_plan(
             SELECT {column_list} FROM source WHERE pending AND found IS NULL
             ORDER BY {in_key_order("")}"""
     skip_note = None
-    # The rows whose previous values to record (`image`, a JSON object of the values).
-    replaced = "source WHERE image IS NOT NULL" if record else None
+    # The previous values of the rows the writes replace, for RevertJob, as one JSON object
+    # per batch (`import_before_images.images`).
+    replaced = _updated_images(updated_columns(import_type, sources)) if record else None
     if mode is ImportMode.UPSERT:
         writes = [f"created AS ({insert_new})"]
         outcome = "CASE WHEN s.found IS NULL THEN 'C' ELSE 'N' END"
@@ -261,19 +258,21 @@ def apply_plan(
         ]
         outcome = "CASE WHEN s.row_number IN (SELECT row_number FROM applied) THEN 'D' ELSE 'S' END"
         skip_note = KEY_MISSING
-        replaced = "applied" if record_replaced else None
+        # Row number -> the deleted row; null values stripped (jsonb_populate_record reads a
+        # missing key as NULL).
+        replaced = (
+            """SELECT jsonb_strip_nulls(jsonb_object_agg(row_number, image)) AS images
+                FROM applied HAVING count(*) > 0"""
+            if record_replaced
+            else None
+        )
     if replaced is not None:
-        # What the writes replace, for RevertJob, in the same statement, one row per batch:
-        # row number -> values. Null values are stripped (jsonb_populate_record reads a
-        # missing key as NULL). An UPSERT's row changed by another job between the
-        # statement's snapshot and its ON CONFLICT update keeps the older image.
+        # In the same statement as the writes. An UPSERT's row changed by another job
+        # between the statement's snapshot and its ON CONFLICT update keeps the older image.
         writes.append(
             f"""before_images AS (
             INSERT INTO import_before_images (job_id, first_row, last_row, images)
-            SELECT :job_id, :first_row, :last_row, images FROM (
-                SELECT jsonb_strip_nulls(jsonb_object_agg(row_number, image)) AS images
-                FROM {replaced}) r
-            WHERE images IS NOT NULL)"""
+            SELECT :job_id, :first_row, :last_row, images FROM ({replaced}) r)"""
         )
     lock_targets = _lock_targets(import_type, source)
     # Data-modifying CTEs must sit at the top level, hence one flat WITH; they run whether
@@ -302,14 +301,28 @@ def updated_columns(import_type: ImportType, sources: tuple[SourceColumn, ...]) 
     return [s.column.name for s in sources if s.positions and s.column.name not in import_type.key]
 
 
-def _image(columns: list[str]) -> str:
-    """A JSON object of these columns of the lookup `f`, 50 a call (the limit of
-    a function's arguments is 100)."""
+def _was(column: str) -> str:
+    """The name under which the chunk statement's `source` holds a column's value as the
+    target row had it (not an identifier an import type may use)."""
+    return quote(f"{column}:was")
+
+
+def _updated_images(columns: list[str]) -> str:
+    """The images of a batch's updated rows (`found` 'differs'): {"rows": [row numbers],
+    "columns": {column: [its previous values, in the same order: one scan feeds every
+    array_agg]}}. One array per column
+    costs a fraction of an object per row (one key set per batch, not per row, and no
+    5,000-key object to sort); the names keep it readable after an ALTER TABLE. 50 columns
+    a call (the limit of a function's arguments is 100)."""
     parts = [
-        "jsonb_build_object(" + ", ".join(f"{_literal(c)}, f.{quote(c)}" for c in group) + ")"
+        "jsonb_build_object("
+        + ", ".join(f"{_literal(c)}, array_agg({_was(c)})" for c in group)
+        + ")"
         for group in (columns[i : i + 50] for i in range(0, len(columns), 50))
     ]
-    return " || ".join(parts)
+    return f"""SELECT jsonb_build_object('rows', array_agg(row_number),
+                   'columns', {" || ".join(parts)}) AS images
+                FROM source WHERE found = 'differs' HAVING count(*) > 0"""
 
 
 def _lock_targets(import_type: ImportType, source: str) -> str:
@@ -417,13 +430,26 @@ def revert_plan(import_type: ImportType, sources: tuple[SourceColumn, ...]) -> A
               ((SELECT first_row FROM bounds) - 1) / :original_chunk_rows + 1
               AND ((SELECT last_row FROM bounds) - 1) / :original_chunk_rows + 1"""
     # The previous values of the batch's rows, from the images of the original's batches
-    # that overlap it, in one object (looked up per row, no join).
+    # that overlap it, in one object of row number -> values (looked up per row, no join).
+    # An image is row number -> values (deleted rows), or columns of values by position in
+    # its rows (updated rows, `_updated_images`).
     images = """
         SELECT coalesce(jsonb_object_agg(i.key, i.value), '{}') AS by_row
-        FROM import_before_images b, jsonb_each(b.images) i
-        WHERE b.job_id = :original_id
-          AND b.first_row <= (SELECT last_row FROM bounds)
-          AND b.last_row >= (SELECT first_row FROM bounds)"""
+        FROM (
+            SELECT i.key, i.value FROM overlapping b, jsonb_each(b.images) i
+            WHERE NOT b.images ? 'rows'
+            UNION ALL
+            SELECT r.key, jsonb_object_agg(c.key, c.value -> (r.position - 1)::integer)
+            FROM overlapping b,
+                 jsonb_array_elements_text(b.images -> 'rows') WITH ORDINALITY r(key, position),
+                 jsonb_each(b.images -> 'columns') c
+            WHERE b.images ? 'rows'
+            GROUP BY r.key) i"""
+    overlapping = """
+        SELECT images FROM import_before_images
+        WHERE job_id = :original_id
+          AND first_row <= (SELECT last_row FROM bounds)
+          AND last_row >= (SELECT first_row FROM bounds)"""
     marked = f"""
         SELECT s.*, chr(get_byte((SELECT outcomes FROM original),
                                  (s.original_row - (SELECT first_row FROM original))::integer))
@@ -456,6 +482,7 @@ def revert_plan(import_type: ImportType, sources: tuple[SourceColumn, ...]) -> A
     apply = f"""
         WITH bounds AS MATERIALIZED ({bounds}),
         original AS MATERIALIZED ({original}),
+        overlapping AS MATERIALIZED ({overlapping}),
         images AS MATERIALIZED ({images}),
         marked AS MATERIALIZED ({marked}),
         source AS MATERIALIZED ({found}),
