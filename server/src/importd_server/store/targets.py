@@ -432,24 +432,26 @@ def revert_plan(import_type: ImportType, sources: tuple[SourceColumn, ...]) -> A
     # The previous values of the batch's rows, from the images of the original's batches
     # that overlap it, in one object of row number -> values (looked up per row, no join).
     # An image is row number -> values (deleted rows), or columns of values by position in
-    # its rows (updated rows, `_updated_images`).
+    # its rows (updated rows, `_updated_images`); the parts of those are taken out of the
+    # stored (TOASTed) image once per batch: a function of the image per value would
+    # decompress all of it each time.
+    overlapping = """
+        SELECT images, images -> 'rows' AS rows, images -> 'columns' AS columns
+        FROM import_before_images
+        WHERE job_id = :original_id
+          AND first_row <= (SELECT last_row FROM bounds)
+          AND last_row >= (SELECT first_row FROM bounds)"""
     images = """
         SELECT coalesce(jsonb_object_agg(i.key, i.value), '{}') AS by_row
         FROM (
             SELECT i.key, i.value FROM overlapping b, jsonb_each(b.images) i
-            WHERE NOT b.images ? 'rows'
+            WHERE b.rows IS NULL
             UNION ALL
-            SELECT r.key, jsonb_object_agg(c.key, c.value -> (r.position - 1)::integer)
-            FROM overlapping b,
-                 jsonb_array_elements_text(b.images -> 'rows') WITH ORDINALITY r(key, position),
-                 jsonb_each(b.images -> 'columns') c
-            WHERE b.images ? 'rows'
-            GROUP BY r.key) i"""
-    overlapping = """
-        SELECT images FROM import_before_images
-        WHERE job_id = :original_id
-          AND first_row <= (SELECT last_row FROM bounds)
-          AND last_row >= (SELECT first_row FROM bounds)"""
+            SELECT b.rows ->> (v.position - 1)::integer, jsonb_object_agg(c.key, v.value)
+            FROM overlapping b, jsonb_each(b.columns) c,
+                 jsonb_array_elements(c.value) WITH ORDINALITY v(value, position)
+            WHERE b.rows IS NOT NULL
+            GROUP BY 1) i"""
     marked = f"""
         SELECT s.*, chr(get_byte((SELECT outcomes FROM original),
                                  (s.original_row - (SELECT first_row FROM original))::integer))
