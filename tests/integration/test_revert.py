@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import uuid
 from datetime import date
 from typing import Any
@@ -83,6 +84,34 @@ async def test_revert_of_an_upsert_restores_the_table_exactly(
     ]
     original = await stub.GetJob(pb.GetJobRequest(id=job.id))
     assert original.reverted_by == revert.id
+
+
+async def test_updated_rows_recorded_as_an_object_per_row_revert_too(
+    stub: pb_grpc.ImportServiceStub, db: asyncpg.Connection
+) -> None:
+    # Jobs recorded before the images of updated rows became one array per column keep
+    # row number -> values.
+    await import_and_wait(stub, BEFORE)
+    before = await table(db)
+    job = await import_and_wait(stub, UPSERT)
+    recorded = await db.fetchval(
+        "SELECT images FROM import_before_images WHERE job_id = $1", uuid.UUID(job.id)
+    )
+    assert json.loads(recorded).keys() == {"rows", "columns"}
+    await db.execute(
+        """UPDATE import_before_images SET images = (
+               SELECT jsonb_strip_nulls(jsonb_object_agg(r.key, (
+                   SELECT jsonb_object_agg(c.key, c.value -> (r.position - 1)::integer)
+                   FROM jsonb_each(images -> 'columns') c)))
+               FROM jsonb_array_elements_text(images -> 'rows') WITH ORDINALITY r(key, position))
+           WHERE job_id = $1""",
+        uuid.UUID(job.id),
+    )
+
+    revert = await revert_and_wait(stub, job.id)
+
+    assert counts(revert) == {"deleted": 2, "updated": 2}
+    assert await table(db) == before
 
 
 COLUMNS = ("first_name", "score", "birth_date")

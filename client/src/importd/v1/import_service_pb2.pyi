@@ -408,9 +408,9 @@ class ImportSpec(_message.Message):
     """
     revertible: _builtins.bool
     """Whether the job records the values its writes replace, so that RevertJob can
-    undo it (unset: true). Recording nearly doubles PostgreSQL's work per updated
-    row (nothing per created row); false skips it, and the job cannot be
-    reverted.
+    undo it (unset: true). Recording adds a fifth to a quarter to PostgreSQL's
+    work per updated row (nothing per created row); false skips it, and the job
+    cannot be reverted.
     """
     @_builtins.property
     def csv(self) -> Global___CsvOptions:

@@ -178,22 +178,31 @@ def apply_plan(
         # An uncorrelated IN is a hashed subplan: no join for the planner to misjudge.
         return f"({', '.join(f's.{k}' for k in keys)}) IN (SELECT {key_list} FROM {which})"
 
-    # What the target holds for the row's key, looked up by a subquery per row (never a
-    # join the planner could make scan the whole target): NULL (nothing), 'same' (the
-    # row's values already) or 'differs'. A new row is then inserted plainly, which costs
+    # What the target holds for the row's key, looked up once per row by a lateral subquery
+    # (OFFSET 0 keeps the planner from flattening it into a join that could scan the whole
+    # target): `found` is NULL (nothing), 'same' (the row's values already) or 'differs';
+    # when recording, the updated columns' values as they were (`_was`), for RevertJob, read
+    # in the same lookup. A new row is then inserted plainly, which costs
     # much less than ON CONFLICT's speculative insertion, and a row already there as is is
     # not touched (ON CONFLICT would lock it). A row another job inserts meanwhile makes the
     # plain INSERT fail: the batch is then applied row by row, each row looking again.
-    state = f"CASE WHEN {differs('t', 's')} THEN 'differs' ELSE 'same' END" if updated else "'same'"
+    record = record_replaced and bool(updated) and mode in (ImportMode.UPSERT, ImportMode.UPDATE)
+    state = differs("t", "s") if updated else "false"
+    was = "".join(f", f.{quote(c)} AS {_was(c)}" for c in updated_columns(import_type, sources))
     found = f"""
-        SELECT s.*, CASE WHEN s.pending THEN (
-                   SELECT {state} FROM {table} t WHERE {match("t", "s")}) END AS found
-        FROM ({source}) s"""
+        SELECT s.*, CASE f.differs WHEN true THEN 'differs' WHEN false THEN 'same' END AS found
+               {was if record else ""}
+        FROM ({source}) s LEFT JOIN LATERAL (
+            SELECT {state} AS differs{"".join(f", t.{u}" for u in updated if record)}
+            FROM {table} t WHERE s.pending AND {match("t", "s")} OFFSET 0) f ON true"""
     insert_new = f"""
             INSERT INTO {table} ({column_list})
             SELECT {column_list} FROM source WHERE pending AND found IS NULL
             ORDER BY {in_key_order("")}"""
     skip_note = None
+    # The previous values of the rows the writes replace, for RevertJob, as one JSON object
+    # per batch (`import_before_images.images`).
+    replaced = _updated_images(updated_columns(import_type, sources)) if record else None
     if mode is ImportMode.UPSERT:
         writes = [f"created AS ({insert_new})"]
         outcome = "CASE WHEN s.found IS NULL THEN 'C' ELSE 'N' END"
@@ -217,54 +226,53 @@ def apply_plan(
         outcome = "CASE WHEN s.found IS NULL THEN 'C' ELSE 'S' END"
         skip_note = KEY_EXISTS
     elif mode is ImportMode.UPDATE:
-        found = source
+        # Recording, the lookup tells the rows to change and their previous values (they
+        # were locked in key order first, so the statement's snapshot holds them exactly);
+        # else the UPDATE's own join finds them.
+        if record:
+            picked, present = "s.found = 'differs'", "s.found IS NOT NULL"
+        else:
+            found = source
+            picked = f"s.pending AND {differs('t', 's')}"
+            present = f"EXISTS (SELECT 1 FROM {table} t WHERE {match('t', 's')})"
         applied = (
             f"""
             UPDATE {table} t SET {", ".join(f"{u} = s.{u}" for u in updated)}
-            FROM source s WHERE s.pending AND {match("t", "s")} AND {differs("t", "s")}
+            FROM source s WHERE {picked} AND {match("t", "s")}
             RETURNING s.row_number"""
             if updated
             else "SELECT NULL::bigint AS row_number WHERE false"
         )
         writes = [f"applied AS ({applied})"]
         outcome = f"""CASE WHEN s.row_number IN (SELECT row_number FROM applied) THEN 'U'
-                   WHEN EXISTS (SELECT 1 FROM {table} t WHERE {match("t", "s")}) THEN 'N'
-                   ELSE 'S' END"""
+                   WHEN {present} THEN 'N' ELSE 'S' END"""
         skip_note = KEY_MISSING
     else:
         found = source
+        # A deleted row's previous values are the whole row (also columns outside the import
+        # type), as DELETE returns it.
         writes = [
             f"""applied AS (
             DELETE FROM {table} t USING source s WHERE s.pending AND {match("t", "s")}
-            RETURNING s.row_number)"""
+            RETURNING s.row_number{", to_jsonb(t) AS image" if record_replaced else ""})"""
         ]
         outcome = "CASE WHEN s.row_number IN (SELECT row_number FROM applied) THEN 'D' ELSE 'S' END"
         skip_note = KEY_MISSING
-    replaced = _replaced(mode, updated, differs("t", "s")) if record_replaced else None
-    if replaced is not None:
-        # What the writes replace, for RevertJob, in the same statement: read from the
-        # statement's snapshot, i.e. before its writes, with a lookup of its own (no join
-        # with the writes' results, which the planner could make quadratic). UPDATE and
-        # DELETE locked their rows first, so the snapshot holds exactly the rows they
-        # change; an UPSERT's row changed by another job in between keeps the older image.
-        # Null values are stripped (jsonb_populate_record reads a missing key as NULL),
-        # and with them the rows not changed.
-        rows, condition = replaced
-        image = (
-            "to_jsonb(t)"
-            if mode is ImportMode.DELETE
-            else _image(updated_columns(import_type, sources))
+        # Row number -> the deleted row; null values stripped (jsonb_populate_record reads a
+        # missing key as NULL).
+        replaced = (
+            """SELECT jsonb_strip_nulls(jsonb_object_agg(row_number, image)) AS images
+                FROM applied HAVING count(*) > 0"""
+            if record_replaced
+            else None
         )
+    if replaced is not None:
+        # In the same statement as the writes. An UPSERT's row changed by another job
+        # between the statement's snapshot and its ON CONFLICT update keeps the older image.
         writes.append(
-            f"""replaced AS MATERIALIZED (
-            SELECT jsonb_strip_nulls(jsonb_object_agg(s.row_number, (
-                       SELECT CASE WHEN {condition} THEN {image} END
-                       FROM {table} t WHERE {match("t", "s")}))) AS images
-            FROM source s WHERE {rows}),
-        before_images AS (
+            f"""before_images AS (
             INSERT INTO import_before_images (job_id, first_row, last_row, images)
-            SELECT :job_id, :first_row, :last_row, images FROM replaced
-            WHERE images <> '{{}}')"""
+            SELECT :job_id, :first_row, :last_row, images FROM ({replaced}) r)"""
         )
     lock_targets = _lock_targets(import_type, source)
     # Data-modifying CTEs must sit at the top level, hence one flat WITH; they run whether
@@ -293,27 +301,37 @@ def updated_columns(import_type: ImportType, sources: tuple[SourceColumn, ...]) 
     return [s.column.name for s in sources if s.positions and s.column.name not in import_type.key]
 
 
-def _replaced(mode: ImportMode, updated: list[str], differs: str) -> tuple[str, str] | None:
-    """Which rows of the batch (`s`) the apply statement will change or delete: those
-    matching the first condition whose target row (`t`, as it was) matches the second; None
-    when it changes none (INSERT mode, or no column to update)."""
-    if mode is ImportMode.DELETE:
-        return "s.pending", "true"
-    if mode is ImportMode.UPDATE and updated:
-        return "s.pending", differs
-    if mode is ImportMode.UPSERT and updated:
-        return "s.pending AND s.found = 'differs'", "true"
-    return None
+def _was(column: str) -> str:
+    """The name under which the chunk statement's `source` holds a column's value as the
+    target row had it (not an identifier an import type may use)."""
+    return quote(f"{column}:was")
 
 
-def _image(columns: list[str]) -> str:
-    """A JSON object of these columns of the target row `t`, 50 a call (the limit of
-    a function's arguments is 100)."""
+def _updated_images(columns: list[str]) -> str:
+    """The images of a batch's updated rows (`found` 'differs'): {"rows": [row numbers],
+    "columns": {column: [its previous values, in the same order: one scan feeds every
+    array_agg]}}. One array per column
+    costs a fraction of an object per row (one key set per batch, not per row, and no
+    5,000-key object to sort); the names keep it readable after an ALTER TABLE. 50 columns
+    a call (the limit of a function's arguments is 100)."""
     parts = [
-        "jsonb_build_object(" + ", ".join(f"{_literal(c)}, t.{quote(c)}" for c in group) + ")"
+        "jsonb_build_object("
+        + ", ".join(f"{_literal(c)}, array_agg({_was(c)})" for c in group)
+        + ")"
         for group in (columns[i : i + 50] for i in range(0, len(columns), 50))
     ]
-    return " || ".join(parts)
+    return f"""SELECT jsonb_build_object('rows', array_agg(row_number),
+                   'columns', {" || ".join(parts)}) AS images
+                FROM source WHERE found = 'differs' HAVING count(*) > 0"""
+
+
+def _object(columns: list[str], alias: str) -> str:
+    """A JSON object of these columns of `alias`, 50 a call (the limit of a function's
+    arguments is 100)."""
+    return " || ".join(
+        "jsonb_build_object(" + ", ".join(f"{_literal(c)}, {alias}.{quote(c)}" for c in group) + ")"
+        for group in (columns[i : i + 50] for i in range(0, len(columns), 50))
+    )
 
 
 def _lock_targets(import_type: ImportType, source: str) -> str:
@@ -421,13 +439,36 @@ def revert_plan(import_type: ImportType, sources: tuple[SourceColumn, ...]) -> A
               ((SELECT first_row FROM bounds) - 1) / :original_chunk_rows + 1
               AND ((SELECT last_row FROM bounds) - 1) / :original_chunk_rows + 1"""
     # The previous values of the batch's rows, from the images of the original's batches
-    # that overlap it, in one object (looked up per row, no join).
-    images = """
-        SELECT coalesce(jsonb_object_agg(i.key, i.value), '{}') AS by_row
-        FROM import_before_images b, jsonb_each(b.images) i
-        WHERE b.job_id = :original_id
-          AND b.first_row <= (SELECT last_row FROM bounds)
-          AND b.last_row >= (SELECT first_row FROM bounds)"""
+    # that overlap it, in one object of row number -> values (looked up per row, no join).
+    # An image is row number -> values (deleted rows), or columns of values by position in
+    # its rows (updated rows, `_updated_images`); the parts of those are taken out of the
+    # stored (TOASTed) image once per batch: a function of the image per value would
+    # decompress all of it each time.
+    overlapping = """
+        SELECT images, images -> 'rows' AS rows, images -> 'columns' AS columns
+        FROM import_before_images
+        WHERE job_id = :original_id
+          AND first_row <= (SELECT last_row FROM bounds)
+          AND last_row >= (SELECT first_row FROM bounds)"""
+    # Columns of updated rows are zipped back into rows by one ROWS FROM per batch (a
+    # GROUP BY of every value by row cost half as much again).
+    zipped = "".join(f", jsonb_array_elements(b.columns -> {_literal(c)})" for c in updated)
+    named = "".join(f", {quote(c)}" for c in updated)
+    columnar = (
+        f"""
+            UNION ALL
+            SELECT v."row number", {_object(updated, "v")}
+            FROM overlapping b,
+                 ROWS FROM (jsonb_array_elements_text(b.rows){zipped}) v("row number"{named})
+            WHERE b.rows IS NOT NULL"""
+        if updated
+        else ""
+    )
+    images = f"""
+        SELECT coalesce(jsonb_object_agg(i.key, i.value), '{{}}') AS by_row
+        FROM (
+            SELECT i.key, i.value FROM overlapping b, jsonb_each(b.images) i
+            WHERE b.rows IS NULL{columnar}) i"""
     marked = f"""
         SELECT s.*, chr(get_byte((SELECT outcomes FROM original),
                                  (s.original_row - (SELECT first_row FROM original))::integer))
@@ -460,6 +501,7 @@ def revert_plan(import_type: ImportType, sources: tuple[SourceColumn, ...]) -> A
     apply = f"""
         WITH bounds AS MATERIALIZED ({bounds}),
         original AS MATERIALIZED ({original}),
+        overlapping AS MATERIALIZED ({overlapping}),
         images AS MATERIALIZED ({images}),
         marked AS MATERIALIZED ({marked}),
         source AS MATERIALIZED ({found}),
