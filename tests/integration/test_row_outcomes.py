@@ -3,6 +3,7 @@ report (ExportEntries all_rows), and the job's exact summary of row errors (issu
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from collections import Counter
@@ -94,8 +95,8 @@ async def export(stub: pb_grpc.ImportServiceStub, **request: object) -> list[lis
     return list(csv.reader(io.StringIO(data.decode())))
 
 
-async def test_a_job_cancelled_mid_run_ends_its_other_rows_not_processed(
-    make_app: AppFactory, database_url: str
+async def test_a_job_cancelled_mid_run_keeps_its_chunks_and_ends_the_rest_not_processed(
+    make_app: AppFactory, database_url: str, db: asyncpg.Connection
 ) -> None:
     job_id = await staged_job(make_app, database_url, rows=20)  # chunks of 4
     holder = await asyncpg.connect(database_url)
@@ -111,7 +112,10 @@ async def test_a_job_cancelled_mid_run_ends_its_other_rows_not_processed(
         assert running.not_processed_count == 0  # a live job's rows are still pending
         cancelled = await stub.CancelJob(pb.CancelJobRequest(id=job_id))
         await hold.rollback()
+        await asyncio.sleep(0.5)  # ten poll intervals: time enough to wrongly take chunk 3
 
+        later = await stub.GetJob(pb.GetJobRequest(id=job_id))
+        assert (later.status, counts(later)) == (pb.JOB_STATUS_CANCELLED, {"created": 8})
         assert cancelled.status == pb.JOB_STATUS_CANCELLED
         assert (cancelled.created_count, cancelled.not_processed_count) == (8, 12)
         assert_counts_add_up(cancelled)
@@ -137,6 +141,11 @@ async def test_a_job_cancelled_mid_run_ends_its_other_rows_not_processed(
         rows = await export(stub, id=job_id)
         assert [r[2:4] for r in rows[1:]] == [[str(n), "NOT_PROCESSED"] for n in range(9, 21)]
         assert {r[4] for r in rows[1:]} == {"not processed: the job was cancelled"}
+    assert await db.fetchval("SELECT count(*) FROM contacts") == 8
+    untouched = await db.fetch(
+        "SELECT lease_owner FROM import_chunks WHERE status = 'PENDING' ORDER BY chunk_number"
+    )
+    assert [r["lease_owner"] for r in untouched] == [None, None, None]
     await holder.close()
 
 

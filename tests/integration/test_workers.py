@@ -3,8 +3,6 @@ holding row locks and killing backends the way a crash would."""
 
 from __future__ import annotations
 
-import asyncio
-
 import asyncpg
 import grpc
 
@@ -13,7 +11,7 @@ from importd.v1 import import_service_pb2_grpc as pb_grpc
 from importd_server.store.jobs import JobStore
 from importd_server.store.pool import create_pool
 from tests.conftest import AppFactory
-from tests.rpc import counts, entries_of, start_import, wait_for_job, wait_for_progress
+from tests.rpc import counts, entries_of, start_import, wait_for_job
 
 
 def contacts_file(rows: int) -> bytes:
@@ -68,37 +66,3 @@ async def test_a_worker_killed_mid_chunk_loses_its_lease_and_another_finishes_ex
     assert worker.workers is not None
     assert chunk["lease_owner"].startswith(worker.workers.replica_id)
     await doomed.close()
-
-
-async def test_cancel_mid_run_keeps_committed_chunks_and_never_runs_the_rest(
-    make_app: AppFactory, database_url: str, db: asyncpg.Connection
-) -> None:
-    job_id = await staged_job(make_app, database_url, rows=20)  # chunks 1..5
-
-    # Hold chunks 3..5 so that workers (SKIP LOCKED) can only take chunks 1 and 2.
-    holder = await asyncpg.connect(database_url)
-    hold = holder.transaction()
-    await hold.start()
-    await holder.execute("SELECT 1 FROM import_chunks WHERE chunk_number >= 3 FOR UPDATE")
-    worker = await make_app(workers=2)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{worker.port}") as channel:
-        stub = pb_grpc.ImportServiceStub(channel)
-        await wait_for_progress(stub, job_id, rows=8, within=10)
-        cancelled = await stub.CancelJob(pb.CancelJobRequest(id=job_id))
-        assert cancelled.status == pb.JOB_STATUS_CANCELLED
-        await hold.rollback()
-        await asyncio.sleep(0.5)  # ten poll intervals: time enough to wrongly take chunk 3
-
-        job = await stub.GetJob(pb.GetJobRequest(id=job_id))
-        assert job.status == pb.JOB_STATUS_CANCELLED
-        assert (job.processed_rows, counts(job)) == (8, {"created": 8})
-        assert job.not_processed_count == 12
-        assert await entries_of(stub, job_id, pb.ENTRY_STATUS_PENDING) == []
-        not_processed = await entries_of(stub, job_id, pb.ENTRY_STATUS_NOT_PROCESSED)
-        assert [e.row_number for e in not_processed] == list(range(9, 21))
-    assert await db.fetchval("SELECT count(*) FROM contacts") == 8
-    untouched = await db.fetch(
-        "SELECT lease_owner FROM import_chunks WHERE status = 'PENDING' ORDER BY chunk_number"
-    )
-    assert [r["lease_owner"] for r in untouched] == [None, None, None]
-    await holder.close()
