@@ -24,6 +24,7 @@ from typing import Any
 
 from importd_server.engine.export import ROW_LINK
 from importd_server.engine.parsing import ParseOptions
+from importd_server.engine.reverts import not_ended_or_a_revert
 from importd_server.engine.staging import NewJob
 from importd_server.errors import FailedPrecondition, InvalidArgument
 from importd_server.model import ColumnSpec, EntryStatus, ImportMode, ImportType, Job
@@ -88,23 +89,10 @@ def check_parent(parent: Job, import_type: str, field: str) -> None:
 
 
 def check_ended(parent: Job) -> None:
-    """Refuses a parent that has not ended (its rows' outcomes are not known yet), or that
-    is a revert (its rows are the original's: running them again as an import would undo
-    the revert; RevertJob the original again instead)."""
-    if parent.revert_of is not None:
-        raise FailedPrecondition(
-            f"job {parent.id} is a revert (of job {parent.revert_of}) and cannot be retried;"
-            " revert the original again instead",
-            reason="JOB_IS_A_REVERT",
-            metadata={"id": str(parent.id), "revert_of": str(parent.revert_of)},
-        )
-    if not parent.status.is_terminal:
-        raise FailedPrecondition(
-            f"job {parent.id} has not ended ({parent.status.value}); only an ended job can be"
-            " retried",
-            reason="JOB_NOT_ENDED",
-            metadata={"id": str(parent.id), "status": parent.status.value},
-        )
+    """Refuses a parent that has not ended, or that is a revert (reverts.not_ended_or_a_revert)."""
+    refusal = not_ended_or_a_revert(parent, "retried", "revert the original again")
+    if refusal is not None:
+        raise refusal
 
 
 def retried_statuses(statuses: Sequence[EntryStatus]) -> tuple[EntryStatus, ...]:

@@ -9,7 +9,8 @@ import uuid
 import asyncpg
 
 from importd_server.engine.admission import Admission
-from importd_server.errors import AlreadyExists, FailedPrecondition, NotFound
+from importd_server.engine.staging import same_request
+from importd_server.errors import FailedPrecondition, NotFound
 from importd_server.model import Job
 from importd_server.store.entries import EntryStore
 from importd_server.store.jobs import JobStore
@@ -40,7 +41,7 @@ class Reverter:
         if request_id is not None:
             found = await self._jobs.find_by_request_id(job.tenant, request_id)
             if found is not None:
-                return _same_request(found, request_id, digest)
+                return same_request(*found, request_id, digest)
         revert_id = uuid.uuid4()
         try:
             async with self._pool.acquire() as connection, connection.transaction():
@@ -63,7 +64,7 @@ class Reverter:
             found = await self._jobs.find_by_request_id(job.tenant, request_id or "")
             if found is None:
                 raise
-            return _same_request(found, request_id or "", digest)
+            return same_request(*found, request_id or "", digest)
         revert = await self._jobs.get_job(revert_id, job.tenant)
         assert revert is not None
         return revert
@@ -71,20 +72,9 @@ class Reverter:
     async def _refusal(self, connection: Connection, job: Job) -> FailedPrecondition | None:
         """Why `job` cannot be reverted now, or None."""
         metadata = {"id": str(job.id)}
-        if job.revert_of is not None:
-            return FailedPrecondition(
-                f"job {job.id} is itself a revert (of job {job.revert_of}); import the"
-                " original file again instead",
-                reason="JOB_IS_A_REVERT",
-                metadata={**metadata, "revert_of": str(job.revert_of)},
-            )
-        if not job.status.is_terminal:
-            return FailedPrecondition(
-                f"job {job.id} is {job.status.value}; only a job that has ended can be"
-                " reverted (cancel it first)",
-                reason="JOB_NOT_ENDED",
-                metadata={**metadata, "status": job.status.value},
-            )
+        unended = not_ended_or_a_revert(job, "reverted", "import the original file again")
+        if unended is not None:
+            return unended
         if job.dry_run:
             return FailedPrecondition(
                 f"job {job.id} is a dry run: it wrote nothing to revert",
@@ -114,13 +104,21 @@ class Reverter:
         return None
 
 
-def _same_request(found: tuple[Job, str], request_id: str, digest: str) -> Job:
-    """The job an earlier call with this request_id made, if it was the same revert."""
-    job, found_digest = found
-    if found_digest != digest:
-        raise AlreadyExists(
-            f"request_id {request_id!r} was used for another request (job {job.id})",
-            reason="REQUEST_ID_REUSED",
-            metadata={"request_id": request_id, "job_id": str(job.id)},
+def not_ended_or_a_revert(job: Job, verb: str, instead: str) -> FailedPrecondition | None:
+    """Why `job` cannot be `verb` ("retried", "reverted"), if it is a revert (its rows are
+    the original's: running them again would undo the revert; do `instead`) or has not
+    ended (its rows' outcomes are not known yet); else None."""
+    if job.revert_of is not None:
+        return FailedPrecondition(
+            f"job {job.id} is a revert (of job {job.revert_of}) and cannot be {verb};"
+            f" {instead} instead",
+            reason="JOB_IS_A_REVERT",
+            metadata={"id": str(job.id), "revert_of": str(job.revert_of)},
         )
-    return job
+    if not job.status.is_terminal:
+        return FailedPrecondition(
+            f"job {job.id} has not ended ({job.status.value}); only an ended job can be {verb}",
+            reason="JOB_NOT_ENDED",
+            metadata={"id": str(job.id), "status": job.status.value},
+        )
+    return None

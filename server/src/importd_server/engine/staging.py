@@ -171,6 +171,18 @@ class _Prepended:
         return await anext(self._rest)
 
 
+def same_request(job: Job, digest: str, request_id: str, wanted: str) -> Job:
+    """The job an earlier call with `request_id` made (its request's digest `digest`), if it
+    was the same request (`wanted`): ALREADY_EXISTS otherwise (AIP-155)."""
+    if digest != wanted:
+        raise AlreadyExists(
+            f"request_id {request_id!r} was used for another request (job {job.id})",
+            reason="REQUEST_ID_REUSED",
+            metadata={"request_id": request_id, "job_id": str(job.id)},
+        )
+    return job
+
+
 class Stager:
     """Turns an upload into a queued job with its entries and chunks."""
 
@@ -239,13 +251,7 @@ class Stager:
                 "request_id belongs to a live job; a test token cannot touch it",
                 reason="TEST_TOKEN_ON_LIVE_JOB",
             )
-        if digest != new_job.spec_digest:
-            raise AlreadyExists(
-                f"request_id {new_job.request_id!r} was used for another import (job {job.id})",
-                reason="REQUEST_ID_REUSED",
-                metadata={"request_id": new_job.request_id, "job_id": str(job.id)},
-            )
-        return job
+        return same_request(job, digest, new_job.request_id, new_job.spec_digest)
 
     async def _create_job(self, job_id: uuid.UUID, new_job: NewJob) -> None:
         """Commits the job, RECEIVING, if the tenant's active jobs (receiving ones too) stay
