@@ -125,18 +125,8 @@ WHERE job_id = :job_id AND row_number BETWEEN :first_row AND :last_row AND :clea
 SELECT row_number, line_number, status, key, raw, errors, note, process_time
 FROM (
     SELECT e.row_number, e.line_number, e.key, e.raw, e.errors, e.note,
-           CASE WHEN e.status <> 'PENDING' THEN e.status
-                -- The row's byte of the (ASCII) outcome string: substr() would walk the
-                -- UTF-8 text to it, 15 times slower on a 5,000-row chunk.
-                ELSE CASE chr(get_byte(convert_to(c.outcomes, 'UTF8'),
-                                       (e.row_number - c.first_row)::integer))
-                         WHEN 'C' THEN 'CREATED'
-                         WHEN 'U' THEN 'UPDATED'
-                         WHEN 'N' THEN 'UNCHANGED'
-                         WHEN 'D' THEN 'DELETED'
-                         ELSE CASE WHEN :ended::boolean THEN 'NOT_PROCESSED'
-                                   ELSE 'PENDING' END END
-           END AS status,
+           importd_entry_status(e.status, c.outcomes, (e.row_number - c.first_row)::integer,
+                                :ended::boolean) AS status,
            CASE WHEN e.status <> 'PENDING' THEN e.process_time ELSE c.done_time END
                AS process_time
     FROM import_entries e
@@ -181,7 +171,7 @@ WHERE job_id = :job_id AND (cardinality(:statuses::text[]) = 0 OR status = ANY(:
 -- whose note is one of :skip_notes (never a row superseded by a later one with its key:
 -- that note names a row), and NOT_PROCESSED ones (when :not_processed): entries still
 -- PENDING whose job has ended (not live: :live) and whose chunk's outcome string gives
--- them no outcome, as list_entries reads it. Stored NOT_PROCESSED entries count as well.
+-- them no outcome (importd_entry_status, migration 0014, as list_entries reads it).
 SELECT string_agg(
            CASE WHEN cardinality(:dropped::bigint[]) = 0 AND cardinality(e.raw) > 0
                      AND array_to_string(e.raw, '') !~ '[",\r\n]'
@@ -205,11 +195,11 @@ LEFT JOIN import_chunks c
 WHERE e.job_id = :job_id AND e.row_number BETWEEN :first_row AND :last_row
   AND ((:failed AND e.status = 'FAILED')
        OR (e.status = 'SKIPPED' AND e.note = ANY(:skip_notes::text[]))
-       OR (:not_processed AND e.status = 'NOT_PROCESSED')
        OR (:not_processed AND e.status = 'PENDING'
-           AND (SELECT status FROM import_jobs WHERE id = :job_id) <> ALL(:live::text[])
-           AND coalesce(substr(c.outcomes, (e.row_number - c.first_row + 1)::integer, 1), '')
-               NOT IN ('C', 'U', 'N', 'D')));
+           AND importd_entry_status(
+                   e.status, c.outcomes, (e.row_number - c.first_row)::integer,
+                   (SELECT status FROM import_jobs WHERE id = :job_id) <> ALL(:live::text[]))
+               = 'NOT_PROCESSED'));
 
 -- name: list_latest_entries
 -- ListEntries with across_retries: each row of job :job_id with its latest outcome across
@@ -252,15 +242,8 @@ WITH RECURSIVE chain AS (
     ORDER BY root_row, create_time DESC
 ), decided AS (
     SELECT own.row_number AS root_row, e.job_id, e.line_number, e.key, e.raw, e.errors, e.note,
-           CASE WHEN e.status <> 'PENDING' THEN e.status
-                ELSE CASE substr(c.outcomes, (e.row_number - c.first_row + 1)::integer, 1)
-                         WHEN 'C' THEN 'CREATED'
-                         WHEN 'U' THEN 'UPDATED'
-                         WHEN 'N' THEN 'UNCHANGED'
-                         WHEN 'D' THEN 'DELETED'
-                         ELSE CASE WHEN j.status = ANY(:live::text[]) THEN 'PENDING'
-                                   ELSE 'NOT_PROCESSED' END END
-           END AS status,
+           importd_entry_status(e.status, c.outcomes, (e.row_number - c.first_row)::integer,
+                                j.status <> ALL(:live::text[])) AS status,
            CASE WHEN e.status <> 'PENDING' THEN e.process_time ELSE c.done_time END
                AS process_time
     FROM import_entries own
