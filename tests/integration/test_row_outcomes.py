@@ -17,10 +17,8 @@ from hypothesis import strategies as st
 from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
 from importd_server.model import EntryStatus, ErrorCount
-from importd_server.store.jobs import JobStore
-from importd_server.store.pool import create_pool, open_connection
 from tests.conftest import AppFactory
-from tests.integration.test_workers import staged_job
+from tests.integration.test_workers import doomed_worker, staged_job
 from tests.rpc import (
     counts,
     entries_of,
@@ -300,15 +298,7 @@ async def test_the_error_summary_stays_exact_when_a_worker_dies_before_its_chunk
     job_id = await staged_job(make_app, database_url, rows=8)
     # A worker records chunk 1's counts and errors in its transaction, and dies before the
     # commit: nothing of it may remain, and the chunk's errors must be counted once.
-    pool = await create_pool(database_url, 1)
-    store = JobStore(pool)
-    claim = await store.claim_chunk("doomed-worker", 1.0)
-    await pool.close()
-    assert claim is not None
-    doomed = await open_connection(database_url)  # jsonb as the server's connections
-    transaction = doomed.transaction()
-    await transaction.start()
-    assert await store.lock_claimed_chunk(doomed, claim, "doomed-worker")
+    store, claim, doomed = await doomed_worker(database_url)
     recorded = await store.complete_chunk(
         doomed,
         claim,

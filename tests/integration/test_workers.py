@@ -8,8 +8,9 @@ import grpc
 
 from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
+from importd_server.model import Claim
 from importd_server.store.jobs import JobStore
-from importd_server.store.pool import create_pool
+from importd_server.store.pool import create_pool, open_connection
 from tests.conftest import AppFactory
 from tests.rpc import counts, entries_of, start_import, wait_for_job
 
@@ -27,21 +28,28 @@ async def staged_job(make_app: AppFactory, database_url: str, rows: int) -> str:
     return job.id
 
 
+async def doomed_worker(database_url: str) -> tuple[JobStore, Claim, asyncpg.Connection]:
+    """A worker that claims the next chunk with a 1-second lease and locks it in an open
+    transaction on its own connection (set up as the server's), for a test to kill."""
+    pool = await create_pool(database_url, 1)
+    store = JobStore(pool)
+    claim = await store.claim_chunk("doomed-worker", 1.0)
+    await pool.close()
+    assert claim is not None
+    doomed = await open_connection(database_url)
+    await doomed.transaction().start()
+    assert await store.lock_claimed_chunk(doomed, claim, "doomed-worker")
+    return store, claim, doomed
+
+
 async def test_a_worker_killed_mid_chunk_loses_its_lease_and_another_finishes_exactly(
     make_app: AppFactory, database_url: str, db: asyncpg.Connection
 ) -> None:
     job_id = await staged_job(make_app, database_url, rows=12)
 
     # A worker claims chunk 1 with a 1-second lease, writes part of it, and dies.
-    pool = await create_pool(database_url, 1)
-    store = JobStore(pool)
-    claim = await store.claim_chunk("doomed-worker", 1.0)
-    await pool.close()
-    assert claim is not None and claim.chunk_number == 1
-    doomed = await asyncpg.connect(database_url)
-    transaction = doomed.transaction()
-    await transaction.start()
-    assert await store.lock_claimed_chunk(doomed, claim, "doomed-worker")
+    _, claim, doomed = await doomed_worker(database_url)
+    assert claim.chunk_number == 1
     await doomed.execute(
         "INSERT INTO contacts (tenant, email, first_name) VALUES ('default', 'p0@x.com', 'half')"
     )
