@@ -297,11 +297,9 @@ def _metadata(request: web.Request) -> tuple[tuple[str, str], ...]:
 async def _json_body(route: Route, request: web.Request) -> Any:
     if not route.body:
         return None
-    text = await request.text()
-    if not text.strip():
-        return {}
     try:
-        return json.loads(text)
+        text = await request.text()  # bytes that are not UTF-8: UnicodeDecodeError
+        return _loads(text) if text.strip() else {}
     except ValueError:
         raise InvalidArgument("the request body is not valid JSON") from None
 
@@ -311,9 +309,22 @@ def _header_json(request: web.Request) -> dict[str, Any]:
     if raw is None:
         return {}
     try:
-        value = json.loads(raw)
+        value = _loads(raw)
     except ValueError:
         raise InvalidArgument(f"the {REQUEST_HEADER} header is not valid JSON") from None
     if not isinstance(value, dict):
         raise InvalidArgument(f"the {REQUEST_HEADER} header must be a JSON object")
     return value
+
+
+def _loads(text: str) -> Any:
+    """JSON as a request may hold it: ValueError also for an object key with a lone
+    surrogate (`"\\ud800"`), which no field name has and protobuf's parser cannot take
+    (it raises SystemError); a lone surrogate in a value is refused by the field's parse."""
+    return json.loads(text, object_pairs_hook=_utf8_keys)
+
+
+def _utf8_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    for key, _ in pairs:
+        key.encode()  # UnicodeEncodeError (a ValueError) for a lone surrogate
+    return dict(pairs)
