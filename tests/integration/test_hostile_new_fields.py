@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import asyncpg
 import grpc
 import pytest
@@ -290,3 +291,22 @@ async def test_start_import_with_bad_new_spec_fields_is_refused_precisely(
 ) -> None:
     code = await outcome(start_import(roomy_stub, FILE, **spec))
     assert code in {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="defect: http/gateway.py _json_body decodes the body outside its try (500 INTERNAL)",
+)
+@pytest.mark.parametrize("action", ["retry", "revert"])
+async def test_a_body_that_is_not_utf8_is_an_invalid_argument_over_http(
+    make_app: AppFactory, action: str
+) -> None:
+    app = await make_app(http_port=0)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        job = await import_and_wait(pb_grpc.ImportServiceStub(channel), FILE)
+    url = f"http://127.0.0.1:{app.http_port}/v1/jobs/{job.id}:{action}"
+    async with aiohttp.ClientSession() as session:
+        headers = {"Content-Type": "application/json"}
+        async with session.post(url, data=b'{"requestId": "\xff"}', headers=headers) as response:
+            body = await response.json()
+    assert (response.status, body["code"]) == (400, grpc.StatusCode.INVALID_ARGUMENT.value[0])
