@@ -293,13 +293,17 @@ async def test_start_import_with_bad_new_spec_fields_is_refused_precisely(
     assert code in {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: http/gateway.py _json_body decodes the body outside its try (500 INTERNAL)",
-)
+# Each is 500 INTERNAL today. A body that is not UTF-8: http/gateway.py `_json_body` calls
+# `request.text()` outside its try. A key with a lone surrogate (valid JSON, "\ud800"):
+# protobuf's ParseDict raises SystemError, which http/routes.py does not catch (ParseError only).
+NOT_TEXT_BODIES = [b'{"requestId": "\xff"}', b'{"\\ud800": 1}']
+
+
+@pytest.mark.xfail(strict=True, reason="defects in http/gateway.py and http/routes.py")
+@pytest.mark.parametrize("body", NOT_TEXT_BODIES, ids=short)
 @pytest.mark.parametrize("action", ["retry", "revert"])
-async def test_a_body_that_is_not_utf8_is_an_invalid_argument_over_http(
-    make_app: AppFactory, action: str
+async def test_a_body_of_no_text_is_an_invalid_argument_over_http(
+    make_app: AppFactory, action: str, body: bytes
 ) -> None:
     app = await make_app(http_port=0)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
@@ -307,6 +311,6 @@ async def test_a_body_that_is_not_utf8_is_an_invalid_argument_over_http(
     url = f"http://127.0.0.1:{app.http_port}/v1/jobs/{job.id}:{action}"
     async with aiohttp.ClientSession() as session:
         headers = {"Content-Type": "application/json"}
-        async with session.post(url, data=b'{"requestId": "\xff"}', headers=headers) as response:
-            body = await response.json()
-    assert (response.status, body["code"]) == (400, grpc.StatusCode.INVALID_ARGUMENT.value[0])
+        async with session.post(url, data=body, headers=headers) as response:
+            answer = await response.json()
+    assert (response.status, answer["code"]) == (400, grpc.StatusCode.INVALID_ARGUMENT.value[0])
