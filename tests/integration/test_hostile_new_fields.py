@@ -293,13 +293,12 @@ async def test_start_import_with_bad_new_spec_fields_is_refused_precisely(
     assert code in {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
 
 
-# Each is 500 INTERNAL today. A body that is not UTF-8: http/gateway.py `_json_body` calls
-# `request.text()` outside its try. A key with a lone surrogate (valid JSON, "\ud800"):
-# protobuf's ParseDict raises SystemError, which http/routes.py does not catch (ParseError only).
+# Each was 500 INTERNAL: a body that is not UTF-8 (read outside the JSON check), and a key
+# with a lone surrogate (valid JSON, "\ud800"), on which protobuf's ParseDict raises
+# SystemError.
 NOT_TEXT_BODIES = [b'{"requestId": "\xff"}', b'{"\\ud800": 1}']
 
 
-@pytest.mark.xfail(strict=True, reason="defects in http/gateway.py and http/routes.py")
 @pytest.mark.parametrize("body", NOT_TEXT_BODIES, ids=short)
 @pytest.mark.parametrize("action", ["retry", "revert"])
 async def test_a_body_of_no_text_is_an_invalid_argument_over_http(
@@ -314,3 +313,16 @@ async def test_a_body_of_no_text_is_an_invalid_argument_over_http(
         async with session.post(url, data=body, headers=headers) as response:
             answer = await response.json()
     assert (response.status, answer["code"]) == (400, grpc.StatusCode.INVALID_ARGUMENT.value[0])
+
+
+async def test_a_lone_surrogate_key_in_the_upload_header_is_an_invalid_argument(
+    make_app: AppFactory,
+) -> None:
+    app = await make_app(http_port=0)
+    url = f"http://127.0.0.1:{app.http_port}/v1/jobs:import"
+    headers = {"Importd-Request": '{"spec": {"importType": "contacts", "\\ud800": 1}}'}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(url, data=FILE, headers=headers) as response:
+            answer = await response.json()
+    assert (response.status, answer["code"]) == (400, grpc.StatusCode.INVALID_ARGUMENT.value[0])
+
