@@ -321,8 +321,9 @@ async def test_a_lone_surrogate_key_in_the_upload_header_is_an_invalid_argument(
     app = await make_app(http_port=0)
     url = f"http://127.0.0.1:{app.http_port}/v1/jobs:import"
     headers = {"Importd-Request": '{"spec": {"importType": "contacts", "\\ud800": 1}}'}
-    async with aiohttp.ClientSession() as session:
-        async with session.post(url, data=FILE, headers=headers) as response:
-            answer = await response.json()
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=FILE, headers=headers) as response,
+    ):
+        answer = await response.json()
     assert (response.status, answer["code"]) == (400, grpc.StatusCode.INVALID_ARGUMENT.value[0])
-
