@@ -40,7 +40,7 @@ async def test_chunk_statements_find_rows_by_key_even_when_statistics_say_the_ta
     batch = {"job_id": uuid.uuid4(), "first_row": 1, "last_row": 5000, "tenant": "default"}
     async with db.transaction():
         await SESSION_QUERIES["by_key_only"].execute(db)
-        for statement in (plan.apply, plan.lock_targets):
+        for statement in (plan.apply, plan.lock_targets, plan.insert_new):
             if statement is None:
                 continue
             rows = await db.fetch(f"EXPLAIN {statement.sql}", *statement.args(batch))

@@ -325,3 +325,34 @@ async def test_values_the_file_spells_unusually_are_stored_as_validated(
     )
     [entry] = await entries_of(stub, job.id)
     assert entry.raw["email"] == " a@X.com " and entry.key == "a@x.com"
+
+
+@pytest.mark.parametrize(
+    "mode", [pb.IMPORT_MODE_UPSERT, pb.IMPORT_MODE_INSERT], ids=["upsert", "insert"]
+)
+async def test_a_key_the_target_holds_midway_through_a_first_import_is_found(
+    stub: pb_grpc.ImportServiceStub, db: asyncpg.Connection, mode: int
+) -> None:
+    # Chunks of new keys are inserted without looking each key up (insert_new); the third
+    # chunk's third key in key order is the target's already, so its attempt inserts two
+    # rows and then fails: they are rolled back, and that chunk and the ones after look
+    # every key up.
+    await seed(stub)  # ann, bob, cy
+    names = ["a1", "a2", "a3", "a4", "b1", "b2", "b3", "b4", "bz", "bob", "ba", "bb", "d1", "d2"]
+    data = b"email,first_name\n" + b"".join(f"{n}@x.com,{n.upper()}\n".encode() for n in names)
+    job = await import_and_wait(stub, data, mode=mode)
+    inserted = [n for n in names if n != "bob"]
+    if mode == pb.IMPORT_MODE_UPSERT:
+        assert counts(job) == {"created": len(inserted), "updated": 1}
+        bob = pb.ENTRY_STATUS_UPDATED
+    else:
+        assert counts(job) == {"created": len(inserted), "skipped": 1}
+        bob = pb.ENTRY_STATUS_SKIPPED
+    entries = await entries_of(stub, job.id)
+    assert [e.status for e in entries] == [
+        bob if n == "bob" else pb.ENTRY_STATUS_CREATED for n in names
+    ]
+    rows = await contacts(db)
+    assert len(rows) == 3 + len(inserted)
+    assert {n: rows[f"{n}@x.com"][0] for n in inserted} == {n: n.upper() for n in inserted}
+    assert rows["bob@x.com"][0] == ("BOB" if mode == pb.IMPORT_MODE_UPSERT else "Bob")

@@ -6,6 +6,7 @@ runs again, exactly once."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -39,6 +40,9 @@ REFUSED_BY_DATABASE = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationEr
 # Rows per statement: bounds each statement's memory and hash tables, however big the chunk
 # (an all-or-nothing job is one chunk).
 BATCH_ROWS = 5000
+# How many such jobs ChunkProcessor remembers (a hint: a job forgotten tries insert_new once
+# more).
+KEYS_MET_JOBS = 1000
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,9 @@ class ChunkProcessor:
         self._jobs = jobs
         self._entries = entries
         self._lease_seconds = lease_seconds
+        # The jobs recently seen to import a key the target already held (oldest first):
+        # their batches skip ApplyPlan.insert_new, which would fail.
+        self._keys_met: dict[uuid.UUID, None] = {}
 
     async def process(
         self, connection: Connection, claim: Claim, owner: str
@@ -237,6 +244,21 @@ class ChunkProcessor:
         refuses a row (added to `refused`); `keep`: release the writes, else roll them
         back."""
         connection, plan = work.connection, work.plan
+        job_id = work.claim.job_id
+        if plan.insert_new is not None and job_id not in self._keys_met:
+            try:
+                async with _savepoint(connection, keep=keep):
+                    inserted: str = await plan.insert_new.fetchval(
+                        connection, **work.rows(first, last)
+                    )
+                return inserted
+            except asyncpg.UniqueViolationError:
+                # A key of the job's is in the target: look each row's up from now on.
+                self._keys_met[job_id] = None
+                if len(self._keys_met) > KEYS_MET_JOBS:
+                    del self._keys_met[next(iter(self._keys_met))]
+            except REFUSED_BY_DATABASE:
+                pass  # `apply` meets the refusal too, and finds the row
         if plan.lock_targets is not None:
             await plan.lock_targets.fetchval(connection, **work.rows(first, last))
         try:
