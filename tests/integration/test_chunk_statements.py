@@ -91,7 +91,13 @@ async def test_de_duplication_from_candidate_rows_resolves_as_reading_every_entr
             await resolved(rows_read)
         results.append(rolled_back.value.args)
     assert results[0] == results[1]
-    assert results[0][0][0] > 0  # rows were skipped
+    superseded, stored = results[0]
+    assert superseded.skipped > 0
+    # The failed rows among the skipped ones, and their errors, which staging takes off its
+    # count of errors.
+    dropped = [r for r in stored if r["status"] == "SKIPPED" and failed[r["row_number"] - 1]]
+    assert superseded.were_failed == len(dropped) > 0
+    assert superseded.dropped_errors == {("INVALID", ""): len(dropped)}
 
 
 class _RollBack(Exception):

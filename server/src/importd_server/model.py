@@ -135,6 +135,13 @@ class ErrorCount:
     count: int
 
 
+def ranked_errors(counts: Mapping[tuple[str, str], int]) -> list[ErrorCount]:
+    """ErrorCounts of (code, field) counts, most frequent first, then by code and field;
+    counts under 1 left out."""
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    return [ErrorCount(code, field, n) for (code, field), n in ranked if n > 0]
+
+
 @dataclass(frozen=True)
 class Job:
     """An import job as stored."""

@@ -5,6 +5,7 @@ RowChecker's). Gives the rows as new entries, with their status, key and clean v
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -38,6 +39,8 @@ class BlockChecker:
         self._checker = RowChecker(import_type, {}, mode)
         self._defaults: dict[str, str | None] = {}
         self._by_field = True
+        # The errors of the rows failed so far, by (code, field): the job's error summary.
+        self.errors: Counter[tuple[str, str]] = Counter()
 
     def check(self, block: Block) -> NewEntries:
         """The block's rows as entries."""
@@ -120,7 +123,7 @@ class BlockChecker:
                 for at, text in zip(bad.to_pylist(), texts, strict=True):
                     if (error := self._checker.field_error(index, text)) is not None:
                         failures.setdefault(at, []).append(error)
-        checked = _Checked()
+        checked = _Checked(self.errors)
         values = [f.take(slow).to_pylist() for f in fields]
         for at, row in enumerate(zip(*values, strict=True)):
             if at in failures:
@@ -141,12 +144,12 @@ class BlockChecker:
         return pa.array([key_of(row) for row in zip(*values, strict=True)], pa.string())
 
     def _check_rows(self, rows: list[ParsedRow]) -> NewEntries:
-        checked = _Checked()
+        checked = _Checked(self.errors)
         for row in rows:
             if row.error is None:
                 checked.check(self._checker, row.values)
             else:
-                checked.add(FAILED, None, None, _json([row.error]))
+                checked.failed(None, [row.error])
         return NewEntries(
             row_numbers=pa.array([r.row_number for r in rows], pa.int64()),
             line_numbers=pa.array([r.line_number for r in rows], pa.int64()),
@@ -160,8 +163,10 @@ class BlockChecker:
 
 @dataclass
 class _Checked:
-    """Rows RowChecker checked: each one's status, key, clean literal and errors (JSON)."""
+    """Rows RowChecker checked: each one's status, key, clean literal and errors (JSON);
+    the failed rows' errors also counted into `counted`."""
 
+    counted: Counter[tuple[str, str]]
     statuses: list[str] = field(default_factory=list)
     keys: list[str | None] = field(default_factory=list)
     clean: list[str | None] = field(default_factory=list)
@@ -185,8 +190,8 @@ class _Checked:
     def fail(self, checker: RowChecker, row: list[str], errors: Sequence[RowError]) -> None:
         # The key even of an invalid row: if its key repeats later in the file, the row is
         # SKIPPED (superseded), not FAILED.
-        self.add(FAILED, checker.key(row), None, _json(errors))
+        self.failed(checker.key(row), errors)
 
-
-def _json(errors: Sequence[RowError]) -> str:
-    return json.dumps(errors_to_json(errors))
+    def failed(self, key: str | None, errors: Sequence[RowError]) -> None:
+        self.add(FAILED, key, None, json.dumps(errors_to_json(errors)))
+        self.counted.update((e.code, e.field) for e in errors)

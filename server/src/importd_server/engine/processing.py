@@ -19,7 +19,14 @@ import structlog
 from importd_server.engine.parsing import FileColumns
 from importd_server.engine.validation import RowChecker
 from importd_server.errors import FailedPrecondition
-from importd_server.model import Claim, EntryStatus, ErrorCount, ImportType, RowError
+from importd_server.model import (
+    Claim,
+    EntryStatus,
+    ErrorCount,
+    ImportType,
+    RowError,
+    ranked_errors,
+)
 from importd_server.store.entries import EntryStore
 from importd_server.store.jobs import JobStore
 from importd_server.store.pool import Connection
@@ -319,8 +326,7 @@ class ChunkProcessor:
 
 def summarize_errors(rows: Iterable[Sequence[RowError]]) -> list[ErrorCount]:
     """The rows' errors by code and column, most frequent first (each error counts once)."""
-    counted = Counter((e.code, e.field) for errors in rows for e in errors)
-    return [ErrorCount(code, field, n) for (code, field), n in counted.most_common()]
+    return ranked_errors(Counter((e.code, e.field) for errors in rows for e in errors))
 
 
 @asynccontextmanager

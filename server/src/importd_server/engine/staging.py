@@ -12,6 +12,7 @@ import hashlib
 import io
 import queue
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -36,6 +37,7 @@ from importd_server.model import (
     ImportMode,
     ImportType,
     Job,
+    ranked_errors,
 )
 from importd_server.store.availability import is_connection_error
 from importd_server.store.entries import EntryStore, encode_entries
@@ -466,17 +468,17 @@ class Stager:
             received.dialect = reader.dialect  # a refused file's job shows how it was read
         received.total_rows = total  # the file is read whole: stage STAGING
 
-        skipped, were_failed = await self._entries.skip_superseded(
+        superseded = await self._entries.skip_superseded(
             connection, job_id, await self._slots.run(repeats.candidates)
         )
-        failed -= were_failed
+        failed -= superseded.were_failed
+        skipped = superseded.skipped
         if new_job.all_or_nothing and failed:
             # Nothing is imported: no chunk needs to run.
             skipped += await self._entries.skip_pending(connection, job_id)
-        # Over the failed rows only, after superseded rows dropped their errors; a clean
-        # file (the common case) costs nothing.
-        summary = await self._entries.summarize_errors(connection, job_id) if failed else ()
-        return _Staged(total, columns.names, failed, skipped, summary)
+        # The errors of the rows that failed, but for those superseded rows dropped.
+        summary = ranked_errors(checker.errors - Counter(superseded.dropped_errors))
+        return _Staged(total, columns.names, failed, skipped, tuple(summary))
 
     async def _queue(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import pyarrow as pa
@@ -16,7 +16,6 @@ from importd_server.model import (
     Entry,
     EntryPage,
     EntryStatus,
-    ErrorCount,
     Job,
     RowError,
 )
@@ -58,6 +57,15 @@ class NewEntries:
     def failed(self) -> int:
         """How many of the rows failed."""
         return int(pc.sum(pc.equal(self.statuses, EntryStatus.FAILED.value)).as_py() or 0)
+
+
+class Superseded(NamedTuple):
+    """What resolving a file's repeated keys did: rows skipped, how many of them had
+    failed, and the errors those dropped, by (code, field)."""
+
+    skipped: int
+    were_failed: int
+    dropped_errors: dict[tuple[str, str], int]
 
 
 def errors_to_json(errors: Sequence[RowError]) -> list[dict[str, str]]:
@@ -284,24 +292,19 @@ class EntryStore:
 
     async def skip_superseded(
         self, connection: Connection, job_id: uuid.UUID, candidates: Sequence[int] | None
-    ) -> tuple[int, int]:
+    ) -> Superseded:
         """Resolves the job's repeated keys (the last row wins; the earlier ones are
-        SKIPPED, saying which row superseded them): how many rows were skipped, and how
-        many of them had failed. Only the `candidates` (row numbers) are read, which must
-        include every row whose key repeats; None: every row is read."""
+        SKIPPED, saying which row superseded them). Only the `candidates` (row numbers) are
+        read, which must include every row whose key repeats; None: every row is read."""
         await SESSION_QUERIES["by_key_only"].execute(connection)
         row = await ENTRY_QUERIES["skip_superseded_rows"].fetchrow(
             connection, job_id=job_id, candidates=candidates
         )
-        return row["skipped"], row["were_failed"]
-
-    async def summarize_errors(
-        self, connection: Connection, job_id: uuid.UUID
-    ) -> tuple[ErrorCount, ...]:
-        """The errors of the job's FAILED entries by code and column, most frequent first
-        (each error of a row counts once)."""
-        rows = await ENTRY_QUERIES["summarize_errors"].fetch(connection, job_id=job_id)
-        return tuple(ErrorCount(r["code"], r["field"], r["count"]) for r in rows)
+        dropped = zip(
+            row["dropped_codes"], row["dropped_fields"], row["dropped_counts"], strict=True
+        )
+        dropped_errors = {(code, field): count for code, field, count in dropped}
+        return Superseded(row["skipped"], row["were_failed"], dropped_errors)
 
     async def skip_pending(self, connection: Connection, job_id: uuid.UUID) -> int:
         """Every pending row of an all-or-nothing job that will import nothing becomes

@@ -7,7 +7,9 @@
 -- name: skip_superseded_rows
 -- A key repeated in one file: the last row with it wins, the earlier ones are SKIPPED and
 -- say which row superseded them, even if they are invalid (their errors are dropped).
--- Returns how many rows were skipped, and how many of those had failed.
+-- Returns how many rows were skipped, how many of those had failed, and the errors they
+-- dropped by code and column (three arrays in step; staging takes them off the errors it
+-- counted).
 -- Reads only the rows :candidates names (row numbers: a superset of the rows whose key
 -- repeats, which staging finds from the keys' hashes), each looked up by its primary key
 -- (OFFSET 0 keeps the lookup per row); NULL reads every entry of the job. Each upload
@@ -17,7 +19,7 @@
 -- statistics; an estimate of one row for the job once made a join quadratic): one
 -- aggregate finds the repeated keys and their last rows, kept in one jsonb object that
 -- each entry read looks its key up in; the superseded ones are then updated by their
--- ctid (a TID scan).
+-- ctid (a TID scan). Every part sees the entries as they were before the update.
 WITH candidate AS MATERIALIZED (
     SELECT found.*
     FROM unnest(:candidates::bigint[]) AS candidate (row_number),
@@ -35,40 +37,36 @@ WITH candidate AS MATERIALIZED (
     UNION ALL
     SELECT * FROM candidate
 ), repeated AS MATERIALIZED (
-    SELECT jsonb_object_agg(key, last_row) AS last_rows,
-           coalesce(sum(failed_before_last), 0)::bigint AS were_failed
+    SELECT jsonb_object_agg(key, last_row) AS last_rows
     FROM (
-        SELECT key COLLATE "C" AS key, max(row_number) AS last_row,
-               count(*) FILTER (WHERE status = 'FAILED')
-               - coalesce(max(row_number) FILTER (WHERE status = 'FAILED')
-                          = max(row_number), false)::integer AS failed_before_last
+        SELECT key COLLATE "C" AS key, max(row_number) AS last_row
         FROM entry
         GROUP BY key COLLATE "C"
         HAVING count(*) > 1
     ) keys
+), superseded AS MATERIALIZED (
+    SELECT at, status FROM entry
+    WHERE (SELECT last_rows FROM repeated) IS NOT NULL
+      AND row_number < ((SELECT last_rows FROM repeated) ->> key)::bigint
 ), skipped AS (
     UPDATE import_entries e
     SET status = 'SKIPPED', errors = NULL, clean = NULL, process_time = now(),
         note = 'key ' || e.key || ' is repeated later in the file, at row '
                || ((SELECT last_rows FROM repeated) ->> e.key)
-    WHERE e.ctid = ANY(ARRAY(
-        SELECT at FROM entry
-        WHERE (SELECT last_rows FROM repeated) IS NOT NULL
-          AND row_number < ((SELECT last_rows FROM repeated) ->> key)::bigint))
+    WHERE e.ctid = ANY(ARRAY(SELECT at FROM superseded))
     RETURNING 1
+), dropped AS (
+    SELECT error ->> 'code' AS code, coalesce(error ->> 'field', '') AS field,
+           count(*) AS count
+    FROM import_entries e, jsonb_array_elements(e.errors) AS error
+    WHERE e.ctid = ANY(ARRAY(SELECT at FROM superseded WHERE status = 'FAILED'))
+    GROUP BY 1, 2
 )
 SELECT (SELECT count(*) FROM skipped) AS skipped,
-       (SELECT were_failed FROM repeated) AS were_failed;
-
--- name: summarize_errors
--- The errors of a job's FAILED entries by code and column (empty for a row-level error),
--- each error of a row counted once, most frequent first. Run at staging's end, and only
--- when rows failed.
-SELECT error ->> 'code' AS code, coalesce(error ->> 'field', '') AS field, count(*) AS count
-FROM import_entries e, jsonb_array_elements(e.errors) AS error
-WHERE e.job_id = :job_id AND e.status = 'FAILED'
-GROUP BY 1, 2
-ORDER BY count DESC, code, field;
+       (SELECT count(*) FROM superseded WHERE status = 'FAILED') AS were_failed,
+       ARRAY(SELECT code FROM dropped ORDER BY code, field) AS dropped_codes,
+       ARRAY(SELECT field FROM dropped ORDER BY code, field) AS dropped_fields,
+       ARRAY(SELECT count FROM dropped ORDER BY code, field) AS dropped_counts;
 
 -- name: skip_pending_rows
 -- An all-or-nothing job with failed rows: every row still pending is not imported (:note
