@@ -47,8 +47,8 @@ REFUSED_BY_DATABASE = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationEr
 # Rows per statement: bounds each statement's memory and hash tables, however big the chunk
 # (an all-or-nothing job is one chunk).
 BATCH_ROWS = 5000
-# How many such jobs ChunkProcessor remembers (a hint: a job forgotten tries insert_new once
-# more).
+# How many jobs ChunkProcessor remembers as having met a key the target held (a hint: a job
+# forgotten tries ApplyPlan.insert_new once more).
 KEYS_MET_JOBS = 1000
 
 

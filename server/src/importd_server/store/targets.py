@@ -207,13 +207,13 @@ def apply_plan(
             SELECT {column_list} FROM source WHERE {rows}
             ORDER BY {in_key_order("")}"""
 
-    insert_new = insert("pending AND found IS NULL")
+    insert_missing = insert("pending AND found IS NULL")
     skip_note = None
     # The previous values of the rows the writes replace, for RevertJob, as one JSON object
     # per batch (`import_before_images.images`).
     replaced = _updated_images(updated_columns(import_type, sources)) if record else None
     if mode is ImportMode.UPSERT:
-        writes = [f"created AS ({insert_new})"]
+        writes = [f"created AS ({insert_missing})"]
         outcome = "CASE WHEN s.found IS NULL THEN 'C' ELSE 'N' END"
         if updated:
             # ON CONFLICT takes the rows to change in key order, and inserts one that
@@ -231,7 +231,7 @@ def apply_plan(
             outcome = f"""CASE WHEN s.found IS NULL OR {among("applied WHERE inserted")} THEN 'C'
                    WHEN {among("applied")} THEN 'U' ELSE 'N' END"""
     elif mode is ImportMode.INSERT:
-        writes = [f"created AS ({insert_new})"]
+        writes = [f"created AS ({insert_missing})"]
         outcome = "CASE WHEN s.found IS NULL THEN 'C' ELSE 'S' END"
         skip_note = KEY_EXISTS
     elif mode is ImportMode.UPDATE:
@@ -294,7 +294,7 @@ def apply_plan(
             '' ORDER BY s.row_number) AS outcomes
         FROM source s"""
     # A created row records nothing for RevertJob, so neither does this.
-    all_new = f"""
+    insert_all = f"""
         WITH source AS MATERIALIZED ({source}),
         created AS ({insert("pending")})
         SELECT string_agg(CASE WHEN pending THEN 'C' ELSE '{NOT_APPLIED}' END,
@@ -309,7 +309,7 @@ def apply_plan(
         apply=numbered("apply", apply),
         skip_note=skip_note,
         insert_new=(
-            numbered("insert_new", all_new)
+            numbered("insert_new", insert_all)
             if mode in (ImportMode.UPSERT, ImportMode.INSERT)
             else None
         ),
