@@ -24,8 +24,10 @@ def blocks(draw: st.DrawFn) -> list[list[tuple[int, str | None]]]:
     return [draw(st.permutations(part)) for part in parts]
 
 
-def noted(parts: list[list[tuple[int, str | None]]], max_rows: int = 1 << 21) -> RepeatedKeys:
-    repeats = RepeatedKeys(max_rows)
+def noted(
+    parts: list[list[tuple[int, str | None]]], max_rows: int = 1 << 21, segment_rows: int = 1 << 20
+) -> RepeatedKeys:
+    repeats = RepeatedKeys(max_rows, segment_rows)
     for part in parts:
         repeats.add(
             pa.array([n for n, _ in part], pa.int64()), pa.array([k for _, k in part], pa.string())
@@ -33,13 +35,14 @@ def noted(parts: list[list[tuple[int, str | None]]], max_rows: int = 1 << 21) ->
     return repeats
 
 
-@given(blocks())
+@given(blocks(), st.sampled_from([1 << 20, 1, 7]))
 def test_every_row_whose_key_repeats_is_a_candidate_and_no_row_without_a_key(
-    parts: list[list[tuple[int, str | None]]],
+    parts: list[list[tuple[int, str | None]]], segment_rows: int
 ) -> None:
+    # Blocks are joined into segments of segment_rows or more (1M rows in the server).
     rows = [row for part in parts for row in part]
     counts = Counter(key for _, key in rows if key is not None)
-    candidates = noted(parts).candidates()
+    candidates = noted(parts, segment_rows=segment_rows).candidates()
     assert candidates is not None
     assert candidates == sorted(candidates)
     assert {n for n, key in rows if key is not None and counts[key] > 1} <= set(candidates)

@@ -5,17 +5,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
 
-import pyarrow as pa
 import structlog
 
 from importd_server.app import Application
 from importd_server.config import Settings, add_flags
 from importd_server.logs import configure_logging
+from importd_server.memory import configure_allocators
 from importd_server.store.embedded import start_embedded
 from importd_server.store.pool import DatabaseUnreachable, database_address
 
@@ -34,11 +33,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValueError as error:
         parser.error(str(error))
     configure_logging(settings.log_format, settings.log_level)
-    if "ARROW_DEFAULT_MEMORY_POOL" not in os.environ:
-        # Arrow's default allocator (mimalloc) keeps the blocks staging frees for reuse: the
-        # server's peak RSS after 1M-row uploads was 265-299 MB with it, 232 MB with the
-        # system allocator, at the same speed (BENCHMARKS.md).
-        pa.set_memory_pool(pa.system_memory_pool())
+    configure_allocators()
     sys.exit(asyncio.run(serve(settings)))
 
 
