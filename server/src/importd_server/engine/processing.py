@@ -248,8 +248,8 @@ class ChunkProcessor:
         self, work: _Work, first: int, last: int, keep: bool, refused: dict[int, str]
     ) -> str:
         """The outcomes of rows first..last, applied set-wise, or one by one if the database
-        refuses a row (added to `refused`); `keep`: release the writes, else roll them
-        back."""
+        refuses a row (added to `refused`) or the statement deadlocks with another job's;
+        `keep`: release the writes, else roll them back."""
         connection, plan = work.connection, work.plan
         job_id = work.claim.job_id
         if plan.insert_new is not None and job_id not in self._keys_met:
@@ -259,8 +259,11 @@ class ChunkProcessor:
                         connection, **work.rows(first, last)
                     )
                 return inserted
-            except asyncpg.UniqueViolationError:
-                # A key of the job's is in the target: look each row's up from now on.
+            except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
+                # A key of the job's is in the target: look each row's up from now on. (Or
+                # another job is writing one: inserting every key in key order, this
+                # statement can hold a new key another job's `apply` will insert while it
+                # waits on a key that `apply` updates, and PostgreSQL cancels one of them.)
                 self._keys_met[job_id] = None
                 if len(self._keys_met) > KEYS_MET_JOBS:
                     del self._keys_met[next(iter(self._keys_met))]
@@ -274,7 +277,11 @@ class ChunkProcessor:
                     connection, **work.apply_rows(first, last)
                 )
             return outcomes
-        except REFUSED_BY_DATABASE:
+        except (*REFUSED_BY_DATABASE, asyncpg.DeadlockDetectedError):
+            # Or a deadlock: this statement and another job's each waited on a key the
+            # other held, and PostgreSQL cancelled this one, so the other goes on. The rows
+            # then go one at a time here too (a deadlock there fails the chunk, which runs
+            # again).
             pass
         pending = await self._entries.pending_rows(connection, work.claim.job_id, first, last)
         outcome: dict[int, str] = {}
