@@ -10,7 +10,9 @@ import io
 import json
 import random
 from collections import Counter
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -23,6 +25,7 @@ from importd.v1 import import_service_pb2 as pb
 from importd.v1 import import_service_pb2_grpc as pb_grpc
 from importd_server.app import Application
 from importd_server.engine.processing import BATCH_ROWS
+from importd_server.model import RowError
 from importd_server.progress.hub import LISTENER_NAME
 from importd_server.store.availability import MONITOR_NAME
 from importd_server.store.pool import connect, create_pool, open_connection
@@ -465,6 +468,81 @@ async def test_the_error_summary_is_the_failed_entries_errors_for_any_format_and
         assert_summary_is_the_entries_errors(retry, await entries_of(stub, retry.id))
 
 
+def probe_hook(row: Mapping[str, Any]) -> Iterable[RowError]:
+    """The row validator of PROBE_TYPE: multiples of 3 refused by column, of 5 whole."""
+    if row["n"] % 3 == 0:
+        yield RowError("THREE", "n", str(row["n"]), "a multiple of 3")
+    if row["n"] % 5 == 0:
+        yield RowError("FIVE", "", str(row["n"]), "a multiple of 5")
+
+
+PROBE_TYPE = f"""
+name = "probe_numbers"
+table = "probe_numbers"
+key = ["n"]
+modes = ["INSERT", "UPSERT"]
+validator = "{__name__}:probe_hook"
+
+[[columns]]
+name = "n"
+type = "int"
+required = true
+
+[[columns]]
+name = "label"
+type = "string"
+max_length = 3
+"""
+
+
+@settings(max_examples=20, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=st.lists(
+        st.tuples(
+            st.sampled_from(["1", "2", "3", "5", "15", "x", ""]), st.sampled_from(["a", "long"])
+        ),
+        min_size=1,
+        max_size=12,
+    ),
+    all_or_nothing=st.booleans(),
+)
+async def test_the_error_summary_counts_a_row_validators_errors(
+    hooked: pb_grpc.ImportServiceStub, rows: list[tuple[str, str]], all_or_nothing: bool
+) -> None:
+    data = "n,label\n" + "".join(f"{n},{label}\n" for n, label in rows)
+    job = await import_and_wait(
+        hooked, data.encode(), import_type="probe_numbers", all_or_nothing=all_or_nothing
+    )
+    assert job.total_rows == len(rows)
+    assert_summary_is_the_entries_errors(job, await entries_of(hooked, job.id))
+
+
+async def test_the_row_validator_of_the_probe_type_runs(
+    hooked: pb_grpc.ImportServiceStub,
+) -> None:
+    data = b"n,label\n3,a\n5,a\n15,a\n4,a\n"
+    job = await import_and_wait(hooked, data, import_type="probe_numbers")
+    assert {(c.code, c.field): c.count for c in job.error_summary} == {
+        ("THREE", "n"): 2,
+        ("FIVE", ""): 2,
+    }
+    assert counts(job) == {"created": 1, "failed": 3}
+
+
+@pytest.fixture
+async def hooked(
+    make_app: AppFactory, tmp_path: Path, db: asyncpg.Connection
+) -> AsyncIterator[pb_grpc.ImportServiceStub]:
+    """A server that knows PROBE_TYPE (and only it)."""
+    types = tmp_path / "types"
+    types.mkdir()
+    (types / "probe_numbers.toml").write_text(PROBE_TYPE)
+    app: Application = await make_app(types_dir=types)
+    await db.execute("TRUNCATE probe_numbers")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        yield pb_grpc.ImportServiceStub(channel)
+
+
 # ---------------------------------------------------------------------------------------
 # 3. Every connection: no JIT, and the caller's own settings kept.
 
@@ -546,14 +624,15 @@ async def wait_for_backend(db: asyncpg.Connection, condition: str, within: float
     " it waits on an existing key another job's chunk is updating, which then inserts that new"
     " key: a deadlock the lookup path never had (a chunk fails and waits out its lease)",
 )
+@pytest.mark.parametrize("mode", [pb.IMPORT_MODE_UPSERT, pb.IMPORT_MODE_INSERT], ids=["up", "in"])
 async def test_insert_new_does_not_deadlock_with_a_job_updating_a_key_it_leaves_unchanged(
-    make_app: AppFactory, db: asyncpg.Connection
+    make_app: AppFactory, db: asyncpg.Connection, mode: int
 ) -> None:
     # Job A (UPSERT k00 new, k01 changed): its insert_new meets k01, so its `apply` runs,
     # which updates k01 (`applied`) and then inserts k00 (`created`), here slowly: a
-    # trigger sleeps on A's second insert of k00. Job B (UPSERT k00 new, k01 as the table
-    # has it) starts meanwhile. Before insert_new, B looked k01 up without a lock
-    # (UNCHANGED), inserted k00 and committed; A's insert then met B's key and A went row by
+    # trigger sleeps on A's second insert of k00. Job B (UPSERT or INSERT: k00 new, k01 as
+    # the table has it) starts meanwhile. Before insert_new, B looked k01 up without a lock
+    # (UNCHANGED or SKIPPED), inserted k00 and committed; A's insert then met B's key and A went row by
     # row: no chunk failed. With insert_new, B inserts k00, then k01, whose unique check
     # waits for A's transaction; A's insert of k00 waits for B's: deadlock. A's chunk is the
     # victim; it runs again once its lease expires (30 s by default; attempts 2).
@@ -577,7 +656,7 @@ async def test_insert_new_does_not_deadlock_with_a_job_updating_a_key_it_leaves_
             a = asyncio.ensure_future(import_and_wait(stub, csv_of(a_rows)))
             # A's `apply` (after its insert_new met k01), asleep inserting k00.
             await wait_for_backend(db, "wait_event = 'PgSleep' AND query LIKE '%f.differs%'")
-            b = await import_and_wait(stub, csv_of(b_rows))
+            b = await import_and_wait(stub, csv_of(b_rows), mode=mode)
             a_job = await a
             a_out = [STATUS_NAMES[e.status] for e in await entries_of(stub, a_job.id)]
             b_out = [STATUS_NAMES[e.status] for e in await entries_of(stub, b.id)]
@@ -586,7 +665,8 @@ async def test_insert_new_does_not_deadlock_with_a_job_updating_a_key_it_leaves_
         await db.execute("DROP FUNCTION IF EXISTS probe_slow()")
         await db.execute("DROP SEQUENCE IF EXISTS probe_calls")
     # The outcomes are as before: B created k00 and left k01; A updated both.
-    assert (a_out, b_out) == (["UPDATED", "UPDATED"], ["CREATED", "UNCHANGED"])
+    left = "UNCHANGED" if mode == pb.IMPORT_MODE_UPSERT else "SKIPPED"
+    assert (a_out, b_out) == (["UPDATED", "UPDATED"], ["CREATED", left])
     assert await held_rows(db) == {email(0): ("SLOW", "L0"), email(1): ("A", "L1")}
     # But no chunk should have failed on the way.
     attempts = await db.fetch("SELECT attempts FROM import_chunks ORDER BY attempts")
