@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import random
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
@@ -390,7 +391,7 @@ def render(rows: list[tuple[int, str, str]], fmt: str, header: str, quote_all: b
             if shape != "a field too few":
                 record["score"] = int(score) if score.lstrip("-").isdigit() else score
             if shape == "a column only this row has":
-                record["last_name"] = "N" * (key * 30)  # too long from key 4
+                record["last_name"] = "N" * (key % 5 * 30)  # too long from key 4
             lines.append(json.dumps(record))
         return ("\n".join(lines) + "\n").encode()
     if fmt == "xlsx":
@@ -436,6 +437,7 @@ def render(rows: list[tuple[int, str, str]], fmt: str, header: str, quote_all: b
     all_or_nothing=st.booleans(),
     dry_run=st.booleans(),
     mode=st.sampled_from([pb.IMPORT_MODE_UPSERT, pb.IMPORT_MODE_INSERT, pb.IMPORT_MODE_UPDATE]),
+    max_errors=st.none() | st.integers(0, 3),
 )
 async def test_the_error_summary_is_the_failed_entries_errors_for_any_format_and_shape(
     stub: pb_grpc.ImportServiceStub,
@@ -446,6 +448,7 @@ async def test_the_error_summary_is_the_failed_entries_errors_for_any_format_and
     all_or_nothing: bool,
     dry_run: bool,
     mode: int,
+    max_errors: int | None,
 ) -> None:
     header = "Mail Address" if mapped else "email"
     spec: dict[str, Any] = {
@@ -456,6 +459,8 @@ async def test_the_error_summary_is_the_failed_entries_errors_for_any_format_and
     }
     if mapped:
         spec["column_map"] = {header: "email"}
+    if max_errors is not None:
+        spec["max_errors"] = max_errors
     job = await import_and_wait(stub, render(rows, fmt, header, quote_all), **spec)
     if job.total_rows == 0:
         # Enough NULs and the file is taken for binary data: refused whole, no summary.
@@ -474,6 +479,42 @@ async def test_the_error_summary_is_the_failed_entries_errors_for_any_format_and
         )
         retry = await wait_for_job(stub, retry.id)
         assert_summary_is_the_entries_errors(retry, await entries_of(stub, retry.id))
+
+
+@pytest.mark.parametrize(
+    ("fmt", "quote_all"),
+    [("csv", False), ("csv", True), ("jsonl", False)],
+    ids=["csv-fast", "csv-quoted", "jsonl"],
+)
+async def test_the_error_summary_of_a_file_of_several_blocks_is_the_failed_entries_errors(
+    stub: pb_grpc.ImportServiceStub, db: asyncpg.Connection, fmt: str, quote_all: bool
+) -> None:
+    # 60,000 rows (over 1 MiB: several blocks; over 5,000: several reference batches), keys
+    # repeating across blocks. All or nothing with failed rows: staging is the whole job.
+    shuffle = random.Random(7)
+    kinds = sorted(KINDS)
+    rows = [
+        (shuffle.randrange(3000), shuffle.choice(kinds), shuffle.choice(["fields", *SHAPES]))
+        for _ in range(60_000)
+    ]
+    data = render(rows, fmt, "email", quote_all).replace(b"\x00", b"")
+    job = await import_and_wait(stub, data, all_or_nothing=True, piece=1 << 18, format=FORMATS[fmt])
+    assert job.total_rows == len(rows) and job.status == pb.JOB_STATUS_FAILED
+    stored = await db.fetch(
+        """SELECT error ->> 'code' AS code, coalesce(error ->> 'field', '') AS field,
+                  count(*) AS count
+           FROM import_entries e, jsonb_array_elements(e.errors) AS error
+           WHERE e.job_id = $1 AND e.status = 'FAILED' GROUP BY 1, 2""",
+        uuid.UUID(job.id),
+    )
+    assert {(c.code, c.field): c.count for c in job.error_summary} == {
+        (r["code"], r["field"]): r["count"] for r in stored
+    }
+    assert job.failed_count == await db.fetchval(
+        "SELECT count(*) FROM import_entries WHERE job_id = $1 AND status = 'FAILED'",
+        uuid.UUID(job.id),
+    )
+    assert job.skipped_count > 0
 
 
 def probe_hook(row: Mapping[str, Any]) -> Iterable[RowError]:
