@@ -282,6 +282,37 @@ async def test_max_errors_counts_the_rows_refused_after_insert_new_fell_back(
         await db.execute("ALTER TABLE contacts DROP CONSTRAINT IF EXISTS probe_no_x")
 
 
+@pytest.mark.parametrize("mode", [pb.IMPORT_MODE_UPSERT, pb.IMPORT_MODE_INSERT], ids=["up", "in"])
+async def test_two_new_rows_of_one_chunk_an_extra_unique_index_refuses_together_fail_alone(
+    stub: pb_grpc.ImportServiceStub, db: asyncpg.Connection, mode: int
+) -> None:
+    # One chunk: k01 and k02 are new and share a last name the index wants unique; k03 is
+    # held, after them in key order. insert_new fails, `apply` fails, rows go one by one:
+    # the later of the two is refused alone.
+    await seed_table(db, {email(3): ("A", "L3")}, [])
+    await db.execute("CREATE UNIQUE INDEX probe_unique_last ON contacts (tenant, last_name)")
+    try:
+        rows = [(email(0), "B", "L0"), (email(1), "B", "SAME"), (email(2), "B", "SAME")]
+        rows.append((email(3), "B", "L3"))
+        job = await import_and_wait(stub, csv_of(rows), mode=mode)
+        entries = await entries_of(stub, job.id)
+        held = (
+            ("UPDATED", "") if mode == pb.IMPORT_MODE_UPSERT else ("SKIPPED", "key already exists")
+        )
+        assert [outcome_of(e) for e in entries] == [
+            ("CREATED", ""),
+            ("CREATED", ""),
+            ("FAILED", "REJECTED_BY_DATABASE"),
+            held,
+        ]
+        assert_summary_is_the_entries_errors(job, entries)
+        expected = {email(0): ("B", "L0"), email(1): ("B", "SAME")}
+        expected[email(3)] = ("B", "L3") if mode == pb.IMPORT_MODE_UPSERT else ("A", "L3")
+        assert await held_rows(db) == expected
+    finally:
+        await db.execute("DROP INDEX IF EXISTS probe_unique_last")
+
+
 @pytest.mark.parametrize(
     ("dry_run", "refused"), [(False, True), (True, False), (False, False)], ids=str
 )
