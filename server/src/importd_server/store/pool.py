@@ -58,7 +58,7 @@ def database_address(url: str) -> dict[str, str]:
 async def connect(dsn: str | None = None, **options: Any) -> asyncpg.Connection[Any]:
     """`asyncpg.connect`, raising DatabaseUnreachable when the server cannot be reached."""
     options.setdefault("timeout", CONNECT_TIMEOUT_SECONDS)
-    options["server_settings"] = {**SERVER_SETTINGS, **options.get("server_settings", {})}
+    options["server_settings"] = {**SERVER_SETTINGS, **(options.get("server_settings") or {})}
     try:
         connection: asyncpg.Connection[Any] = await asyncpg.connect(dsn, **options)
     except (OSError, TimeoutError, asyncpg.CannotConnectNowError) as error:
