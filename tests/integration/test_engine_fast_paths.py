@@ -645,13 +645,20 @@ async def test_connections_have_no_jit_and_keep_the_callers_settings(database_ur
         assert await overriding.fetchval("SHOW jit") == "on"  # a caller's own word wins
     finally:
         await overriding.close()
-    named = await create_pool(database_url + "?application_name=probe-dsn", 1)
+    query = "&" if "?" in database_url else "?"  # the embedded server's URL has a query
+    named = await create_pool(f"{database_url}{query}application_name=probe-dsn", 1)
     try:
         async with named.acquire() as pooled:
             assert await pooled.fetchval("SHOW application_name") == "probe-dsn"
             assert await pooled.fetchval("SHOW jit") == "off"
     finally:
         await named.close()
+    operators = await create_pool(f"{database_url}{query}jit=on", 1)
+    try:
+        async with operators.acquire() as pooled:
+            assert await pooled.fetchval("SHOW jit") == "on"  # the URL's own setting stays
+    finally:
+        await operators.close()
     plain = await open_connection(database_url)
     try:
         assert await plain.fetchval("SHOW jit") == "off"

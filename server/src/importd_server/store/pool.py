@@ -26,10 +26,10 @@ CONNECT_TIMEOUT_SECONDS = 10.0
 # Pauses between attempts to reach the database at start-up: 0.5 s, doubling up to 5 s.
 FIRST_PAUSE_SECONDS = 0.5
 MAX_PAUSE_SECONDS = 5.0
-# Settings of every connection. No JIT: importd's statements each touch one batch by key,
-# yet `by_key_only` (SET enable_seqscan = off) inflates their estimated costs past
-# jit_above_cost, and compiling then cost more than running (staging's de-duplication of a
-# dirty 1M-row file: 476 ms with JIT, 175 ms without).
+# Settings of every connection, unless its URL names them. No JIT: importd's statements
+# each touch one batch by key, yet `by_key_only` (SET enable_seqscan = off) inflates their
+# estimated costs past jit_above_cost, and compiling then cost more than running (staging's
+# de-duplication of a dirty 1M-row file: 476 ms with JIT, 175 ms without).
 SERVER_SETTINGS = {"jit": "off"}
 
 
@@ -41,14 +41,19 @@ class DatabaseUnreachable(ConnectionError):
     """PostgreSQL could not be reached: refused, unreachable, no answer, or still starting."""
 
 
-def database_address(url: str) -> dict[str, str]:
-    """Where `url` points, for logs and errors: host (and port) and database, never a password."""
+def _location_and_parameters(url: str) -> tuple[str, dict[str, list[str]]]:
+    """A database URL's `host/database` part and its query parameters."""
     # By hand rather than urlsplit, which refuses some passwords (a "[") and would let one
     # with an unencoded "/" or "?" leak into the host: everything up to the last "@" goes.
     location = url.partition("://")[2].rpartition("@")[2]
     location, _, query = location.partition("?")
+    return location, parse_qs(query)
+
+
+def database_address(url: str) -> dict[str, str]:
+    """Where `url` points, for logs and errors: host (and port) and database, never a password."""
+    location, parameters = _location_and_parameters(url)
     host, _, database = location.partition("/")
-    parameters = parse_qs(query)
     return {
         "host": host or parameters.get("host", ["localhost"])[0],  # or a Unix socket folder
         "database": database or parameters.get("dbname", ["(the user's)"])[0],
@@ -58,7 +63,10 @@ def database_address(url: str) -> dict[str, str]:
 async def connect(dsn: str | None = None, **options: Any) -> asyncpg.Connection[Any]:
     """`asyncpg.connect`, raising DatabaseUnreachable when the server cannot be reached."""
     options.setdefault("timeout", CONNECT_TIMEOUT_SECONDS)
-    options["server_settings"] = {**SERVER_SETTINGS, **(options.get("server_settings") or {})}
+    # A setting the URL names (`?jit=on`) is the operator's: it stays.
+    named = _location_and_parameters(dsn)[1] if dsn else {}
+    defaults = {k: v for k, v in SERVER_SETTINGS.items() if k not in named}
+    options["server_settings"] = {**defaults, **(options.get("server_settings") or {})}
     try:
         connection: asyncpg.Connection[Any] = await asyncpg.connect(dsn, **options)
     except (OSError, TimeoutError, asyncpg.CannotConnectNowError) as error:
