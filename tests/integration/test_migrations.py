@@ -145,3 +145,16 @@ async def test_jobs_staged_before_engine_v2_stay_readable_and_new_workers_finish
         await database.close()
         await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def test_recorded_previous_values_are_compressed_with_lz4_where_postgresql_has_it(
+    db: asyncpg.Connection,
+) -> None:
+    has_lz4 = await db.fetchval(
+        "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
+    )
+    compression = await db.fetchval(
+        "SELECT attcompression::text FROM pg_attribute"
+        " WHERE attrelid = 'import_before_images'::regclass AND attname = 'images'"
+    )
+    assert compression == ("l" if has_lz4 else "")
