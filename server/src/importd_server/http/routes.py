@@ -163,13 +163,18 @@ def _set_query_value(values: dict[str, Any], message: Descriptor, name: str, raw
         _place(values, path, value)
 
 
+# An enum given by number: ASCII digits only (str.isdigit also takes "²", which int()
+# refuses), and few enough for int() (ParseDict refuses one out of range).
+_ENUM_NUMBER = re.compile(r"-?[0-9]{1,10}")
+
+
 def _json_value(field: FieldDescriptor, raw: str) -> Any:
     """A query string as the JSON value ParseDict expects for the field."""
     if field.type == FieldDescriptor.TYPE_BOOL:
         if raw not in ("true", "false"):
             raise InvalidArgument(f"{field.name}: {raw[:40]!r} is not true or false")
         return raw == "true"
-    if field.type == FieldDescriptor.TYPE_ENUM and raw.lstrip("-").isdigit():
+    if field.type == FieldDescriptor.TYPE_ENUM and _ENUM_NUMBER.fullmatch(raw):
         return int(raw)
     return raw  # numbers, enums by name, bytes (base64) and timestamps parse from text
 
