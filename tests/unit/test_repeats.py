@@ -24,10 +24,8 @@ def blocks(draw: st.DrawFn) -> list[list[tuple[int, str | None]]]:
     return [draw(st.permutations(part)) for part in parts]
 
 
-def noted(
-    parts: list[list[tuple[int, str | None]]], max_rows: int = 1 << 21, segment_rows: int = 1 << 20
-) -> RepeatedKeys:
-    repeats = RepeatedKeys(max_rows, segment_rows)
+def noted(parts: list[list[tuple[int, str | None]]], **bounds: int) -> RepeatedKeys:
+    repeats = RepeatedKeys(**bounds)
     for part in parts:
         repeats.add(
             pa.array([n for n, _ in part], pa.int64()), pa.array([k for _, k in part], pa.string())
@@ -60,3 +58,19 @@ def test_rows_not_numbered_one_after_another_or_too_many_make_every_row_a_candid
     assert noted([[(2, "a"), (1, "a")], [(4, "a")]]).candidates() is None
     assert noted([[(1, "a"), (2, "b")], [(3, "a")]], max_rows=2).candidates() is None
     assert noted([[(1, "a"), (2, "b")]], max_rows=2).candidates() == []
+
+
+def test_rows_without_a_key_are_no_candidates_however_many() -> None:
+    # Their hash is 0: they take no part in the counting, so a keyless file stays within
+    # the bound of one part.
+    keyless = [[(n, None) for n in range(1, 1001)]]
+    assert noted(keyless, max_part_rows=10).candidates() == []
+
+
+def test_a_key_in_most_rows_or_too_many_candidates_make_every_row_read() -> None:
+    # One key in every row would have one part of the hash space sort them all, and make
+    # every row a candidate: beyond the bounds, the de-duplication reads every entry.
+    hot = [[(n, "a@x.com") for n in range(1, 101)]]
+    assert noted(hot, max_part_rows=50).candidates() is None
+    assert noted(hot, max_candidates=50).candidates() is None
+    assert noted(hot).candidates() == list(range(1, 101))

@@ -13,9 +13,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 # Beyond this many rows (64 MB of hashes) the de-duplication reads every entry instead, as
-# it does without candidates. A 10M-row file keeps 40 MB; counting them at the end holds
-# a sixteenth of that besides.
+# it does without candidates. A 10M-row file keeps 40 MB.
 MAX_ROWS = 1 << 24
+# At the end, the keyed rows of one sixteenth of the hash space are sorted at a time: at
+# most this many (~16 bytes a row while sorted: 32 MB). More means a skewed file (one key in
+# most rows), whose every entry is read instead; so is one with more candidates than
+# MAX_CANDIDATES (each a Python int, and then a bigint sent to the database).
+MAX_PART_ROWS = 1 << 21
+MAX_CANDIDATES = 1 << 20
 _NO_KEY = 0  # a row without a key (missing or invalid) repeats nothing
 # Blocks' hashes are joined into segments of about this many rows: the end's counting then
 # makes a few calls per segment rather than per block of ~12,000 rows.
@@ -28,9 +33,17 @@ _PART_SHIFT = 28
 class RepeatedKeys:
     """The hashes of a file's keys in row order, block by block."""
 
-    def __init__(self, max_rows: int = MAX_ROWS, segment_rows: int = SEGMENT_ROWS) -> None:
+    def __init__(
+        self,
+        max_rows: int = MAX_ROWS,
+        segment_rows: int = SEGMENT_ROWS,
+        max_part_rows: int = MAX_PART_ROWS,
+        max_candidates: int = MAX_CANDIDATES,
+    ) -> None:
         self._max_rows = max_rows
         self._segment_rows = segment_rows
+        self._max_part_rows = max_part_rows
+        self._max_candidates = max_candidates
         self._segments: list[pa.Array] | None = []
         self._blocks: list[pa.Array] = []  # the latest blocks, not yet in a segment
         self._rows = 0
@@ -66,7 +79,8 @@ class RepeatedKeys:
 
     def candidates(self) -> list[int] | None:
         """The row numbers that may share their key with another row, in order; None if
-        every row may (the rows were not all noted)."""
+        every row is to be read instead: the rows were not all noted, or the hashes are
+        too skewed (one part of the hash space, or the candidates, beyond their bound)."""
         if self._segments is None:
             return None
         if self._rows < 2:
@@ -74,23 +88,37 @@ class RepeatedKeys:
         segments = [*self._segments, *self._blocks]
         # The hashes that occur more than once: equal to their neighbour once sorted, a
         # sixteenth of the hash space at a time (sorting them all at once would take three
-        # times their memory besides).
+        # times their memory besides). Rows without a key take no part.
         repeated = [pa.array([], pa.uint32())]
         for part in range(_PARTS):
-            values = pa.concat_arrays(
-                [s.filter(pc.equal(pc.shift_right(s, _PART_SHIFT), part)) for s in segments]
-            )
+            masks = [_in_part(s, part) for s in segments]
+            if _count(masks) > self._max_part_rows:
+                return None  # one key (or hash) in most rows: not sorted here
+            values = pa.concat_arrays([s.filter(m) for s, m in zip(segments, masks, strict=True)])
             if len(values) < 2:
                 continue
             ordered = values.take(pc.sort_indices(values))
             same = pc.equal(ordered.slice(1), ordered.slice(0, len(ordered) - 1))
             repeated.append(ordered.slice(1).filter(same))
-        hashes = pa.concat_arrays(repeated)
-        value_set = hashes.filter(pc.not_equal(hashes, _NO_KEY))
+        value_set = pa.concat_arrays(repeated)
+        hits = [pc.is_in(s, value_set=value_set) for s in segments]
+        if _count(hits) > self._max_candidates:
+            return None  # too many to send as a list
         rows: list[int] = []
         first = 1
-        for segment in segments:
-            found = pc.indices_nonzero(pc.is_in(segment, value_set=value_set))
-            rows.extend(pc.add(found, first).to_pylist())
+        for segment, hit in zip(segments, hits, strict=True):
+            rows.extend(pc.add(pc.indices_nonzero(hit), first).to_pylist())
             first += len(segment)
         return rows
+
+
+def _in_part(hashes: pa.Array, part: int) -> pa.Array:
+    """Which of the hashes lie in the part (their top 4 bits); a row without a key (0, in
+    part 0) in none."""
+    mask = pc.equal(pc.shift_right(hashes, _PART_SHIFT), part)
+    return pc.and_(mask, pc.not_equal(hashes, _NO_KEY)) if part == 0 else mask
+
+
+def _count(masks: list[pa.Array]) -> int:
+    """How many true values the boolean arrays hold."""
+    return sum(int(pc.sum(m).as_py() or 0) for m in masks)
