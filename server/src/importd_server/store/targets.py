@@ -73,9 +73,13 @@ async def ensure_target_table(connection: Connection, import_type: ImportType) -
                 f"column {import_type.table}.{name} is {found},"
                 f" import type {import_type.name} needs {sql_type}"
             )
+    # Checked at once and over every row: ON CONFLICT needs it so, and so does insert_new,
+    # which relies on a key the target holds failing its INSERT there and then (a deferred
+    # check would fail the chunk's commit; a partial index would let the key in twice).
     unique = await connection.fetchval(
         """SELECT count(*) FROM pg_index i
-           WHERE i.indrelid = to_regclass($1) AND i.indisunique
+           WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indimmediate
+             AND i.indpred IS NULL
              AND (SELECT array_agg(a.attname::text ORDER BY a.attname)
                   FROM pg_attribute a
                   WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey))
@@ -86,7 +90,8 @@ async def ensure_target_table(connection: Connection, import_type: ImportType) -
     if not unique:
         raise TargetTableError(
             f"table {import_type.table} needs a unique index on"
-            f" ({', '.join(import_type.table_key)})"
+            f" ({', '.join(import_type.table_key)}), checked at once (not deferrable) and"
+            " over every row (not partial)"
         )
 
 
