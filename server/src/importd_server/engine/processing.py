@@ -47,9 +47,9 @@ REFUSED_BY_DATABASE = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationEr
 # Rows per statement: bounds each statement's memory and hash tables, however big the chunk
 # (an all-or-nothing job is one chunk).
 BATCH_ROWS = 5000
-# How many jobs ChunkProcessor remembers as having met a key the target held (a hint: a job
-# forgotten tries ApplyPlan.insert_new once more).
-KEYS_MET_JOBS = 1000
+# How many jobs ChunkProcessor remembers as looking their keys up (a hint: a job forgotten
+# tries ApplyPlan.insert_new once more).
+LOOKING_UP_JOBS = 1000
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,8 @@ class _Work:
     original: dict[str, Any]  # a revert's :original_id and :original_chunk_rows
 
     def rows(self, first: int, last: int) -> dict[str, Any]:
-        """The parameters of the plan's lock statement for rows first..last."""
+        """The parameters of the plan's `lock_targets` and `insert_new` for rows
+        first..last."""
         tenant = {} if self.tenant is None else {"tenant": self.tenant}
         return {"job_id": self.claim.job_id, "first_row": first, "last_row": last, **tenant}
 
@@ -121,9 +122,10 @@ class ChunkProcessor:
         self._jobs = jobs
         self._entries = entries
         self._lease_seconds = lease_seconds
-        # The jobs recently seen to import a key the target already held (oldest first):
-        # their batches skip ApplyPlan.insert_new, which would fail.
-        self._keys_met: dict[uuid.UUID, None] = {}
+        # The jobs whose batches look their keys up (`apply`), oldest first: their
+        # insert_new failed on this replica (a key the target held, another unique index,
+        # or a deadlock with another job), and would likely fail again.
+        self._looking_up: dict[uuid.UUID, None] = {}
 
     async def process(
         self, connection: Connection, claim: Claim, owner: str
@@ -252,7 +254,7 @@ class ChunkProcessor:
         `keep`: release the writes, else roll them back."""
         connection, plan = work.connection, work.plan
         job_id = work.claim.job_id
-        if plan.insert_new is not None and job_id not in self._keys_met:
+        if plan.insert_new is not None and job_id not in self._looking_up:
             try:
                 async with _savepoint(connection, keep=keep):
                     inserted: str = await plan.insert_new.fetchval(
@@ -264,9 +266,9 @@ class ChunkProcessor:
                 # another job is writing one: inserting every key in key order, this
                 # statement can hold a new key another job's `apply` will insert while it
                 # waits on a key that `apply` updates, and PostgreSQL cancels one of them.)
-                self._keys_met[job_id] = None
-                if len(self._keys_met) > KEYS_MET_JOBS:
-                    del self._keys_met[next(iter(self._keys_met))]
+                self._looking_up[job_id] = None
+                if len(self._looking_up) > LOOKING_UP_JOBS:
+                    del self._looking_up[next(iter(self._looking_up))]
             except REFUSED_BY_DATABASE:
                 pass  # `apply` meets the refusal too, and finds the row
         if plan.lock_targets is not None:

@@ -142,8 +142,9 @@ class ApplyPlan:
     skip_codes: Mapping[str, str] = field(default_factory=dict)
     # INSERT and UPSERT: `apply` for a batch none of whose keys the target holds, which
     # inserts every pending row without looking its key up first (a quarter of `apply`'s
-    # work on a first import). Same parameters and outcomes ('C'); if a key is there after
-    # all, it fails with a unique violation, and `apply` is the way.
+    # work on a first import). It takes `lock_targets`' parameters and returns `apply`'s
+    # outcomes ('C'); if a key is there after all, it fails with a unique violation, and
+    # `apply` is the way.
     insert_new: Query | None = None
 
 

@@ -193,13 +193,14 @@ RETURNING *;
 
 -- name: add_counts
 -- One chunk's outcomes added to its running job, and its rows' errors (:errors, a list of
--- {code, field, count}) merged into the job's error summary (most frequent first). Nothing
+-- {code, field, count}) merged into the job's error summary (most frequent first, then by
+-- code and field in byte order, as model.ranked_errors sorts them at staging). Nothing
 -- when the job is no longer running (cancelled or failed meanwhile): the chunk's
 -- transaction is then rolled back.
 UPDATE import_jobs
 SET error_summary = CASE WHEN jsonb_array_length(:errors::jsonb) = 0 THEN error_summary ELSE (
         SELECT jsonb_agg(jsonb_build_object('code', code, 'field', field, 'count', n)
-                         ORDER BY n DESC, code, field)
+                         ORDER BY n DESC, code COLLATE "C", field COLLATE "C")
         FROM (SELECT code, field, sum(count)::bigint AS n
               FROM jsonb_to_recordset(error_summary || :errors::jsonb)
                    AS e(code text, field text, count bigint)
