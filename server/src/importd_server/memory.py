@@ -4,8 +4,8 @@ Staging frees most of what it allocates block by block (Arrow arrays, COPY paylo
 MB each), in the upload's thread. By default that memory stays with the process: Arrow's
 mimalloc pool keeps it for reuse, and glibc's malloc gives each thread an arena of its own
 and raises its threshold for returning memory after large frees. Measured, peak RSS of a
-server staging one 1M-row file (workers 0): 268 MB by default, 225 MB with two arenas,
-193 MB with two arenas and a fixed 1 MiB trim threshold (BENCHMARKS.md). An operator's own
+server staging one 1M-row file (workers 0): 262 MB by default, 220 MB with two arenas,
+189 MB with two arenas and a fixed 1 MiB trim threshold (BENCHMARKS.md). An operator's own
 ARROW_DEFAULT_MEMORY_POOL, MALLOC_ARENA_MAX or MALLOC_TRIM_THRESHOLD_ wins.
 """
 
