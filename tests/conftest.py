@@ -177,6 +177,15 @@ def stub(channel: grpc.aio.Channel) -> pb_grpc.ImportServiceStub:
 
 
 @pytest.fixture
+async def roomy_stub(make_app: AppFactory) -> AsyncIterator[pb_grpc.ImportServiceStub]:
+    """A stub on a server whose active-jobs limit tests of many examples (each starting a
+    job) cannot reach."""
+    app = await make_app(max_active_jobs_per_tenant=10_000)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        yield pb_grpc.ImportServiceStub(channel)
+
+
+@pytest.fixture
 async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A direct connection to the test database, for arranging and checking state."""
     connection = await asyncpg.connect(database_url)

@@ -6,7 +6,6 @@ never INTERNAL or UNKNOWN."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -60,14 +59,6 @@ async def outcome(call: Any) -> grpc.StatusCode:
         assert len((error.details() or "").encode()) <= MAX_MESSAGE_BYTES
         return code
     return grpc.StatusCode.OK
-
-
-@pytest.fixture
-async def roomy_stub(make_app: AppFactory) -> AsyncIterator[pb_grpc.ImportServiceStub]:
-    """A stub on a server whose active-jobs limit many examples' imports cannot reach."""
-    app = await make_app(max_active_jobs_per_tenant=10_000)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
-        yield pb_grpc.ImportServiceStub(channel)
 
 
 @pytest.fixture

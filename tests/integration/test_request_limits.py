@@ -23,7 +23,6 @@ from importd.v1 import import_service_pb2_grpc as pb_grpc
 from importd_server.api.limits import FIELDS, Labels, Text
 from importd_server.api.status import MAX_MESSAGE_BYTES, maps_errors
 from importd_server.errors import FieldViolation, InvalidArgument
-from tests.conftest import AppFactory
 from tests.rpc import entries_of, import_and_wait, rich_error, start_import
 
 FILE = b"email\na@x.com\n"
@@ -121,14 +120,6 @@ async def call(stub: pb_grpc.ImportServiceStub, method: str, message: Message) -
 def refusal(error: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, dict[str, str]]:
     details = rich_error(error)
     return details.code, details.field_violations
-
-
-@pytest.fixture
-async def roomy_stub(make_app: AppFactory) -> AsyncIterator[pb_grpc.ImportServiceStub]:
-    """A stub on a server whose active-jobs limit many examples' dry runs cannot reach."""
-    app = await make_app(max_active_jobs_per_tenant=10_000)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
-        yield pb_grpc.ImportServiceStub(channel)
 
 
 @pytest.fixture
